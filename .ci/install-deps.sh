@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package logit needs to build, test, benchmark and run.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config git
+  libtorch-dev libopenblas0-openmp
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev
+  libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev libspdlog-dev zlib1g-dev libzip-dev
+  dataset-fashion-mnist
+  python3-numpy python3-sklearn python3-torch liblinear-tools
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi

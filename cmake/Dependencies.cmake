@@ -1,0 +1,35 @@
+# Every external dependency of logit is discovered here, and only here.
+# All of them are Debian 12 packages (see .ci/install-deps.sh); nothing is downloaded.
+
+# LibTorch (libtorch-dev). Its config exports no namespaced target: link ${TORCH_LIBRARIES}.
+find_package(Torch REQUIRED)
+# Torch's config adds flags for its own consumers; keep our warnings readable.
+string(REPLACE "-Wno-error" "" TORCH_CXX_FLAGS "${TORCH_CXX_FLAGS}")
+
+find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)
+# libzip's CMake config references tools Debian ships in other packages; use pkg-config.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
+find_package(absl REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(GTest REQUIRED)
+
+# A header-only interface target that carries LibTorch's include dirs, libs and defines
+# (USE_C10D_GLOO among them). Only the few kernel sources link it.
+add_library(logit_torch INTERFACE)
+target_link_libraries(logit_torch INTERFACE ${TORCH_LIBRARIES})
+
+# One helper adds a GoogleTest executable and registers it with CTest.
+#   logit_add_test(NAME <name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>])
+function(logit_add_test)
+  cmake_parse_arguments(T "" "NAME" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  add_test(NAME ${T_NAME} COMMAND ${T_NAME})
+  set_tests_properties(${T_NAME} PROPERTIES
+    ENVIRONMENT "LOGIT_SOURCE_DIR=${PROJECT_SOURCE_DIR};LOGIT_BINARY_DIR=${PROJECT_BINARY_DIR};OMP_NUM_THREADS=1"
+    LABELS "${T_LABELS}")
+endfunction()

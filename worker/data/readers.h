@@ -1,0 +1,57 @@
+// Data readers: CSV, LibSVM/svmlight, NumPy .npy and IDX (optionally gzip-compressed).
+// Each reader can return one contiguous shard of rows (`rank` of `world`) without parsing or
+// holding the rows of other shards. Errors are InvalidArgument / NotFound statuses whose message
+// names the file and the line (text formats) or byte offset / element (binary formats).
+#ifndef LOGIT_WORKER_DATA_READERS_H_
+#define LOGIT_WORKER_DATA_READERS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/data/dataset.h"
+
+namespace logit {
+
+enum class DataFormat { kAuto, kCsv, kLibSvm, kNpy, kIdx };
+
+// Parses "csv", "libsvm" (or "svmlight"), "npy", "idx"; "" or "auto" is kAuto.
+absl::StatusOr<DataFormat> ParseDataFormat(const std::string& name);
+const char* DataFormatName(DataFormat f);
+// Infers the format from a file name (".csv", ".libsvm", ".svm", ".txt" with ':' pairs is not
+// sniffed), ".npy", "-ubyte", ".idx", optionally followed by ".gz").
+absl::StatusOr<DataFormat> InferDataFormat(const std::string& path);
+
+struct ReadOptions {
+  std::string path;             // features (and, for CSV/LibSVM, labels)
+  std::string labels_path;      // .npy / IDX: the label file; required for those formats
+  DataFormat format = DataFormat::kAuto;
+  // CSV: the label column, by header name or 0-based index; empty = the last column.
+  std::string label_column;
+  // Number of classes when known (labels >= classes are rejected); 0 = not known yet.
+  int64_t classes = 0;
+  // Feature count when known: LibSVM rows with a larger index are rejected, and the sparse
+  // matrix gets exactly this many columns; dense formats must match it. 0 = infer.
+  int64_t num_features = 0;
+  // uint8 features (IDX, uint8 .npy) are scaled by 1/255 when true (like torchvision ToTensor).
+  bool pixel_scale = true;
+  // Shard to return: rows [total*rank/world, total*(rank+1)/world).
+  int rank = 0;
+  int world = 1;
+  // When false (prediction input), rows may come without labels: a CSV with exactly
+  // num_features columns, a .npy / IDX file without a label file. Such rows get label 0.
+  bool require_labels = true;
+};
+
+// Reads the shard described by `options`. Labels are returned as class indices: -1 is mapped
+// to 0 (so -1/+1 binary labels work); other negative or non-integer labels are errors.
+absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options);
+
+// The first row of shard `rank` of `world` among `total` rows.
+inline int64_t ShardBegin(int64_t total, int rank, int world) {
+  return total * rank / world;
+}
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_DATA_READERS_H_

@@ -1,0 +1,321 @@
+// CSV and LibSVM readers over a memory-mapped file.
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "worker/data/mapped_file.h"
+#include "worker/data/reader_internal.h"
+
+namespace logit {
+namespace internal {
+
+namespace {
+
+// Iterates the lines of a buffer, tracking 1-based line numbers; strips a trailing '\r'.
+class LineCursor {
+ public:
+  explicit LineCursor(absl::string_view text) : text_(text) {}
+  // Returns false at the end of the buffer.
+  bool Next(absl::string_view* line) {
+    if (pos_ >= text_.size()) return false;
+    const char* start = text_.data() + pos_;
+    const void* nl = std::memchr(start, '\n', text_.size() - pos_);
+    size_t len = nl ? static_cast<const char*>(nl) - start : text_.size() - pos_;
+    pos_ += len + 1;
+    ++line_no_;
+    if (len > 0 && start[len - 1] == '\r') --len;
+    *line = absl::string_view(start, len);
+    return true;
+  }
+  int64_t line_no() const { return line_no_; }
+
+ private:
+  absl::string_view text_;
+  size_t pos_ = 0;
+  int64_t line_no_ = 0;
+};
+
+bool IsBlank(absl::string_view line) {
+  return absl::StripAsciiWhitespace(line).empty();
+}
+
+// Parses a finite float; false on garbage, trailing characters, NaN or Inf.
+bool ParseFinite(absl::string_view s, float* out, bool* non_finite) {
+  s = absl::StripAsciiWhitespace(s);
+  *non_finite = false;
+  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+  if (s.empty()) return false;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  if (ec != std::errc() || ptr != s.data() + s.size()) {
+    // from_chars gives out_of_range for denormals; accept those as tiny numbers.
+    double dv;
+    if (!absl::SimpleAtod(s, &dv)) return false;
+    if (!std::isfinite(dv)) {
+      *non_finite = true;
+      return false;
+    }
+    *out = static_cast<float>(dv);
+  }
+  if (!std::isfinite(*out)) {
+    *non_finite = true;
+    return false;
+  }
+  return true;
+}
+
+std::string Where(const std::string& path, int64_t line) {
+  return absl::StrCat(path, ":", line);
+}
+
+absl::string_view Unquote(absl::string_view s) {
+  s = absl::StripAsciiWhitespace(s);
+  if (s.size() >= 2 && (s.front() == '"' || s.front() == '\'') && s.back() == s.front()) {
+    s = s.substr(1, s.size() - 2);
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::string& where) {
+  if (!std::isfinite(value) || value != std::floor(value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": label ", value, " is not an integer class"));
+  }
+  int64_t y = static_cast<int64_t>(value);
+  if (y == -1) y = 0;  // -1/+1 binary labels
+  if (y < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
+  }
+  if (classes > 0 && y >= classes) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": label ", value,
+                                                   " is out of range for classes=", classes));
+  }
+  return y;
+}
+
+absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
+  auto file = MappedFile::Open(opt.path);
+  if (!file.ok()) return file.status();
+  const absl::string_view text = file->data();
+
+  // Pass 1: header detection, column count and the number of data rows.
+  LineCursor cursor(text);
+  absl::string_view line;
+  std::vector<std::string> header;
+  int64_t columns = -1;
+  int64_t total = 0;
+  bool first = true;
+  while (cursor.Next(&line)) {
+    if (IsBlank(line)) continue;
+    if (first) {
+      first = false;
+      std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
+      columns = static_cast<int64_t>(fields.size());
+      bool numeric = true;
+      for (auto f : fields) {
+        float v;
+        bool nf;
+        if (!ParseFinite(f, &v, &nf) && !nf) numeric = false;
+      }
+      if (!numeric) {
+        for (auto f : fields) header.emplace_back(Unquote(f));
+        continue;
+      }
+    }
+    ++total;
+  }
+  if (columns < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": empty CSV file"));
+  }
+  const bool unlabeled =
+      !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
+  if (columns < 2 && !unlabeled) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        opt.path, ":1: a CSV needs at least one feature column and a label column"));
+  }
+
+  // Which column holds the label.
+  int64_t label_col = unlabeled ? -1 : columns - 1;
+  if (!opt.label_column.empty() && !unlabeled) {
+    auto it = std::find(header.begin(), header.end(), opt.label_column);
+    int64_t idx;
+    if (it != header.end()) {
+      label_col = it - header.begin();
+    } else if (absl::SimpleAtoi(opt.label_column, &idx)) {
+      if (idx < 0) idx += columns;
+      if (idx < 0 || idx >= columns) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("label_column: index ", opt.label_column, " is out of range for ",
+                         opt.path, " with ", columns, " columns"));
+      }
+      label_col = idx;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("label_column: no column named '",
+                                                     opt.label_column, "' in the header of ",
+                                                     opt.path));
+    }
+  }
+  const int64_t d = unlabeled ? columns : columns - 1;
+  if (opt.num_features > 0 && opt.num_features != d) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": has ", d,
+                                                   " feature columns, expected features=",
+                                                   opt.num_features));
+  }
+
+  Dataset out;
+  out.source = opt.path;
+  out.storage = FeatureStorage::kDenseFloat32;
+  out.num_features = d;
+  out.total_rows = total;
+  const int64_t begin = ShardBegin(total, opt.rank, opt.world);
+  const int64_t end = ShardBegin(total, opt.rank + 1, opt.world);
+  out.first_row = begin;
+  out.num_rows = end - begin;
+  out.dense_f32.resize(out.num_rows * d);
+  out.labels.resize(out.num_rows);
+
+  // Pass 2: parse only this shard's rows.
+  LineCursor parse(text);
+  int64_t row = -1;
+  bool skipped_header = header.empty();
+  while (row + 1 < end && parse.Next(&line)) {
+    if (IsBlank(line)) continue;
+    if (!skipped_header) {
+      skipped_header = true;
+      continue;
+    }
+    ++row;
+    if (row < begin) continue;
+    const std::string where = Where(opt.path, parse.line_no());
+    float* dst = out.dense_f32.data() + (row - begin) * d;
+    int64_t col = 0;
+    for (absl::string_view field : absl::StrSplit(line, ',')) {
+      if (col >= columns) {
+        ++col;
+        continue;
+      }
+      float v;
+      bool non_finite;
+      if (!ParseFinite(field, &v, &non_finite)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": column ", col + 1, ": ",
+            non_finite ? "non-finite value '" : "not a number: '", field, "'"));
+      }
+      if (col == label_col) {
+        auto y = ToClassIndex(v, opt.classes, where);
+        if (!y.ok()) return y.status();
+        out.labels[row - begin] = *y;
+      } else {
+        dst[(label_col < 0 || col < label_col) ? col : col - 1] = v;
+      }
+      ++col;
+    }
+    if (col != columns) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": expected ", columns, " fields, found ", col, " (ragged row)"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
+  auto file = MappedFile::Open(opt.path);
+  if (!file.ok()) return file.status();
+  const absl::string_view text = file->data();
+
+  LineCursor cursor(text);
+  absl::string_view line;
+  int64_t total = 0;
+  while (cursor.Next(&line)) {
+    absl::string_view content = line.substr(0, line.find('#'));
+    if (!IsBlank(content)) ++total;
+  }
+  // Indices are 1-based unless the file uses index 0 anywhere (then 0-based).
+  const bool zero_based = text.find(" 0:") != absl::string_view::npos ||
+                          text.find("\t0:") != absl::string_view::npos;
+  const int64_t base = zero_based ? 0 : 1;
+
+  Dataset out;
+  out.source = opt.path;
+  out.storage = FeatureStorage::kSparseCsr;
+  out.total_rows = total;
+  const int64_t begin = ShardBegin(total, opt.rank, opt.world);
+  const int64_t end = ShardBegin(total, opt.rank + 1, opt.world);
+  out.first_row = begin;
+  out.num_rows = end - begin;
+  out.labels.reserve(out.num_rows);
+  out.csr_indptr.reserve(out.num_rows + 1);
+  out.csr_indptr.push_back(0);
+  int64_t max_index = -1;
+
+  LineCursor parse(text);
+  int64_t row = -1;
+  while (row + 1 < end && parse.Next(&line)) {
+    absl::string_view content = line.substr(0, line.find('#'));
+    if (IsBlank(content)) continue;
+    ++row;
+    if (row < begin) continue;
+    const std::string where = Where(opt.path, parse.line_no());
+    bool first_token = true;
+    int64_t prev = -1;
+    for (absl::string_view tok : absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+      if (first_token) {
+        first_token = false;
+        float v;
+        bool nf;
+        if (!ParseFinite(tok, &v, &nf)) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": bad label '", tok, "'"));
+        }
+        auto y = ToClassIndex(v, opt.classes, where);
+        if (!y.ok()) return y.status();
+        out.labels.push_back(*y);
+        continue;
+      }
+      if (absl::StartsWith(tok, "qid:")) continue;
+      const size_t colon = tok.find(':');
+      int64_t idx;
+      float v;
+      bool non_finite = false;
+      if (colon == absl::string_view::npos || !absl::SimpleAtoi(tok.substr(0, colon), &idx) ||
+          !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": ", non_finite ? "non-finite value in '" : "expected index:value, got '",
+            tok, "'"));
+      }
+      idx -= base;
+      if (idx < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": feature index ", idx + base, " is below ", base));
+      }
+      if (opt.num_features > 0 && idx >= opt.num_features) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": feature index ", idx + base,
+                                                       " exceeds features=", opt.num_features));
+      }
+      if (idx <= prev) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": feature indices must increase (", tok, ")"));
+      }
+      prev = idx;
+      max_index = std::max(max_index, idx);
+      out.csr_indices.push_back(idx);
+      out.csr_values.push_back(v);
+    }
+    out.csr_indptr.push_back(static_cast<int64_t>(out.csr_indices.size()));
+  }
+  out.num_features = opt.num_features > 0 ? opt.num_features : max_index + 1;
+  return out;
+}
+
+}  // namespace internal
+}  // namespace logit

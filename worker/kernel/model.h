@@ -1,0 +1,23 @@
+// A trained logistic-regression model on raw (unstandardised) features. LibTorch-free.
+#ifndef LOGIT_WORKER_KERNEL_MODEL_H_
+#define LOGIT_WORKER_KERNEL_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace logit {
+
+struct LinearModel {
+  int64_t num_features = 0;  // d
+  int64_t num_classes = 0;   // K >= 2
+  // Row-major d x OutputColumns(): one column (sigmoid) for K == 2, K columns (softmax) otherwise.
+  std::vector<float> weights;
+  std::vector<float> bias;   // OutputColumns() entries (zero when trained without bias)
+
+  int64_t OutputColumns() const { return num_classes == 2 ? 1 : num_classes; }
+  bool IsBinary() const { return num_classes == 2; }
+};
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_KERNEL_MODEL_H_

@@ -1,0 +1,334 @@
+#include "worker/kernel/objective.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace logit {
+
+struct LogisticObjective::Block {
+  at::Tensor x;    // dense rows x d (compute dtype), or sparse COO rows x d
+  at::Tensor xt;   // sparse only: d x rows
+  bool sparse = false;
+  at::Tensor y;    // int64 labels
+  at::Tensor yf;   // labels in compute dtype (binary only)
+  at::Tensor sw;   // sample weights or undefined
+  int64_t rows = 0;
+};
+
+namespace {
+
+at::Tensor CooFromCsr(const Dataset& data, const int64_t* rows, int64_t count, int64_t first,
+                      bool contiguous, const at::TensorOptions& opts) {
+  int64_t nnz = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t r = contiguous ? first + i : rows[i];
+    nnz += data.csr_indptr[r + 1] - data.csr_indptr[r];
+  }
+  at::Tensor idx = at::empty({2, nnz}, at::kLong);
+  at::Tensor val = at::empty({nnz}, at::kFloat);
+  int64_t* ri = idx.data_ptr<int64_t>();
+  int64_t* ci = ri + nnz;
+  float* v = val.data_ptr<float>();
+  int64_t k = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t r = contiguous ? first + i : rows[i];
+    for (int64_t p = data.csr_indptr[r]; p < data.csr_indptr[r + 1]; ++p, ++k) {
+      ri[k] = i;
+      ci[k] = data.csr_indices[p];
+      v[k] = data.csr_values[p];
+    }
+  }
+  return at::sparse_coo_tensor(idx.to(opts.device()), val.to(opts), {count, data.num_features})
+      .coalesce();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
+    const Dataset& data, const ObjectiveConfig& config, at::Tensor sample_weight, at::Tensor mu,
+    at::Tensor sigma, Collective* collective) {
+  if (config.classes < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("classes: must be >= 2, got ", config.classes));
+  }
+  if (data.num_features < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(data.source, ": no feature columns"));
+  }
+  std::unique_ptr<LogisticObjective> obj(new LogisticObjective());
+  obj->data_ = &data;
+  obj->config_ = config;
+  obj->collective_ = collective;
+  obj->n_ = data.num_rows;
+  obj->d_ = data.num_features;
+  obj->c_ = config.classes == 2 ? 1 : config.classes;
+  obj->u8_scale_ = data.u8_scale;
+  const at::TensorOptions opts = obj->options();
+  const int64_t n = obj->n_, d = obj->d_;
+  switch (data.storage) {
+    case FeatureStorage::kDenseFloat32:
+      obj->x_ = at::from_blob(const_cast<float*>(data.dense_f32.data()), {n, d}, at::kFloat)
+                    .to(config.device);
+      break;
+    case FeatureStorage::kDenseUint8:
+      obj->x_ = at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()), {n, d}, at::kByte)
+                    .to(config.device);
+      break;
+    case FeatureStorage::kSparseCsr:
+      for (int64_t b = 0; b < n; b += config.block_rows) {
+        const int64_t rows = std::min(config.block_rows, n - b);
+        at::Tensor x = CooFromCsr(data, nullptr, rows, b, true, opts);
+        obj->sparse_blocks_t_.push_back(x.t().coalesce());
+        obj->sparse_blocks_.push_back(std::move(x));
+      }
+      break;
+  }
+  obj->y_ = at::from_blob(const_cast<int64_t*>(data.labels.data()), {n}, at::kLong)
+                .to(config.device);
+  if (obj->c_ == 1) obj->yf_ = obj->y_.to(opts);
+  if (sample_weight.defined()) obj->sw_ = sample_weight.to(opts);
+  if (sigma.defined()) {
+    obj->mu_ = mu.to(opts);
+    obj->sigma_ = sigma.to(opts);
+  }
+  obj->acc_ = at::zeros({obj->num_params() + 2}, opts);
+  return obj;
+}
+
+at::TensorOptions LogisticObjective::options() const {
+  return at::TensorOptions().dtype(config_.dtype).device(config_.device);
+}
+
+void LogisticObjective::EffectiveParams(const at::Tensor& theta, at::Tensor* w_eff,
+                                        at::Tensor* b_eff) const {
+  at::Tensor w = theta.narrow(0, 0, d_ * c_).view({d_, c_});
+  at::Tensor b = theta.narrow(0, d_ * c_, c_);
+  if (sigma_.defined()) {
+    *w_eff = w / sigma_.unsqueeze(1);
+    *b_eff = b - at::matmul(mu_, *w_eff);
+  } else {
+    *w_eff = w;
+    *b_eff = b;
+  }
+}
+
+LogisticObjective::Block LogisticObjective::MakeContiguousBlock(int64_t begin, int64_t rows) {
+  Block blk;
+  blk.rows = rows;
+  if (data_->storage == FeatureStorage::kSparseCsr) {
+    const size_t i = static_cast<size_t>(begin / config_.block_rows);
+    blk.sparse = true;
+    blk.x = sparse_blocks_[i];
+    blk.xt = sparse_blocks_t_[i];
+  } else {
+    at::Tensor raw = x_.narrow(0, begin, rows);
+    if (raw.scalar_type() == config_.dtype && u8_scale_ == 1.0f) {
+      blk.x = raw;
+    } else {
+      if (!xbuf_.defined() || xbuf_.size(0) < rows) xbuf_ = at::empty({rows, d_}, options());
+      blk.x = xbuf_.narrow(0, 0, rows);
+      blk.x.copy_(raw);
+      if (data_->storage == FeatureStorage::kDenseUint8 && u8_scale_ != 1.0f) blk.x.mul_(u8_scale_);
+    }
+  }
+  blk.y = y_.narrow(0, begin, rows);
+  if (yf_.defined()) blk.yf = yf_.narrow(0, begin, rows);
+  if (sw_.defined()) blk.sw = sw_.narrow(0, begin, rows);
+  return blk;
+}
+
+LogisticObjective::Block LogisticObjective::MakeGatherBlock(const std::vector<int64_t>& rows,
+                                                            size_t begin, size_t end) {
+  Block blk;
+  const int64_t m = static_cast<int64_t>(end - begin);
+  blk.rows = m;
+  at::Tensor idx = at::from_blob(const_cast<int64_t*>(rows.data() + begin), {m}, at::kLong)
+                       .to(config_.device);
+  if (data_->storage == FeatureStorage::kSparseCsr) {
+    blk.sparse = true;
+    blk.x = CooFromCsr(*data_, rows.data() + begin, m, 0, false, options());
+    blk.xt = blk.x.t().coalesce();
+  } else {
+    if (!xbuf_.defined() || xbuf_.size(0) < m) xbuf_ = at::empty({m, d_}, options());
+    blk.x = xbuf_.narrow(0, 0, m);
+    if (x_.scalar_type() == config_.dtype) {
+      at::index_select_out(blk.x, x_, 0, idx);
+    } else {
+      if (!xraw_.defined() || xraw_.size(0) < m) {
+        xraw_ = at::empty({m, d_}, x_.options());
+      }
+      at::Tensor raw = xraw_.narrow(0, 0, m);
+      at::index_select_out(raw, x_, 0, idx);
+      blk.x.copy_(raw);
+    }
+    if (data_->storage == FeatureStorage::kDenseUint8 && u8_scale_ != 1.0f) blk.x.mul_(u8_scale_);
+  }
+  blk.y = y_.index_select(0, idx);
+  if (yf_.defined()) blk.yf = yf_.index_select(0, idx);
+  if (sw_.defined()) blk.sw = sw_.index_select(0, idx);
+  return blk;
+}
+
+at::Tensor LogisticObjective::Logits(const Block& blk, const at::Tensor& w_eff,
+                                     const at::Tensor& b_eff) const {
+  if (blk.sparse) return at::mm(blk.x, w_eff).add_(b_eff);
+  return at::addmm(b_eff, blk.x, w_eff);
+}
+
+void LogisticObjective::Accumulate(const Block& blk, const at::Tensor& w_eff,
+                                   const at::Tensor& b_eff) {
+  const int64_t p = num_params();
+  at::Tensor gw = acc_.narrow(0, 0, d_ * c_).view({d_, c_});
+  at::Tensor gb = acc_.narrow(0, d_ * c_, c_);
+  if (blk.rows == 0) return;
+  at::Tensor z = Logits(blk, w_eff, b_eff);
+  at::Tensor g, ce;
+  if (c_ == 1) {
+    at::Tensor zc = z.view({blk.rows});
+    ce = at::softplus(zc).sub_(blk.yf * zc);
+    g = at::sigmoid(zc).sub_(blk.yf);
+    if (blk.sw.defined()) {
+      ce.mul_(blk.sw);
+      g.mul_(blk.sw);
+    }
+    g = g.view({blk.rows, 1});
+  } else {
+    if (!minus_one_.defined() || minus_one_.size(0) < blk.rows) {
+      minus_one_ = at::full({std::max(blk.rows, config_.block_rows), 1}, -1.0, options());
+    }
+    const at::Tensor y1 = blk.y.view({blk.rows, 1});
+    g = at::log_softmax(z, 1);
+    ce = g.gather(1, y1).neg_().view({blk.rows});
+    g.exp_();
+    g.scatter_add_(1, y1, minus_one_.narrow(0, 0, blk.rows));
+    if (blk.sw.defined()) {
+      ce.mul_(blk.sw);
+      g.mul_(blk.sw.view({blk.rows, 1}));
+    }
+  }
+  acc_.narrow(0, p, 1).add_(ce.sum());
+  if (blk.sw.defined()) {
+    acc_.narrow(0, p + 1, 1).add_(blk.sw.sum());
+  } else {
+    acc_.narrow(0, p + 1, 1).add_(static_cast<double>(blk.rows));
+  }
+  if (blk.sparse) {
+    gw.add_(at::mm(blk.xt, g));
+  } else {
+    gw.addmm_(blk.x.t(), g);
+  }
+  gb.add_(g.sum(0));
+}
+
+absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at::Tensor& grad) {
+  const int64_t p = num_params();
+  if (collective_ != nullptr) {
+    absl::Status st = collective_->AllReduceSum(acc_);
+    if (!st.ok()) return st;
+  }
+  const double wsum = acc_[p + 1].item<double>();
+  if (!(wsum > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_->source, ": no rows with positive weight to train on"));
+  }
+  acc_.narrow(0, 0, p + 1).div_(wsum);
+  grad.copy_(acc_.narrow(0, 0, p));
+  at::Tensor gw = grad.narrow(0, 0, d_ * c_).view({d_, c_});
+  at::Tensor gb = grad.narrow(0, d_ * c_, c_);
+  if (sigma_.defined()) gw.sub_(at::outer(mu_, gb)).div_(sigma_.unsqueeze(1));
+  if (!config_.fit_bias) gb.zero_();
+  const at::Tensor w = theta.narrow(0, 0, d_ * c_).view({d_, c_});
+  PassValue v;
+  v.loss = acc_[p].item<double>();
+  v.objective = v.loss;
+  if (config_.l2 > 0) {
+    gw.add_(w, config_.l2);
+    v.objective += 0.5 * config_.l2 * w.to(at::kDouble).square().sum().item<double>();
+  }
+  return v;
+}
+
+absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
+                                                              at::Tensor& grad) {
+  acc_.zero_();
+  at::Tensor w_eff, b_eff;
+  EffectiveParams(theta, &w_eff, &b_eff);
+  for (int64_t b = 0; b < n_; b += config_.block_rows) {
+    Accumulate(MakeContiguousBlock(b, std::min(config_.block_rows, n_ - b)), w_eff, b_eff);
+  }
+  return Finish(theta, grad);
+}
+
+absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(
+    const at::Tensor& theta, const std::vector<int64_t>& rows, size_t begin, size_t end,
+    at::Tensor& grad) {
+  acc_.zero_();
+  at::Tensor w_eff, b_eff;
+  EffectiveParams(theta, &w_eff, &b_eff);
+  if (end > begin) Accumulate(MakeGatherBlock(rows, begin, end), w_eff, b_eff);
+  return Finish(theta, grad);
+}
+
+absl::StatusOr<EvalStats> LogisticObjective::Evaluate(const at::Tensor& theta) {
+  at::Tensor sums = at::zeros({3}, options());
+  at::Tensor w_eff, b_eff;
+  EffectiveParams(theta, &w_eff, &b_eff);
+  for (int64_t b = 0; b < n_; b += config_.block_rows) {
+    const Block blk = MakeContiguousBlock(b, std::min(config_.block_rows, n_ - b));
+    at::Tensor z = Logits(blk, w_eff, b_eff);
+    at::Tensor ce, pred;
+    if (c_ == 1) {
+      at::Tensor zc = z.view({blk.rows});
+      ce = at::softplus(zc).sub_(blk.yf * zc);
+      pred = zc.gt(0).to(at::kLong);
+    } else {
+      ce = at::log_softmax(z, 1).gather(1, blk.y.view({blk.rows, 1})).neg_().view({blk.rows});
+      pred = z.argmax(1);
+    }
+    at::Tensor correct = pred.eq(blk.y).to(config_.dtype);
+    if (blk.sw.defined()) {
+      sums[0].add_((ce * blk.sw).sum());
+      sums[1].add_((correct * blk.sw).sum());
+      sums[2].add_(blk.sw.sum());
+    } else {
+      sums[0].add_(ce.sum());
+      sums[1].add_(correct.sum());
+      sums[2].add_(static_cast<double>(blk.rows));
+    }
+  }
+  if (collective_ != nullptr) {
+    absl::Status st = collective_->AllReduceSum(sums);
+    if (!st.ok()) return st;
+  }
+  at::Tensor host = sums.to(at::kCPU, at::kDouble);
+  EvalStats s;
+  s.weight = host[2].item<double>();
+  if (s.weight > 0) {
+    s.loss = host[0].item<double>() / s.weight;
+    s.accuracy = host[1].item<double>() / s.weight;
+  }
+  return s;
+}
+
+double LogisticObjective::Penalty(const at::Tensor& theta, double l1) const {
+  const at::Tensor w = theta.narrow(0, 0, d_ * c_).to(at::kDouble);
+  double p = 0;
+  if (l1 > 0) p += l1 * w.abs().sum().item<double>();
+  if (config_.l2 > 0) p += 0.5 * config_.l2 * w.square().sum().item<double>();
+  return p;
+}
+
+LinearModel LogisticObjective::ToModel(const at::Tensor& theta) const {
+  at::Tensor w_eff, b_eff;
+  EffectiveParams(theta, &w_eff, &b_eff);
+  const at::Tensor w = w_eff.to(at::kCPU, at::kFloat).contiguous();
+  const at::Tensor b = b_eff.to(at::kCPU, at::kFloat).contiguous();
+  LinearModel m;
+  m.num_features = d_;
+  m.num_classes = config_.classes;
+  m.weights.assign(w.data_ptr<float>(), w.data_ptr<float>() + w.numel());
+  m.bias.assign(b.data_ptr<float>(), b.data_ptr<float>() + b.numel());
+  return m;
+}
+
+}  // namespace logit

@@ -1,0 +1,114 @@
+// The logistic-regression objective with closed-form gradients (internal to the kernel; includes
+// ATen, so only kernel sources and kernel tests include it).
+//
+//   J(W, b) = sum_i s_i CE_i / sum_i s_i + (l2 / 2) |W|^2        (L1 is left to the optimizers)
+//
+// Parameters live in one flat tensor theta = [W (d x C, row-major), b (C)], C = 1 for binary
+// (sigmoid) and K for softmax, so that one allreduce syncs the whole gradient. With
+// standardisation (mu, sigma), theta is in the standardised space and the data stay raw:
+// X_s W = X (W / sigma) - mu (W / sigma), so neither dense nor sparse data are transformed.
+#ifndef LOGIT_WORKER_KERNEL_OBJECTIVE_H_
+#define LOGIT_WORKER_KERNEL_OBJECTIVE_H_
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/data/dataset.h"
+#include "worker/kernel/collective.h"
+#include "worker/kernel/model.h"
+
+namespace logit {
+
+struct ObjectiveConfig {
+  int64_t classes = 2;                    // K >= 2
+  bool fit_bias = true;
+  double l2 = 0;                          // >= 0
+  at::ScalarType dtype = at::kDouble;     // arithmetic type
+  at::Device device = at::kCPU;
+  int64_t block_rows = 2048;              // rows per block of a full pass
+};
+
+// Per-pass results (global over all ranks when a collective is given).
+struct PassValue {
+  double loss = 0;        // mean weighted cross-entropy
+  double objective = 0;   // loss + (l2/2)|W|^2
+};
+
+struct EvalStats {
+  double loss = 0;        // mean weighted cross-entropy
+  double accuracy = 0;    // weighted fraction correct
+  double weight = 0;      // total weight (rows when unweighted)
+};
+
+class LogisticObjective {
+ public:
+  // `data` must outlive the objective. `sample_weight`: per-row weights (class weights folded
+  // in), or undefined for all ones. `mu`/`sigma`: standardisation (length d), or undefined.
+  // `collective` may be null (single process).
+  static absl::StatusOr<std::unique_ptr<LogisticObjective>> Create(
+      const Dataset& data, const ObjectiveConfig& config, at::Tensor sample_weight,
+      at::Tensor mu, at::Tensor sigma, Collective* collective);
+
+  int64_t num_features() const { return d_; }
+  int64_t output_columns() const { return c_; }
+  int64_t num_params() const { return d_ * c_ + c_; }
+  at::TensorOptions options() const;
+  // Indices (into theta) of the penalised entries are [0, d * C).
+  int64_t num_weights() const { return d_ * c_; }
+
+  // Full pass over all local rows; `grad` (same shape as theta) receives dJ/dtheta.
+  absl::StatusOr<PassValue> ValueAndGradient(const at::Tensor& theta, at::Tensor& grad);
+
+  // The minibatch objective over local rows rows[begin, end) (mean over the batch's global
+  // weight). A rank with no rows in the batch contributes zeros.
+  absl::StatusOr<PassValue> BatchValueAndGradient(const at::Tensor& theta,
+                                                  const std::vector<int64_t>& rows, size_t begin,
+                                                  size_t end, at::Tensor& grad);
+
+  // Loss and accuracy over all local rows (global with a collective); no gradient.
+  absl::StatusOr<EvalStats> Evaluate(const at::Tensor& theta);
+
+  // l1 |W|_1 + (l2/2) |W|^2 of theta.
+  double Penalty(const at::Tensor& theta, double l1) const;
+
+  // The model on raw features: W / sigma, b - mu . (W / sigma).
+  LinearModel ToModel(const at::Tensor& theta) const;
+
+ private:
+  struct Block;
+  LogisticObjective() = default;
+  Block MakeContiguousBlock(int64_t begin, int64_t rows);
+  Block MakeGatherBlock(const std::vector<int64_t>& rows, size_t begin, size_t end);
+  void EffectiveParams(const at::Tensor& theta, at::Tensor* w_eff, at::Tensor* b_eff) const;
+  at::Tensor Logits(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff) const;
+  // Adds the block's gradient sums and loss/weight sums into acc_.
+  void Accumulate(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff);
+  absl::StatusOr<PassValue> Finish(const at::Tensor& theta, at::Tensor& grad);
+
+  // Constant after construction.
+  const Dataset* data_ = nullptr;
+  ObjectiveConfig config_;
+  Collective* collective_ = nullptr;
+  int64_t n_ = 0, d_ = 0, c_ = 0;
+  at::Tensor x_;           // dense features (f32 or u8), on device; undefined for sparse
+  at::Tensor sparse_x_;    // full sparse matrix (COO, compute dtype) for sparse data
+  at::Tensor y_;           // labels (int64)
+  at::Tensor yf_;          // labels as compute dtype (binary)
+  at::Tensor sw_;          // sample weights (compute dtype) or undefined
+  at::Tensor mu_, sigma_;  // standardisation or undefined
+  double u8_scale_ = 1;
+  std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;
+
+  // Scratch buffers, reused across calls (no allocation of large buffers per step).
+  at::Tensor acc_;         // [grad sums (P), loss sum, weight sum]
+  at::Tensor xbuf_;        // block of converted dense rows (compute dtype)
+  at::Tensor xraw_;        // gathered raw rows (storage dtype)
+  at::Tensor minus_one_;   // (block_rows, 1) of -1, for the softmax gradient
+};
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_KERNEL_OBJECTIVE_H_

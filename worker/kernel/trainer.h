@@ -1,0 +1,72 @@
+// Trains a logistic-regression model on in-memory shards. LibTorch-free interface; the
+// implementation lives in the kernel library.
+#ifndef LOGIT_WORKER_KERNEL_TRAINER_H_
+#define LOGIT_WORKER_KERNEL_TRAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/data/dataset.h"
+#include "worker/kernel/metrics.h"
+#include "worker/kernel/model.h"
+#include "worker/kernel/train_options.h"
+
+namespace logit {
+
+class Collective;
+
+// One row of the per-epoch history (an L-BFGS iteration counts as an epoch).
+struct EpochRecord {
+  int64_t epoch = 0;                 // 1-based
+  double train_loss = 0;             // mean weighted cross-entropy on the training rows
+  double objective = 0;              // train_loss + l1 |W|_1 + (l2/2) |W|^2 (training space)
+  double val_loss = std::numeric_limits<double>::quiet_NaN();      // NaN without validation
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN without validation
+  double seconds = 0;                // wall time of the epoch
+};
+
+struct TrainResult {
+  LinearModel model;                 // on raw features (standardisation folded in)
+  std::vector<EpochRecord> history;
+  // Why training stopped: "max_epochs", "objective_tol", "gradient_tol", "line_search",
+  // "early_stopping".
+  std::string stop_reason;
+  int64_t epochs_run = 0;
+  int64_t function_evaluations = 0;  // full-data passes (L-BFGS) or minibatch steps
+  double objective = 0;              // final objective (training space, double precision)
+  double train_loss = 0;
+  std::optional<ClassificationMetrics> train_metrics, val_metrics, test_metrics;
+  double wall_seconds = 0;
+  std::string device;                // where the arithmetic ran, e.g. "cpu"
+};
+
+struct TrainInputs {
+  const Dataset* train = nullptr;    // required
+  const Dataset* val = nullptr;      // optional: early stopping and val metrics
+  const Dataset* test = nullptr;     // optional: test metrics
+};
+
+using EpochCallback = std::function<void(const EpochRecord&)>;
+
+// Trains with `options`. With a `collective` (one per rank), every shard contributes to global
+// sums through it; without one, the inputs are the whole dataset. Returns InvalidArgument for bad
+// options or data (naming the option or file), or the collective's error.
+absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs& inputs,
+                                  const EpochCallback& on_epoch = {},
+                                  Collective* collective = nullptr);
+
+// Class probabilities, row-major rows x K, for every row of `data` (processed in blocks).
+// InvalidArgument when the feature count differs from the model's.
+absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const Dataset& data);
+
+// Describes the BLAS library the process loaded and LibTorch's threading, for logs.
+std::string DescribeComputeBackend();
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_KERNEL_TRAINER_H_

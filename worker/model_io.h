@@ -1,0 +1,26 @@
+// Reading and writing model files. LibTorch-free.
+//   .npz: NumPy archive with W (d x K, or d for binary), b (K, or 1 for binary), classes
+//         (int64 scalar), n_features (int64 scalar), and summary_json (uint8 bytes of the
+//         training summary JSON, when given).
+#ifndef LOGIT_WORKER_MODEL_IO_H_
+#define LOGIT_WORKER_MODEL_IO_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/kernel/model.h"
+
+namespace logit {
+
+// Writes `model` to `path`; the format follows the extension (.npz). `summary_json` may be
+// empty. InvalidArgument for an unknown extension, Internal for I/O failures.
+absl::Status SaveModel(const LinearModel& model, const std::string& path,
+                       const std::string& summary_json = "");
+
+// Reads a model written by SaveModel (or any .npz with W and b of matching shapes).
+absl::StatusOr<LinearModel> LoadModel(const std::string& path);
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_MODEL_IO_H_

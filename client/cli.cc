@@ -357,16 +357,10 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    out << app.help(e.get_name().empty() ? "" : "") << (app.get_subcommands().empty() ? "" : "");
-    CLI::App* sub = app.get_subcommands().empty() ? &app : app.get_subcommands().front();
-    out << (sub == &app ? "" : sub->help());
-    return kExitOk;
-  } catch (const CLI::CallForAllHelp&) {
-    out << app.help("", CLI::AppFormatMode::All);
-    return kExitOk;
   } catch (const CLI::ParseError& e) {
-    err << "logit: " << e.what() << "\n";
+    // Help requests exit 0 (printed for the selected subcommand); anything else is a usage error.
+    app.exit(e, out, err);
+    if (e.get_exit_code() == 0) return kExitOk;
     err << "run 'logit --help' or 'logit SUBCOMMAND --help' for usage\n";
     return kExitUsage;
   }

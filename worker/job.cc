@@ -15,7 +15,7 @@ absl::Status ValidateDataConfig(const DataConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat("test_split: must be in [0, 1), got ", c.test_split));
   }
   if (c.val_split + c.test_split >= 1) {
-    return absl::InvalidArgumentError(absl::StrCat("val_split + test_split: must be < 1, got ",
+    return absl::InvalidArgumentError(absl::StrCat("val_split: val_split + test_split must be < 1, got ",
                                                    c.val_split + c.test_split));
   }
   if (!c.val_path.empty() && c.val_split > 0) {

@@ -1,0 +1,131 @@
+// Drives the `logit` binary as a user would: train --local, save, predict, errors, exit codes.
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/test_util.h"
+
+namespace logit {
+namespace {
+
+using ::logit::testing::TempDir;
+using ::logit::testing::TestData;
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string Slurp(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+CliRun Logit(const TempDir& dir, const std::string& args) {
+  const char* cli = std::getenv("LOGIT_CLI");
+  const std::string cmd = std::string(cli ? cli : "logit") + " " + args + " > " +
+                          dir.Path("stdout") + " 2> " + dir.Path("stderr") + " < /dev/null";
+  CliRun r;
+  const int st = std::system(cmd.c_str());
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = Slurp(dir.Path("stdout"));
+  r.err = Slurp(dir.Path("stderr"));
+  return r;
+}
+
+std::string LastLine(const std::string& s) {
+  std::vector<std::string> lines = absl::StrSplit(s, '\n', absl::SkipEmpty());
+  return lines.empty() ? "" : lines.back();
+}
+
+TEST(CliTrainLocal, TrainsSavesAndPredictsIris) {
+  TempDir dir;
+  const std::string model = dir.Path("iris.npz");
+  CliRun r = Logit(dir, "-o json train --local --data " + TestData("iris.csv") +
+                         " --label-column target --l2 0.01 --test-split 0.2 --seed 3 --save-model " + model);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(LastLine(r.out));
+  for (const char* key : {"job_id", "state", "model_id", "epochs_run", "train_loss", "objective",
+                          "val_accuracy", "test_accuracy", "wall_seconds"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.85);
+
+  CliRun p = Logit(dir, "predict --model-file " + model + " --input " + TestData("iris.csv") +
+                         " --label-column target --out " + dir.Path("pred.csv"));
+  ASSERT_EQ(p.code, 0) << p.err;
+  std::vector<std::string> lines = absl::StrSplit(Slurp(dir.Path("pred.csv")), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 151u);
+  EXPECT_EQ(lines[0], "label,p_0,p_1,p_2");
+  EXPECT_EQ(lines[1].substr(0, 2), "0,");  // the first iris is a setosa
+}
+
+TEST(CliTrainLocal, TablePrintsHistoryAndAccuracy) {
+  TempDir dir;
+  CliRun r = Logit(dir, "train --local --data " + TestData("iris.csv") +
+                         " --optimizer adam --lr 0.05 --epochs 5 --batch-size 16 --val-split 0.2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("epoch 5/5"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("val_acc"), std::string::npos);
+  EXPECT_NE(r.out.find("train: accuracy"), std::string::npos);
+  EXPECT_NE(r.err.find("blas="), std::string::npos);
+}
+
+TEST(CliUsage, BadFlagValuesExitTwoNamingTheFlag) {
+  TempDir dir;
+  const std::string data = " --local --data " + TestData("iris.csv");
+  CliRun r = Logit(dir, "train" + data + " --batch-size 0");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--batch-size"), std::string::npos) << r.err;
+  r = Logit(dir, "train" + data + " --lr -1");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--lr"), std::string::npos) << r.err;
+  r = Logit(dir, "train" + data + " --val-split 0.7 --test-split 0.5");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--val-split"), std::string::npos) << r.err;
+  r = Logit(dir, "train" + data + " --optimizer newton");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--optimizer"), std::string::npos) << r.err;
+  r = Logit(dir, "train --local --data x.csv --no-such-flag");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--no-such-flag"), std::string::npos) << r.err;
+  r = Logit(dir, "train --local");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--data"), std::string::npos) << r.err;
+}
+
+TEST(CliTrainLocal, MalformedDataExitsOneNamingFileAndLine) {
+  TempDir dir;
+  const std::string bad = dir.Write("bad.csv", "a,b,y\n1,2,0\n3,oops,1\n");
+  CliRun r = Logit(dir, "train --local --data " + bad);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(bad + ":3: column 2"), std::string::npos) << r.err;
+}
+
+TEST(CliPredict, FeatureCountMismatchIsAClearError) {
+  TempDir dir;
+  const std::string model = dir.Path("m.npz");
+  ASSERT_EQ(Logit(dir, "train --local --data " + TestData("iris.csv") + " --save-model " + model).code, 0);
+  const std::string rows = dir.Write("rows.csv", "1,2,3\n");
+  CliRun r = Logit(dir, "predict --model-file " + model + " --input " + rows);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("rows.csv"), std::string::npos) << r.err;
+}
+
+TEST(CliHelp, EverySubcommandHasHelpWithExamples) {
+  TempDir dir;
+  for (const char* sub : {"train", "predict"}) {
+    CliRun r = Logit(dir, std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0);
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << sub << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace logit

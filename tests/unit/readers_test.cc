@@ -1,0 +1,234 @@
+#include "worker/data/readers.h"
+
+#include <cstring>
+
+#include "tests/unit/test_util.h"
+#include "worker/data/npy.h"
+
+namespace logit {
+namespace {
+
+using ::logit::testing::StatusIs;
+using ::logit::testing::TempDir;
+using ::logit::testing::TestData;
+
+absl::StatusOr<Dataset> Read(const std::string& path, const std::string& labels = "",
+                             int rank = 0, int world = 1) {
+  ReadOptions o;
+  o.path = path;
+  o.labels_path = labels;
+  o.rank = rank;
+  o.world = world;
+  return ReadDataset(o);
+}
+
+TEST(CsvReader, DetectsHeaderAndUsesLastColumnAsLabel) {
+  TempDir dir;
+  auto d = Read(dir.Write("a.csv", "x1,x2,y\n1.5,2,0\n3,4e-1,1\n"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->num_rows, 2);
+  EXPECT_EQ(d->num_features, 2);
+  EXPECT_EQ(d->dense_f32, (std::vector<float>{1.5f, 2, 3, 0.4f}));
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{0, 1}));
+}
+
+TEST(CsvReader, HeaderlessFileIsAllData) {
+  TempDir dir;
+  auto d = Read(dir.Write("a.csv", "1,2,0\r\n3,4,1\r\n\n"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->num_rows, 2);
+}
+
+TEST(CsvReader, LabelColumnByNameAndByIndex) {
+  TempDir dir;
+  const std::string p = dir.Write("a.csv", "y,x1,x2\n2,1,2\n0,3,4\n");
+  ReadOptions o;
+  o.path = p;
+  o.label_column = "y";
+  auto by_name = ReadDataset(o);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_EQ(by_name->labels, (std::vector<int64_t>{2, 0}));
+  EXPECT_EQ(by_name->dense_f32, (std::vector<float>{1, 2, 3, 4}));
+  o.label_column = "0";
+  auto by_index = ReadDataset(o);
+  ASSERT_TRUE(by_index.ok());
+  EXPECT_EQ(by_index->labels, by_name->labels);
+  o.label_column = "nope";
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "label_column"));
+}
+
+TEST(CsvReader, RaggedRowNamesFileAndLine) {
+  TempDir dir;
+  const std::string p = dir.Write("bad.csv", "a,b,y\n1,2,0\n1,2\n");
+  EXPECT_THAT(Read(p), StatusIs(absl::StatusCode::kInvalidArgument, p + ":3: expected 3 fields"));
+}
+
+TEST(CsvReader, NanAndGarbageNameLineAndColumn) {
+  TempDir dir;
+  const std::string nan = dir.Write("nan.csv", "1,2,0\n1,nan,1\n");
+  EXPECT_THAT(Read(nan), StatusIs(absl::StatusCode::kInvalidArgument, nan + ":2: column 2: non-finite"));
+  const std::string inf = dir.Write("inf.csv", "1,2,0\n1,2,0\ninf,2,1\n");
+  EXPECT_THAT(Read(inf), StatusIs(absl::StatusCode::kInvalidArgument, inf + ":3: column 1"));
+  const std::string junk = dir.Write("junk.csv", "1,2,0\n1,abc,1\n");
+  EXPECT_THAT(Read(junk), StatusIs(absl::StatusCode::kInvalidArgument, "not a number: 'abc'"));
+}
+
+TEST(CsvReader, LabelOutOfRangeOrFractionalIsRejected) {
+  TempDir dir;
+  ReadOptions o;
+  o.path = dir.Write("a.csv", "1,2,0\n1,2,5\n");
+  o.classes = 3;
+  EXPECT_THAT(ReadDataset(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, ":2: label 5 is out of range for classes=3"));
+  o.path = dir.Write("b.csv", "1,2,0.5\n");
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, ":1: label 0.5"));
+}
+
+TEST(CsvReader, MissingFileIsNotFound) {
+  EXPECT_THAT(Read("/nonexistent/x.csv"), StatusIs(absl::StatusCode::kNotFound, "/nonexistent/x.csv"));
+}
+
+TEST(CsvReader, ShardsPartitionTheRowsWithoutOverlap) {
+  auto whole = Read(TestData("iris.csv"));
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(whole->num_rows, 150);
+  std::vector<float> joined;
+  std::vector<int64_t> labels;
+  for (int r = 0; r < 4; ++r) {
+    auto shard = Read(TestData("iris.csv"), "", r, 4);
+    ASSERT_TRUE(shard.ok());
+    EXPECT_EQ(shard->first_row, ShardBegin(150, r, 4));
+    EXPECT_EQ(shard->total_rows, 150);
+    joined.insert(joined.end(), shard->dense_f32.begin(), shard->dense_f32.end());
+    labels.insert(labels.end(), shard->labels.begin(), shard->labels.end());
+  }
+  EXPECT_EQ(joined, whole->dense_f32);
+  EXPECT_EQ(labels, whole->labels);
+}
+
+TEST(LibSvmReader, ReadsOneBasedSparseRowsAndMapsMinusOne) {
+  TempDir dir;
+  auto d = Read(dir.Write("a.libsvm", "+1 1:0.5 3:2 # comment\n-1 2:1\n\n"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->storage, FeatureStorage::kSparseCsr);
+  EXPECT_EQ(d->num_rows, 2);
+  EXPECT_EQ(d->num_features, 3);
+  EXPECT_EQ(d->csr_indptr, (std::vector<int64_t>{0, 2, 3}));
+  EXPECT_EQ(d->csr_indices, (std::vector<int64_t>{0, 2, 1}));
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0}));
+}
+
+TEST(LibSvmReader, DetectsZeroBasedIndices) {
+  TempDir dir;
+  auto d = Read(dir.Write("a.svm", "0 0:1 4:2\n1 1:1\n"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->num_features, 5);
+  EXPECT_EQ(d->csr_indices, (std::vector<int64_t>{0, 4, 1}));
+}
+
+TEST(LibSvmReader, MalformedPairNamesLine) {
+  TempDir dir;
+  const std::string p = dir.Write("a.libsvm", "1 1:1\n0 2:x\n");
+  EXPECT_THAT(Read(p), StatusIs(absl::StatusCode::kInvalidArgument, p + ":2: expected index:value"));
+  const std::string q = dir.Write("b.libsvm", "1 3:1 2:1\n");
+  EXPECT_THAT(Read(q), StatusIs(absl::StatusCode::kInvalidArgument, q + ":1: feature indices must increase"));
+}
+
+std::string Npy(const std::string& descr, std::vector<int64_t> shape, const void* data, size_t bytes) {
+  return EncodeNpy(descr, shape, data, bytes);
+}
+
+TEST(NpyReader, ReadsFloat64FeaturesAndIntLabels) {
+  TempDir dir;
+  const double x[] = {1, 2, 3, 4, 5, 6};
+  const int64_t y[] = {0, 1, 2};
+  const std::string xp = dir.Write("x.npy", Npy("<f8", {3, 2}, x, sizeof(x)));
+  const std::string yp = dir.Write("y.npy", Npy("<i8", {3}, y, sizeof(y)));
+  auto d = Read(xp, yp);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->dense_f32, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{0, 1, 2}));
+  auto shard = Read(xp, yp, 1, 2);
+  ASSERT_TRUE(shard.ok());
+  EXPECT_EQ(shard->num_rows, 2);
+  EXPECT_EQ(shard->dense_f32, (std::vector<float>{3, 4, 5, 6}));
+}
+
+TEST(NpyReader, KeepsUint8AsUint8WithPixelScale) {
+  TempDir dir;
+  const uint8_t x[] = {0, 255, 51, 102};
+  const uint8_t y[] = {1, 0};
+  auto d = Read(dir.Write("x.npy", Npy("|u1", {2, 2}, x, 4)), dir.Write("y.npy", Npy("|u1", {2}, y, 2)));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->storage, FeatureStorage::kDenseUint8);
+  EXPECT_FLOAT_EQ(d->u8_scale, 1.0f / 255);
+}
+
+TEST(NpyReader, RejectsWrongDtypeShapeAndCounts) {
+  TempDir dir;
+  const int16_t x16[] = {1, 2};
+  EXPECT_THAT(Read(dir.Write("a.npy", Npy("<i2", {1, 2}, x16, 4)), dir.Write("l.npy", Npy("<i2", {1}, x16, 2))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "unsupported feature dtype '<i2'"));
+  const float x[] = {1, 2, 3};
+  EXPECT_THAT(Read(dir.Write("b.npy", Npy("<f4", {3}, x, 12)), dir.Write("l2.npy", Npy("<i2", {1}, x16, 2))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "must be a 2-D array"));
+  const int64_t y[] = {0, 1};
+  EXPECT_THAT(Read(dir.Write("c.npy", Npy("<f4", {3, 1}, x, 12)), dir.Write("y.npy", Npy("<i8", {2}, y, 16))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "has 2 labels but the features have 3 rows"));
+  const float nan[] = {1, NAN};
+  EXPECT_THAT(Read(dir.Write("d.npy", Npy("<f4", {1, 2}, nan, 8)), dir.Write("y1.npy", Npy("<i8", {1}, y, 8))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "non-finite value at row 0, column 1"));
+  EXPECT_THAT(Read(dir.Write("e.npy", "not numpy"), ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "labels"));
+  EXPECT_THAT(Read(dir.Write("f.npy", "garbage!!!!!"), dir.Path("y.npy")),
+              StatusIs(absl::StatusCode::kInvalidArgument, "magic"));
+  const std::string trunc = Npy("<f4", {3, 1}, x, 12).substr(0, 70);
+  EXPECT_THAT(Read(dir.Write("g.npy", trunc), dir.Path("y.npy")),
+              StatusIs(absl::StatusCode::kInvalidArgument, "truncated"));
+}
+
+TEST(IdxReader, ReadsFashionMnistGzipShard) {
+  const std::string dir = logit::testing::FashionDir();
+  auto d = Read(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz", 1, 3);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->num_features, 784);
+  EXPECT_EQ(d->total_rows, 10000);
+  EXPECT_EQ(d->first_row, 3333);
+  EXPECT_EQ(d->num_rows, 3333);
+  EXPECT_EQ(d->storage, FeatureStorage::kDenseUint8);
+  EXPECT_EQ(d->MaxLabel(), 9);
+}
+
+TEST(IdxReader, BadMagicAndMismatchedLabelsAreErrors) {
+  TempDir dir;
+  const std::string bad = dir.Write("x-ubyte", std::string("\x01\x02\x03\x04", 4));
+  EXPECT_THAT(Read(bad, bad), StatusIs(absl::StatusCode::kInvalidArgument, "bad magic at offset 0"));
+  std::string img("\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x02", 16);
+  img += std::string("\x01\x02\x03\x04", 4);
+  std::string lab("\x00\x00\x08\x01\x00\x00\x00\x03\x00\x01\x02", 11);
+  EXPECT_THAT(Read(dir.Write("i-ubyte", img), dir.Write("l-ubyte", lab)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "has 3 labels but"));
+  std::string short_img = img.substr(0, 18);
+  std::string lab2("\x00\x00\x08\x01\x00\x00\x00\x02\x00\x01", 10);
+  EXPECT_THAT(Read(dir.Write("s-ubyte", short_img), dir.Write("l2-ubyte", lab2)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "truncated data at offset"));
+}
+
+TEST(SplitRows, AssignmentDoesNotDependOnSharding) {
+  auto whole = Read(TestData("digits.csv"));
+  ASSERT_TRUE(whole.ok());
+  const SplitIndices s = SplitRows(*whole, 0.2, 0.1, 7);
+  EXPECT_NEAR(static_cast<double>(s.val.size()) / whole->num_rows, 0.2, 0.03);
+  EXPECT_NEAR(static_cast<double>(s.test.size()) / whole->num_rows, 0.1, 0.03);
+  std::vector<int64_t> val_global;
+  for (int r = 0; r < 3; ++r) {
+    auto shard = Read(TestData("digits.csv"), "", r, 3);
+    ASSERT_TRUE(shard.ok());
+    for (int64_t i : SplitRows(*shard, 0.2, 0.1, 7).val) val_global.push_back(shard->GlobalRow(i));
+  }
+  EXPECT_EQ(val_global, s.val);
+  EXPECT_NE(SplitRows(*whole, 0.2, 0.1, 8).val, s.val);
+}
+
+}  // namespace
+}  // namespace logit

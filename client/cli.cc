@@ -47,7 +47,7 @@ struct TrainFlags {
   int threads = 0;
   std::string precision = "auto";
   bool no_pixel_scale = false;
-  int64_t lbfgs_history = 20;
+  int64_t lbfgs_history = 0;
 };
 
 struct PredictFlags {
@@ -337,7 +337,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   train->add_option("--save-model", tf.save_model, "write the model (.npz)");
   train->add_option("--threads", tf.threads, "compute threads (0 = all cores)");
   train->add_option("--precision", tf.precision, "auto|float32|float64")->capture_default_str();
-  train->add_option("--lbfgs-history", tf.lbfgs_history, "L-BFGS memory")->capture_default_str();
+  train->add_option("--lbfgs-history", tf.lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")->capture_default_str();
   train->add_flag("--no-pixel-scale", tf.no_pixel_scale, "keep uint8 features unscaled");
 
   PredictFlags pf;

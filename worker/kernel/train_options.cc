@@ -84,7 +84,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.early_stopping_patience < 0) {
     return bad(absl::StrCat("early_stopping_patience: must be >= 0, got ", o.early_stopping_patience));
   }
-  if (o.lbfgs_history < 1) return bad("lbfgs_history: must be >= 1");
+  if (o.lbfgs_history < 0) return bad("lbfgs_history: must be >= 0 (0 = auto)");
   if (o.threads < 0) return bad(absl::StrCat("threads: must be >= 0, got ", o.threads));
   auto cw = ParseClassWeight(o.class_weight);
   if (!cw.ok()) return cw.status();

@@ -355,7 +355,10 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       LbfgsOptions lo;
       lo.max_iterations = epochs;
       lo.tol = options.tol;
-      lo.history = options.lbfgs_history;
+      // Two float64 vectors of num_params per pair; keep the history under ~1.6 GB.
+      const int64_t fit = static_cast<int64_t>(1.6e9 / (16.0 * obj.num_params()));
+      lo.history = options.lbfgs_history > 0 ? options.lbfgs_history
+                                             : std::max<int64_t>(10, std::min<int64_t>(100, fit));
       lo.l1 = options.l1;
       lo.initial_step = EffectiveLearningRate(options);
       auto epoch_start = Clock::now();

@@ -68,8 +68,8 @@ absl::StatusOr<std::pair<DataConfig, TrainOptions>> BuildJob(const TrainFlags& f
   DataConfig dc;
   for (const std::string* p : {&f.data, &f.val_data, &f.test_data}) {
     if (absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--data: '", *p, "' names a server-side dataset; --local needs a local file"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--data: '", *p, "' names a server-side dataset; --local needs a local file"));
     }
   }
   dc.train.path = f.data;
@@ -176,7 +176,8 @@ int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostr
   if (!outcome.ok()) {
     err << "logit train: " << FlagMessage(outcome.status()) << "\n";
     if (json) {
-      out << nlohmann::json{{"job_id", "local"}, {"state", "FAILED"},
+      out << nlohmann::json{{"job_id", "local"},
+                            {"state", "FAILED"},
                             {"error", std::string(outcome.status().message())}}
                  .dump()
           << "\n";
@@ -205,7 +206,8 @@ int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostr
   } else {
     out << "stopped: " << r.stop_reason << " after " << r.epochs_run << " epochs, "
         << r.function_evaluations << " evaluations, " << Fixed(r.wall_seconds, 2) << "s\n";
-    out << "objective " << Fixed(r.objective, 8) << "  train_loss " << Fixed(r.train_loss, 6) << "\n";
+    out << "objective " << Fixed(r.objective, 8) << "  train_loss " << Fixed(r.train_loss, 6)
+        << "\n";
     auto show = [&](const char* name, const std::optional<ClassificationMetrics>& m) {
       if (!m) return;
       out << name << ": accuracy " << Fixed(100 * m->accuracy, 2) << "%  log_loss "
@@ -301,14 +303,16 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   train->footer(
       "Examples:\n"
       "  logit train --local --data iris.csv --label-column target --save-model iris.npz\n"
-      "  logit train --local --data /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \\\n"
+      "  logit train --local --data /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz "
+      "\\\n"
       "      --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \\\n"
       "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json");
   train->add_flag("--local", tf.local, "train in this process, without a server");
   train->add_option("--data", tf.data, "training data file")->required();
   train->add_option("--labels", tf.labels, "label file (.npy / IDX data)");
   train->add_option("--format", tf.format, "csv|libsvm|npy|idx (default: from the file name)");
-  train->add_option("--label-column", tf.label_column, "CSV label column: name or index (default: last)");
+  train->add_option("--label-column", tf.label_column,
+                    "CSV label column: name or index (default: last)");
   train->add_option("--classes", tf.classes, "number of classes (default: max label + 1)");
   train->add_option("--features", tf.features, "number of features (default: inferred)");
   train->add_flag("--bias,!--no-bias", tf.bias, "fit an intercept (default on)");
@@ -316,11 +320,14 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   train->add_option("--lr", tf.lr, "step size (default sgd 0.1, adam 1e-3, lbfgs 1)");
   train->add_option("--momentum", tf.momentum, "SGD momentum")->capture_default_str();
   train->add_flag("--nesterov", tf.nesterov, "Nesterov momentum (SGD)");
-  train->add_option("--batch-size", tf.batch_size, "rows per step (SGD/Adam)")->capture_default_str();
-  train->add_option("--epochs", tf.epochs, "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
+  train->add_option("--batch-size", tf.batch_size, "rows per step (SGD/Adam)")
+      ->capture_default_str();
+  train->add_option("--epochs", tf.epochs,
+                    "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
   train->add_option("--tol", tf.tol, "stopping tolerance")->capture_default_str();
   train->add_option("--l1", tf.l1, "L1 penalty")->capture_default_str();
-  train->add_option("--l2", tf.l2, "L2 penalty (scikit-learn C: l2 = 1/(C n))")->capture_default_str();
+  train->add_option("--l2", tf.l2, "L2 penalty (scikit-learn C: l2 = 1/(C n))")
+      ->capture_default_str();
   train->add_option("--class-weight", tf.class_weight, "balanced or k=v,...");
   train->add_option("--val-split", tf.val_split, "fraction held out for validation");
   train->add_option("--test-split", tf.test_split, "fraction held out for testing");
@@ -329,15 +336,20 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   train->add_option("--test-data", tf.test_data, "test file");
   train->add_option("--test-labels", tf.test_labels, "test label file");
   train->add_flag("--standardize", tf.standardize, "standardise features (folded into the model)");
-  train->add_option("--workers", tf.workers, "worker processes (server mode)")->capture_default_str();
+  train->add_option("--workers", tf.workers, "worker processes (server mode)")
+      ->capture_default_str();
   train->add_option("--device", tf.device, "cpu|cuda[:N]|auto")->capture_default_str();
   train->add_option("--seed", tf.seed, "random seed")->capture_default_str();
-  train->add_option("--checkpoint-every", tf.checkpoint_every, "checkpoint period in epochs (server mode)");
-  train->add_option("--early-stopping-patience", tf.patience, "epochs without improvement (0 = off)");
+  train->add_option("--checkpoint-every", tf.checkpoint_every,
+                    "checkpoint period in epochs (server mode)");
+  train->add_option("--early-stopping-patience", tf.patience,
+                    "epochs without improvement (0 = off)");
   train->add_option("--save-model", tf.save_model, "write the model (.npz)");
   train->add_option("--threads", tf.threads, "compute threads (0 = all cores)");
   train->add_option("--precision", tf.precision, "auto|float32|float64")->capture_default_str();
-  train->add_option("--lbfgs-history", tf.lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")->capture_default_str();
+  train
+      ->add_option("--lbfgs-history", tf.lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")
+      ->capture_default_str();
   train->add_flag("--no-pixel-scale", tf.no_pixel_scale, "keep uint8 features unscaled");
 
   PredictFlags pf;

@@ -9,9 +9,9 @@ namespace logit {
 // Exit codes of the CLI.
 enum ExitCode {
   kExitOk = 0,
-  kExitJobFailed = 1,     // the job failed or was cancelled (bad data included)
-  kExitUsage = 2,         // bad flags or option values
-  kExitUnreachable = 3,   // the server could not be reached
+  kExitJobFailed = 1,    // the job failed or was cancelled (bad data included)
+  kExitUsage = 2,        // bad flags or option values
+  kExitUnreachable = 3,  // the server could not be reached
 };
 
 // Runs the CLI with `argv`; writes results to `out` and diagnostics to `err`.

@@ -9,14 +9,16 @@ namespace logit {
 absl::Status ValidateDataConfig(const DataConfig& c) {
   auto frac_ok = [](double f) { return std::isfinite(f) && f >= 0 && f < 1; };
   if (!frac_ok(c.val_split)) {
-    return absl::InvalidArgumentError(absl::StrCat("val_split: must be in [0, 1), got ", c.val_split));
+    return absl::InvalidArgumentError(
+        absl::StrCat("val_split: must be in [0, 1), got ", c.val_split));
   }
   if (!frac_ok(c.test_split)) {
-    return absl::InvalidArgumentError(absl::StrCat("test_split: must be in [0, 1), got ", c.test_split));
+    return absl::InvalidArgumentError(
+        absl::StrCat("test_split: must be in [0, 1), got ", c.test_split));
   }
   if (c.val_split + c.test_split >= 1) {
-    return absl::InvalidArgumentError(absl::StrCat("val_split: val_split + test_split must be < 1, got ",
-                                                   c.val_split + c.test_split));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "val_split: val_split + test_split must be < 1, got ", c.val_split + c.test_split));
   }
   if (!c.val_path.empty() && c.val_split > 0) {
     return absl::InvalidArgumentError("val_split: give either val_data or val_split, not both");
@@ -39,8 +41,8 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   auto all = ReadDataset(ro);
   if (!all.ok()) return all.status();
 
-  auto read_extra = [&](const std::string& path, const std::string& labels)
-      -> absl::StatusOr<std::optional<Dataset>> {
+  auto read_extra = [&](const std::string& path,
+                        const std::string& labels) -> absl::StatusOr<std::optional<Dataset>> {
     if (path.empty()) return std::optional<Dataset>();
     ReadOptions o = ro;
     o.path = path;

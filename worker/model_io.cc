@@ -29,14 +29,14 @@ absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::s
   std::vector<int64_t> wshape = m.IsBinary() ? std::vector<int64_t>{features}
                                              : std::vector<int64_t>{features, m.OutputColumns()};
   blobs.push_back(EncodeNpy("<f4", wshape, m.weights.data(), m.weights.size() * 4));
-  blobs.push_back(EncodeNpy("<f4", {static_cast<int64_t>(m.bias.size())}, m.bias.data(),
-                            m.bias.size() * 4));
+  blobs.push_back(
+      EncodeNpy("<f4", {static_cast<int64_t>(m.bias.size())}, m.bias.data(), m.bias.size() * 4));
   blobs.push_back(EncodeNpy("<i8", {}, &classes, 8));
   blobs.push_back(EncodeNpy("<i8", {}, &features, 8));
   const char* names[] = {"W.npy", "b.npy", "classes.npy", "n_features.npy", "summary_json.npy"};
   if (!summary.empty()) {
-    blobs.push_back(EncodeNpy("|u1", {static_cast<int64_t>(summary.size())}, summary.data(),
-                              summary.size()));
+    blobs.push_back(
+        EncodeNpy("|u1", {static_cast<int64_t>(summary.size())}, summary.data(), summary.size()));
   }
   int i = 0;
   for (const std::string& blob : blobs) {
@@ -103,8 +103,9 @@ absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
   int err = 0;
   zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &err);
   if (z == nullptr) {
-    return err == ZIP_ER_NOENT ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
-                               : absl::InvalidArgumentError(absl::StrCat(path, ": not an .npz archive"));
+    return err == ZIP_ER_NOENT
+               ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
+               : absl::InvalidArgumentError(absl::StrCat(path, ": not an .npz archive"));
   }
   auto w_bytes = ReadMember(z, path, "W.npy");
   auto b_bytes = ReadMember(z, path, "b.npy");
@@ -131,8 +132,8 @@ absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": W must be d or d x K"));
   }
   if (static_cast<int64_t>(b->size()) != m.OutputColumns()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": b has ", b->size(),
-                                                   " entries, expected ", m.OutputColumns()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": b has ", b->size(), " entries, expected ", m.OutputColumns()));
   }
   m.weights = std::move(*w);
   m.bias = std::move(*b);

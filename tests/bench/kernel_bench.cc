@@ -23,7 +23,9 @@ namespace {
 // scikit-learn 1.2.1 lbfgs run to convergence, C = 1 (shared/baselines.md).
 constexpr double kSklearnOptimum = 0.3498933953;
 
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 double PeakRssMb() {
   struct rusage ru;
@@ -36,7 +38,8 @@ double FullGradientSeconds(const Dataset& train, at::ScalarType dtype, int reps)
   cfg.classes = 10;
   cfg.l2 = 1.0 / 60000;
   cfg.dtype = dtype;
-  auto obj = logit::LogisticObjective::Create(train, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  auto obj = logit::LogisticObjective::Create(train, cfg, at::Tensor(), at::Tensor(), at::Tensor(),
+                                              nullptr);
   at::Tensor theta = at::zeros({(*obj)->num_params()}, (*obj)->options());
   at::Tensor grad = at::zeros_like(theta);
   (void)(*obj)->ValueAndGradient(theta, grad);  // warm-up
@@ -52,9 +55,12 @@ int main(int argc, char** argv) {
   int64_t lbfgs_iters = 1500;
   bool skip_lbfgs = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--lbfgs-iters") && i + 1 < argc) lbfgs_iters = std::atoll(argv[++i]);
-    else if (!std::strcmp(argv[i], "--skip-lbfgs")) skip_lbfgs = true;
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--lbfgs-iters") && i + 1 < argc)
+      lbfgs_iters = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--skip-lbfgs"))
+      skip_lbfgs = true;
   }
   at::set_num_threads(threads);
   const std::string dir = "/usr/share/datasets/fashion-mnist";
@@ -101,19 +107,33 @@ int main(int argc, char** argv) {
     auto r = logit::Train(o, {&*train}, [&](const logit::EpochRecord& e) {
       elapsed += e.seconds;
       const double gap = (e.objective - kSklearnOptimum) / kSklearnOptimum;
-      if (gap <= 1e-4 && t4 < 0) { t4 = elapsed; i4 = e.epoch; }
-      if (gap <= 1e-5 && t5 < 0) { t5 = elapsed; i5 = e.epoch; }
-      if (gap <= 1e-6 && t6 < 0) { t6 = elapsed; i6 = e.epoch; }
+      if (gap <= 1e-4 && t4 < 0) {
+        t4 = elapsed;
+        i4 = e.epoch;
+      }
+      if (gap <= 1e-5 && t5 < 0) {
+        t5 = elapsed;
+        i5 = e.epoch;
+      }
+      if (gap <= 1e-6 && t6 < 0) {
+        t6 = elapsed;
+        i6 = e.epoch;
+      }
     });
     if (!r.ok()) {
       std::cerr << r.status() << "\n";
       return 1;
     }
-    out["lbfgs"] = {{"seconds_to_gap_1e-4", t4}, {"iterations_to_gap_1e-4", i4},
-                    {"seconds_to_gap_1e-5", t5}, {"iterations_to_gap_1e-5", i5},
-                    {"seconds_to_gap_1e-6", t6}, {"iterations_to_gap_1e-6", i6},
-                    {"final_objective", r->objective}, {"iterations", r->epochs_run},
-                    {"evaluations", r->function_evaluations}, {"stop_reason", r->stop_reason},
+    out["lbfgs"] = {{"seconds_to_gap_1e-4", t4},
+                    {"iterations_to_gap_1e-4", i4},
+                    {"seconds_to_gap_1e-5", t5},
+                    {"iterations_to_gap_1e-5", i5},
+                    {"seconds_to_gap_1e-6", t6},
+                    {"iterations_to_gap_1e-6", i6},
+                    {"final_objective", r->objective},
+                    {"iterations", r->epochs_run},
+                    {"evaluations", r->function_evaluations},
+                    {"stop_reason", r->stop_reason},
                     {"train_accuracy", r->train_metrics->accuracy}};
   }
   out["peak_rss_mb"] = PeakRssMb();

@@ -46,8 +46,9 @@ std::string LastLine(const std::string& s) {
 TEST(CliTrainLocal, TrainsSavesAndPredictsIris) {
   TempDir dir;
   const std::string model = dir.Path("iris.npz");
-  CliRun r = Logit(dir, "-o json train --local --data " + TestData("iris.csv") +
-                         " --label-column target --l2 0.01 --test-split 0.2 --seed 3 --save-model " + model);
+  CliRun r = Logit(
+      dir, "-o json train --local --data " + TestData("iris.csv") +
+               " --label-column target --l2 0.01 --test-split 0.2 --seed 3 --save-model " + model);
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(LastLine(r.out));
   for (const char* key : {"job_id", "state", "model_id", "epochs_run", "train_loss", "objective",
@@ -58,9 +59,10 @@ TEST(CliTrainLocal, TrainsSavesAndPredictsIris) {
   EXPECT_GT(j["test_accuracy"].get<double>(), 0.85);
 
   CliRun p = Logit(dir, "predict --model-file " + model + " --input " + TestData("iris.csv") +
-                         " --label-column target --out " + dir.Path("pred.csv"));
+                            " --label-column target --out " + dir.Path("pred.csv"));
   ASSERT_EQ(p.code, 0) << p.err;
-  std::vector<std::string> lines = absl::StrSplit(Slurp(dir.Path("pred.csv")), '\n', absl::SkipEmpty());
+  std::vector<std::string> lines =
+      absl::StrSplit(Slurp(dir.Path("pred.csv")), '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 151u);
   EXPECT_EQ(lines[0], "label,p_0,p_1,p_2");
   EXPECT_EQ(lines[1].substr(0, 2), "0,");  // the first iris is a setosa
@@ -68,8 +70,9 @@ TEST(CliTrainLocal, TrainsSavesAndPredictsIris) {
 
 TEST(CliTrainLocal, TablePrintsHistoryAndAccuracy) {
   TempDir dir;
-  CliRun r = Logit(dir, "train --local --data " + TestData("iris.csv") +
-                         " --optimizer adam --lr 0.05 --epochs 5 --batch-size 16 --val-split 0.2");
+  CliRun r =
+      Logit(dir, "train --local --data " + TestData("iris.csv") +
+                     " --optimizer adam --lr 0.05 --epochs 5 --batch-size 16 --val-split 0.2");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("epoch 5/5"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("val_acc"), std::string::npos);
@@ -111,7 +114,9 @@ TEST(CliTrainLocal, MalformedDataExitsOneNamingFileAndLine) {
 TEST(CliPredict, FeatureCountMismatchIsAClearError) {
   TempDir dir;
   const std::string model = dir.Path("m.npz");
-  ASSERT_EQ(Logit(dir, "train --local --data " + TestData("iris.csv") + " --save-model " + model).code, 0);
+  ASSERT_EQ(
+      Logit(dir, "train --local --data " + TestData("iris.csv") + " --save-model " + model).code,
+      0);
   const std::string rows = dir.Write("rows.csv", "1,2,3\n");
   CliRun r = Logit(dir, "predict --model-file " + model + " --input " + rows);
   EXPECT_EQ(r.code, 1);

@@ -62,7 +62,8 @@ TEST(ModelIo, NumpyLoadsTheArchive) {
 
 TEST(ModelIo, ErrorsNameTheFile) {
   TempDir dir;
-  EXPECT_THAT(LoadModel(dir.Path("missing.npz")), StatusIs(absl::StatusCode::kNotFound, "missing.npz"));
+  EXPECT_THAT(LoadModel(dir.Path("missing.npz")),
+              StatusIs(absl::StatusCode::kNotFound, "missing.npz"));
   EXPECT_THAT(LoadModel(dir.Write("junk.npz", "not a zip")),
               StatusIs(absl::StatusCode::kInvalidArgument, "junk.npz"));
   EXPECT_THAT(SaveModel(Multinomial(), dir.Path("m.pkl")),

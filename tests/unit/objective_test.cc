@@ -80,8 +80,10 @@ TEST_P(GradientCheck, MatchesCentralFiniteDifferences) {
   cfg.block_rows = 16;  // several blocks, one partial
   auto obj = LogisticObjective::Create(data, cfg, sw, mu, sigma, nullptr);
   ASSERT_TRUE(obj.ok()) << obj.status();
-  at::Tensor theta = at::randn({(*obj)->num_params()}, at::TensorOptions().dtype(at::kDouble)) * 0.5;
-  if (!c.bias) theta.narrow(0, (*obj)->num_weights(), theta.numel() - (*obj)->num_weights()).zero_();
+  at::Tensor theta =
+      at::randn({(*obj)->num_params()}, at::TensorOptions().dtype(at::kDouble)) * 0.5;
+  if (!c.bias)
+    theta.narrow(0, (*obj)->num_weights(), theta.numel() - (*obj)->num_weights()).zero_();
   at::Tensor grad = at::zeros_like(theta);
   ASSERT_TRUE((*obj)->ValueAndGradient(theta, grad).ok());
   at::Tensor scratch = at::zeros_like(theta);
@@ -122,14 +124,16 @@ TEST(Objective, MatchesClosedFormAtZero) {
   Dataset data = RandomDense(20, 3, 5, 3);
   ObjectiveConfig cfg;
   cfg.classes = 5;
-  auto obj = LogisticObjective::Create(data, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  auto obj =
+      LogisticObjective::Create(data, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
   ASSERT_TRUE(obj.ok());
   at::Tensor theta = at::zeros({(*obj)->num_params()}, at::kDouble);
   at::Tensor grad = at::zeros_like(theta);
   EXPECT_NEAR((*(*obj)->ValueAndGradient(theta, grad)).loss, std::log(5.0), 1e-12);
   cfg.classes = 2;
   Dataset bin = RandomDense(20, 3, 2, 3);
-  auto obj2 = LogisticObjective::Create(bin, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  auto obj2 =
+      LogisticObjective::Create(bin, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
   at::Tensor t2 = at::zeros({(*obj2)->num_params()}, at::kDouble);
   at::Tensor g2 = at::zeros_like(t2);
   EXPECT_NEAR((*(*obj2)->ValueAndGradient(t2, g2)).loss, std::log(2.0), 1e-12);
@@ -141,7 +145,8 @@ TEST(Objective, MinibatchOfAllRowsEqualsFullPass) {
   cfg.classes = 3;
   cfg.l2 = 0.2;
   cfg.block_rows = 7;
-  auto obj = LogisticObjective::Create(data, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  auto obj =
+      LogisticObjective::Create(data, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
   ASSERT_TRUE(obj.ok());
   at::Tensor theta = at::randn({(*obj)->num_params()}, at::kDouble);
   at::Tensor g1 = at::zeros_like(theta), g2 = at::zeros_like(theta);

@@ -12,8 +12,8 @@ using ::logit::testing::StatusIs;
 using ::logit::testing::TempDir;
 using ::logit::testing::TestData;
 
-absl::StatusOr<Dataset> Read(const std::string& path, const std::string& labels = "",
-                             int rank = 0, int world = 1) {
+absl::StatusOr<Dataset> Read(const std::string& path, const std::string& labels = "", int rank = 0,
+                             int world = 1) {
   ReadOptions o;
   o.path = path;
   o.labels_path = labels;
@@ -66,7 +66,8 @@ TEST(CsvReader, RaggedRowNamesFileAndLine) {
 TEST(CsvReader, NanAndGarbageNameLineAndColumn) {
   TempDir dir;
   const std::string nan = dir.Write("nan.csv", "1,2,0\n1,nan,1\n");
-  EXPECT_THAT(Read(nan), StatusIs(absl::StatusCode::kInvalidArgument, nan + ":2: column 2: non-finite"));
+  EXPECT_THAT(Read(nan),
+              StatusIs(absl::StatusCode::kInvalidArgument, nan + ":2: column 2: non-finite"));
   const std::string inf = dir.Write("inf.csv", "1,2,0\n1,2,0\ninf,2,1\n");
   EXPECT_THAT(Read(inf), StatusIs(absl::StatusCode::kInvalidArgument, inf + ":3: column 1"));
   const std::string junk = dir.Write("junk.csv", "1,2,0\n1,abc,1\n");
@@ -78,14 +79,15 @@ TEST(CsvReader, LabelOutOfRangeOrFractionalIsRejected) {
   ReadOptions o;
   o.path = dir.Write("a.csv", "1,2,0\n1,2,5\n");
   o.classes = 3;
-  EXPECT_THAT(ReadDataset(o),
-              StatusIs(absl::StatusCode::kInvalidArgument, ":2: label 5 is out of range for classes=3"));
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       ":2: label 5 is out of range for classes=3"));
   o.path = dir.Write("b.csv", "1,2,0.5\n");
   EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, ":1: label 0.5"));
 }
 
 TEST(CsvReader, MissingFileIsNotFound) {
-  EXPECT_THAT(Read("/nonexistent/x.csv"), StatusIs(absl::StatusCode::kNotFound, "/nonexistent/x.csv"));
+  EXPECT_THAT(Read("/nonexistent/x.csv"),
+              StatusIs(absl::StatusCode::kNotFound, "/nonexistent/x.csv"));
 }
 
 TEST(CsvReader, ShardsPartitionTheRowsWithoutOverlap) {
@@ -129,12 +131,15 @@ TEST(LibSvmReader, DetectsZeroBasedIndices) {
 TEST(LibSvmReader, MalformedPairNamesLine) {
   TempDir dir;
   const std::string p = dir.Write("a.libsvm", "1 1:1\n0 2:x\n");
-  EXPECT_THAT(Read(p), StatusIs(absl::StatusCode::kInvalidArgument, p + ":2: expected index:value"));
+  EXPECT_THAT(Read(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, p + ":2: expected index:value"));
   const std::string q = dir.Write("b.libsvm", "1 3:1 2:1\n");
-  EXPECT_THAT(Read(q), StatusIs(absl::StatusCode::kInvalidArgument, q + ":1: feature indices must increase"));
+  EXPECT_THAT(Read(q), StatusIs(absl::StatusCode::kInvalidArgument,
+                                q + ":1: feature indices must increase"));
 }
 
-std::string Npy(const std::string& descr, std::vector<int64_t> shape, const void* data, size_t bytes) {
+std::string Npy(const std::string& descr, std::vector<int64_t> shape, const void* data,
+                size_t bytes) {
   return EncodeNpy(descr, shape, data, bytes);
 }
 
@@ -158,7 +163,8 @@ TEST(NpyReader, KeepsUint8AsUint8WithPixelScale) {
   TempDir dir;
   const uint8_t x[] = {0, 255, 51, 102};
   const uint8_t y[] = {1, 0};
-  auto d = Read(dir.Write("x.npy", Npy("|u1", {2, 2}, x, 4)), dir.Write("y.npy", Npy("|u1", {2}, y, 2)));
+  auto d =
+      Read(dir.Write("x.npy", Npy("|u1", {2, 2}, x, 4)), dir.Write("y.npy", Npy("|u1", {2}, y, 2)));
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->storage, FeatureStorage::kDenseUint8);
   EXPECT_FLOAT_EQ(d->u8_scale, 1.0f / 255);
@@ -167,16 +173,21 @@ TEST(NpyReader, KeepsUint8AsUint8WithPixelScale) {
 TEST(NpyReader, RejectsWrongDtypeShapeAndCounts) {
   TempDir dir;
   const int16_t x16[] = {1, 2};
-  EXPECT_THAT(Read(dir.Write("a.npy", Npy("<i2", {1, 2}, x16, 4)), dir.Write("l.npy", Npy("<i2", {1}, x16, 2))),
+  EXPECT_THAT(Read(dir.Write("a.npy", Npy("<i2", {1, 2}, x16, 4)),
+                   dir.Write("l.npy", Npy("<i2", {1}, x16, 2))),
               StatusIs(absl::StatusCode::kInvalidArgument, "unsupported feature dtype '<i2'"));
   const float x[] = {1, 2, 3};
-  EXPECT_THAT(Read(dir.Write("b.npy", Npy("<f4", {3}, x, 12)), dir.Write("l2.npy", Npy("<i2", {1}, x16, 2))),
+  EXPECT_THAT(Read(dir.Write("b.npy", Npy("<f4", {3}, x, 12)),
+                   dir.Write("l2.npy", Npy("<i2", {1}, x16, 2))),
               StatusIs(absl::StatusCode::kInvalidArgument, "must be a 2-D array"));
   const int64_t y[] = {0, 1};
-  EXPECT_THAT(Read(dir.Write("c.npy", Npy("<f4", {3, 1}, x, 12)), dir.Write("y.npy", Npy("<i8", {2}, y, 16))),
-              StatusIs(absl::StatusCode::kInvalidArgument, "has 2 labels but the features have 3 rows"));
+  EXPECT_THAT(
+      Read(dir.Write("c.npy", Npy("<f4", {3, 1}, x, 12)),
+           dir.Write("y.npy", Npy("<i8", {2}, y, 16))),
+      StatusIs(absl::StatusCode::kInvalidArgument, "has 2 labels but the features have 3 rows"));
   const float nan[] = {1, NAN};
-  EXPECT_THAT(Read(dir.Write("d.npy", Npy("<f4", {1, 2}, nan, 8)), dir.Write("y1.npy", Npy("<i8", {1}, y, 8))),
+  EXPECT_THAT(Read(dir.Write("d.npy", Npy("<f4", {1, 2}, nan, 8)),
+                   dir.Write("y1.npy", Npy("<i8", {1}, y, 8))),
               StatusIs(absl::StatusCode::kInvalidArgument, "non-finite value at row 0, column 1"));
   EXPECT_THAT(Read(dir.Write("e.npy", "not numpy"), ""),
               StatusIs(absl::StatusCode::kInvalidArgument, "labels"));
@@ -202,7 +213,8 @@ TEST(IdxReader, ReadsFashionMnistGzipShard) {
 TEST(IdxReader, BadMagicAndMismatchedLabelsAreErrors) {
   TempDir dir;
   const std::string bad = dir.Write("x-ubyte", std::string("\x01\x02\x03\x04", 4));
-  EXPECT_THAT(Read(bad, bad), StatusIs(absl::StatusCode::kInvalidArgument, "bad magic at offset 0"));
+  EXPECT_THAT(Read(bad, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument, "bad magic at offset 0"));
   std::string img("\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x02", 16);
   img += std::string("\x01\x02\x03\x04", 4);
   std::string lab("\x00\x00\x08\x01\x00\x00\x00\x03\x00\x01\x02", 11);

@@ -88,7 +88,8 @@ TEST_P(SklearnOptimum, LbfgsReachesObjectiveAndWeights) {
     rb += b[k] / cols;
   }
   if (cols == 1) mb = rb = 0;
-  for (int64_t k = 0; k < cols; ++k) max_b = std::max(max_b, std::abs((m.bias[k] - mb) - (b[k] - rb)));
+  for (int64_t k = 0; k < cols; ++k)
+    max_b = std::max(max_b, std::abs((m.bias[k] - mb) - (b[k] - rb)));
   if (l1) {
     EXPECT_EQ(zero_mismatch, 0) << "zeros ours=" << zeros << " sklearn=" << ref["zeros"];
     EXPECT_GT(zeros, 0);

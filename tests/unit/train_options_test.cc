@@ -65,7 +65,8 @@ TEST(ValidateDataConfig, SplitsSummingToOneOrMoreAreRejected) {
   c.train.path = "x.csv";
   c.val_split = 0.6;
   c.test_split = 0.4;
-  EXPECT_THAT(ValidateDataConfig(c), StatusIs(kInvalid, "val_split: val_split + test_split must be < 1"));
+  EXPECT_THAT(ValidateDataConfig(c),
+              StatusIs(kInvalid, "val_split: val_split + test_split must be < 1"));
   c.val_split = -0.1;
   c.test_split = 0;
   EXPECT_THAT(ValidateDataConfig(c), StatusIs(kInvalid, "val_split"));
@@ -75,7 +76,8 @@ TEST(ValidateDataConfig, SplitsSummingToOneOrMoreAreRejected) {
 }
 
 TEST(ParseOptimizer, UnknownNameIsRejected) {
-  EXPECT_THAT(ParseOptimizer("rmsprop"), StatusIs(kInvalid, "optimizer: unknown optimizer 'rmsprop'"));
+  EXPECT_THAT(ParseOptimizer("rmsprop"),
+              StatusIs(kInvalid, "optimizer: unknown optimizer 'rmsprop'"));
   EXPECT_EQ(*ParseOptimizer("LBFGS"), OptimizerKind::kLbfgs);
 }
 

@@ -151,8 +151,9 @@ TEST(Train, LabelBeyondClassesNamesFileAndRow) {
   Dataset iris = ReadCsv("iris.csv");
   TrainOptions o;
   o.classes = 2;
-  EXPECT_THAT(Train(o, {&iris}), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          "iris.csv: row 101: label 2 is out of range for classes=2"));
+  EXPECT_THAT(Train(o, {&iris}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "iris.csv: row 101: label 2 is out of range for classes=2"));
 }
 
 TEST(Train, InvalidOptionIsRejectedBeforeTraining) {
@@ -162,7 +163,8 @@ TEST(Train, InvalidOptionIsRejectedBeforeTraining) {
   EXPECT_THAT(Train(o, {&iris}), StatusIs(absl::StatusCode::kInvalidArgument, "batch_size"));
   o = {};
   o.device = "cuda:0";
-  if (!DescribeComputeBackend().empty() && DescribeComputeBackend().find("cuda=no") != std::string::npos) {
+  if (!DescribeComputeBackend().empty() &&
+      DescribeComputeBackend().find("cuda=no") != std::string::npos) {
     EXPECT_THAT(Train(o, {&iris}), StatusIs(absl::StatusCode::kInvalidArgument, "device"));
   }
 }
@@ -173,7 +175,8 @@ TEST(Train, MismatchedValidationFeaturesAreRejected) {
   dc.train.path = TestData("iris.csv");
   dc.val_path = dir.Write("val.csv", "1,2,0\n3,4,1\n");
   auto r = RunTrainingJob(dc, TrainOptions{});
-  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, "val.csv: has 2 feature columns, expected features=4"));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "val.csv: has 2 feature columns, expected features=4"));
 }
 
 TEST(DescribeComputeBackend, NamesTheBlasLibrary) {

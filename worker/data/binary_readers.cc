@@ -32,16 +32,16 @@ absl::Status ReadNpyLabels(const std::string& path, int64_t expected_rows, int64
   auto h = ParseNpyHeader(file->data(), path);
   if (!h.ok()) return h.status();
   if (h->fortran_order && h->shape.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": Fortran-order arrays are not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": Fortran-order arrays are not supported"));
   }
   if (h->shape.empty() || h->shape.size() > 2 || (h->shape.size() == 2 && h->shape[1] != 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": labels must have shape (n,) or (n, 1)"));
   }
   if (h->shape[0] != expected_rows) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": has ", h->shape[0],
-                                                   " labels but the features have ",
-                                                   expected_rows, " rows"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": has ", h->shape[0], " labels but the features have ", expected_rows, " rows"));
   }
   const char kind = h->descr[1];
   if (kind != 'i' && kind != 'u' && kind != 'f') {
@@ -57,16 +57,36 @@ absl::Status ReadNpyLabels(const std::string& path, int64_t expected_rows, int64
     const char* p = base + i * h->item_size;
     double v;
     switch (h->item_size * (kind == 'f' ? 10 : 1) + (kind == 'u' ? 100 : 0)) {
-      case 1: v = LoadLe<int8_t>(p); break;
-      case 2: v = LoadLe<int16_t>(p); break;
-      case 4: v = LoadLe<int32_t>(p); break;
-      case 8: v = static_cast<double>(LoadLe<int64_t>(p)); break;
-      case 101: v = LoadLe<uint8_t>(p); break;
-      case 102: v = LoadLe<uint16_t>(p); break;
-      case 104: v = LoadLe<uint32_t>(p); break;
-      case 108: v = static_cast<double>(LoadLe<uint64_t>(p)); break;
-      case 40: v = LoadLe<float>(p); break;
-      case 80: v = LoadLe<double>(p); break;
+      case 1:
+        v = LoadLe<int8_t>(p);
+        break;
+      case 2:
+        v = LoadLe<int16_t>(p);
+        break;
+      case 4:
+        v = LoadLe<int32_t>(p);
+        break;
+      case 8:
+        v = static_cast<double>(LoadLe<int64_t>(p));
+        break;
+      case 101:
+        v = LoadLe<uint8_t>(p);
+        break;
+      case 102:
+        v = LoadLe<uint16_t>(p);
+        break;
+      case 104:
+        v = LoadLe<uint32_t>(p);
+        break;
+      case 108:
+        v = static_cast<double>(LoadLe<uint64_t>(p));
+        break;
+      case 40:
+        v = LoadLe<float>(p);
+        break;
+      case 80:
+        v = LoadLe<double>(p);
+        break;
       default:
         return absl::InvalidArgumentError(
             absl::StrCat(path, ": unsupported label dtype '", h->descr, "'"));
@@ -90,23 +110,23 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
   auto h = ParseNpyHeader(file->data(), opt.path);
   if (!h.ok()) return h.status();
   if (h->shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": features must be a 2-D array, shape has ",
-                                                   h->shape.size(), " dimensions"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        opt.path, ": features must be a 2-D array, shape has ", h->shape.size(), " dimensions"));
   }
   if (h->fortran_order) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(opt.path, ": Fortran-order arrays are not supported (use np.ascontiguousarray)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        opt.path, ": Fortran-order arrays are not supported (use np.ascontiguousarray)"));
   }
   const std::string& dt = h->descr;
   const bool f4 = dt == "<f4", f8 = dt == "<f8", u1 = dt == "|u1" || dt == "<u1";
   if (!f4 && !f8 && !u1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        opt.path, ": unsupported feature dtype '", dt, "' (float32, float64 or uint8)"));
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": unsupported feature dtype '", dt,
+                                                   "' (float32, float64 or uint8)"));
   }
   const int64_t n = h->shape[0], d = h->shape[1];
   if (opt.num_features > 0 && d != opt.num_features) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": has ", d,
-                                                   " features, expected features=", opt.num_features));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ": has ", d, " features, expected features=", opt.num_features));
   }
   if (file->data().size() < h->data_offset + static_cast<size_t>(n * d) * h->item_size) {
     return absl::InvalidArgumentError(absl::StrCat(opt.path, ": truncated data: expected ",
@@ -182,8 +202,8 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
   for (int i = 0; i < magic[3]; ++i) {
     unsigned char b[4];
     if (gzread(idx.file.get(), b, 4) != 4) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": truncated IDX header at offset ",
-                                                     4 + 4 * i));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": truncated IDX header at offset ", 4 + 4 * i));
     }
     idx.dims.push_back((int64_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3]);
   }
@@ -201,8 +221,8 @@ absl::Status ReadExact(IdxFile& f, const std::string& path, int64_t offset, void
     const unsigned chunk = static_cast<unsigned>(std::min<int64_t>(bytes, 1 << 30));
     const int got = gzread(f.file.get(), p, chunk);
     if (got <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": truncated data at offset ", offset + (p - static_cast<char*>(dst))));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": truncated data at offset ",
+                                                     offset + (p - static_cast<char*>(dst))));
     }
     p += got;
     bytes -= got;
@@ -220,18 +240,19 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
   auto images = OpenIdx(opt.path);
   if (!images.ok()) return images.status();
   if (images->type != 0x08) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        opt.path, ": unsupported IDX element type 0x", absl::Hex(images->type), " (need ubyte 0x08)"));
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": unsupported IDX element type 0x",
+                                                   absl::Hex(images->type), " (need ubyte 0x08)"));
   }
   if (images->dims.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": IDX features need at least 2 dimensions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ": IDX features need at least 2 dimensions"));
   }
   const int64_t n = images->dims[0];
   int64_t d = 1;
   for (size_t i = 1; i < images->dims.size(); ++i) d *= images->dims[i];
   if (opt.num_features > 0 && d != opt.num_features) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": has ", d,
-                                                   " features, expected features=", opt.num_features));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ": has ", d, " features, expected features=", opt.num_features));
   }
   Dataset out;
   out.source = opt.path;
@@ -266,8 +287,9 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
   if (!st.ok()) return st;
   out.labels.resize(out.num_rows);
   for (int64_t i = 0; i < out.num_rows; ++i) {
-    auto y = ToClassIndex(raw[i], opt.classes,
-                          absl::StrCat(opt.labels_path, ": offset ", labels->header_bytes + begin + i));
+    auto y =
+        ToClassIndex(raw[i], opt.classes,
+                     absl::StrCat(opt.labels_path, ": offset ", labels->header_bytes + begin + i));
     if (!y.ok()) return y.status();
     out.labels[i] = *y;
   }

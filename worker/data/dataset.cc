@@ -85,8 +85,9 @@ SplitIndices SplitRows(const Dataset& data, double val_fraction, double test_fra
   SplitIndices s;
   const uint64_t seed_mix = Mix(seed ^ 0x6c6f676974ULL);
   for (int64_t i = 0; i < data.num_rows; ++i) {
-    const double u = static_cast<double>(Mix(seed_mix ^ static_cast<uint64_t>(data.GlobalRow(i))) >> 11) *
-                     (1.0 / 9007199254740992.0);
+    const double u =
+        static_cast<double>(Mix(seed_mix ^ static_cast<uint64_t>(data.GlobalRow(i))) >> 11) *
+        (1.0 / 9007199254740992.0);
     if (u < val_fraction) {
       s.val.push_back(i);
     } else if (u < val_fraction + test_fraction) {

@@ -18,28 +18,26 @@ enum class FeatureStorage {
 
 // The rows a reader returned for one shard (or a subset made by TakeRows).
 struct Dataset {
-  std::string source;          // file path, for messages
-  int64_t num_rows = 0;        // rows held here
-  int64_t num_features = 0;    // d (for sparse data: max index + 1 seen, or as configured)
-  int64_t total_rows = 0;      // rows in the whole file, all shards together
-  int64_t first_row = 0;       // global index of the first row held (shards are contiguous)
+  std::string source;        // file path, for messages
+  int64_t num_rows = 0;      // rows held here
+  int64_t num_features = 0;  // d (for sparse data: max index + 1 seen, or as configured)
+  int64_t total_rows = 0;    // rows in the whole file, all shards together
+  int64_t first_row = 0;     // global index of the first row held (shards are contiguous)
   FeatureStorage storage = FeatureStorage::kDenseFloat32;
 
   std::vector<float> dense_f32;
   std::vector<uint8_t> dense_u8;
-  float u8_scale = 1.0f;       // multiplier applied to dense_u8 values when they are used
+  float u8_scale = 1.0f;  // multiplier applied to dense_u8 values when they are used
 
   std::vector<int64_t> csr_indptr;   // num_rows + 1 offsets into csr_indices / csr_values
   std::vector<int64_t> csr_indices;  // 0-based column of each stored value
   std::vector<float> csr_values;
 
-  std::vector<int64_t> labels;          // class index in [0, classes) per row
-  std::vector<float> sample_weights;    // per row; empty means every weight is 1
-  std::vector<int64_t> global_row;      // global row index per row; empty means first_row + i
+  std::vector<int64_t> labels;        // class index in [0, classes) per row
+  std::vector<float> sample_weights;  // per row; empty means every weight is 1
+  std::vector<int64_t> global_row;    // global row index per row; empty means first_row + i
 
-  int64_t GlobalRow(int64_t i) const {
-    return global_row.empty() ? first_row + i : global_row[i];
-  }
+  int64_t GlobalRow(int64_t i) const { return global_row.empty() ? first_row + i : global_row[i]; }
   int64_t MaxLabel() const;  // -1 when empty
   // Bytes of feature storage, for logs and benchmarks.
   int64_t FeatureBytes() const;

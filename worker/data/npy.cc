@@ -92,8 +92,8 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
   return h;
 }
 
-std::string EncodeNpy(const std::string& descr, const std::vector<int64_t>& shape,
-                      const void* data, size_t bytes) {
+std::string EncodeNpy(const std::string& descr, const std::vector<int64_t>& shape, const void* data,
+                      size_t bytes) {
   std::string shape_text = absl::StrJoin(shape, ", ");
   if (shape.size() == 1) shape_text += ",";
   std::string dict = absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",

@@ -4,19 +4,19 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace logit {
 
 struct NpyHeader {
-  std::string descr;            // e.g. "<f4", "|u1", "<i8"
+  std::string descr;  // e.g. "<f4", "|u1", "<i8"
   bool fortran_order = false;
   std::vector<int64_t> shape;
-  size_t data_offset = 0;       // bytes from the start of the file to the first element
-  size_t item_size = 0;         // bytes per element
+  size_t data_offset = 0;  // bytes from the start of the file to the first element
+  size_t item_size = 0;    // bytes per element
   int64_t NumElements() const;
 };
 
@@ -24,8 +24,8 @@ struct NpyHeader {
 absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path);
 
 // Serialises a C-order array: `descr` (e.g. "<f4"), shape, raw little-endian bytes.
-std::string EncodeNpy(const std::string& descr, const std::vector<int64_t>& shape,
-                      const void* data, size_t bytes);
+std::string EncodeNpy(const std::string& descr, const std::vector<int64_t>& shape, const void* data,
+                      size_t bytes);
 
 }  // namespace logit
 

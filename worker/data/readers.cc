@@ -21,11 +21,16 @@ absl::StatusOr<DataFormat> ParseDataFormat(const std::string& name) {
 
 const char* DataFormatName(DataFormat f) {
   switch (f) {
-    case DataFormat::kAuto: return "auto";
-    case DataFormat::kCsv: return "csv";
-    case DataFormat::kLibSvm: return "libsvm";
-    case DataFormat::kNpy: return "npy";
-    case DataFormat::kIdx: return "idx";
+    case DataFormat::kAuto:
+      return "auto";
+    case DataFormat::kCsv:
+      return "csv";
+    case DataFormat::kLibSvm:
+      return "libsvm";
+    case DataFormat::kNpy:
+      return "npy";
+    case DataFormat::kIdx:
+      return "idx";
   }
   return "?";
 }
@@ -34,17 +39,15 @@ absl::StatusOr<DataFormat> InferDataFormat(const std::string& path) {
   std::string p = absl::AsciiStrToLower(path);
   if (absl::EndsWith(p, ".gz")) p.resize(p.size() - 3);
   if (absl::EndsWith(p, ".csv")) return DataFormat::kCsv;
-  if (absl::EndsWith(p, ".libsvm") || absl::EndsWith(p, ".svm") ||
-      absl::EndsWith(p, ".svmlight")) {
+  if (absl::EndsWith(p, ".libsvm") || absl::EndsWith(p, ".svm") || absl::EndsWith(p, ".svmlight")) {
     return DataFormat::kLibSvm;
   }
   if (absl::EndsWith(p, ".npy")) return DataFormat::kNpy;
-  if (absl::EndsWith(p, "-ubyte") || absl::EndsWith(p, ".idx") ||
-      absl::StrContains(p, "-idx")) {
+  if (absl::EndsWith(p, "-ubyte") || absl::EndsWith(p, ".idx") || absl::StrContains(p, "-idx")) {
     return DataFormat::kIdx;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "format: cannot infer the data format of '", path, "'; pass --format csv|libsvm|npy|idx"));
+  return absl::InvalidArgumentError(absl::StrCat("format: cannot infer the data format of '", path,
+                                                 "'; pass --format csv|libsvm|npy|idx"));
 }
 
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options) {
@@ -60,11 +63,16 @@ absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options) {
     format = *inferred;
   }
   switch (format) {
-    case DataFormat::kCsv: return internal::ReadCsv(options);
-    case DataFormat::kLibSvm: return internal::ReadLibSvm(options);
-    case DataFormat::kNpy: return internal::ReadNpy(options);
-    case DataFormat::kIdx: return internal::ReadIdx(options);
-    case DataFormat::kAuto: break;
+    case DataFormat::kCsv:
+      return internal::ReadCsv(options);
+    case DataFormat::kLibSvm:
+      return internal::ReadLibSvm(options);
+    case DataFormat::kNpy:
+      return internal::ReadNpy(options);
+    case DataFormat::kIdx:
+      return internal::ReadIdx(options);
+    case DataFormat::kAuto:
+      break;
   }
   return absl::InternalError("unreachable");
 }

@@ -23,8 +23,8 @@ const char* DataFormatName(DataFormat f);
 absl::StatusOr<DataFormat> InferDataFormat(const std::string& path);
 
 struct ReadOptions {
-  std::string path;             // features (and, for CSV/LibSVM, labels)
-  std::string labels_path;      // .npy / IDX: the label file; required for those formats
+  std::string path;         // features (and, for CSV/LibSVM, labels)
+  std::string labels_path;  // .npy / IDX: the label file; required for those formats
   DataFormat format = DataFormat::kAuto;
   // CSV: the label column, by header name or 0-based index; empty = the last column.
   std::string label_column;
@@ -48,9 +48,7 @@ struct ReadOptions {
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options);
 
 // The first row of shard `rank` of `world` among `total` rows.
-inline int64_t ShardBegin(int64_t total, int rank, int world) {
-  return total * rank / world;
-}
+inline int64_t ShardBegin(int64_t total, int rank, int world) { return total * rank / world; }
 
 }  // namespace logit
 

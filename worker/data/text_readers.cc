@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
@@ -12,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "worker/data/mapped_file.h"
 #include "worker/data/reader_internal.h"
 
@@ -44,9 +44,7 @@ class LineCursor {
   int64_t line_no_ = 0;
 };
 
-bool IsBlank(absl::string_view line) {
-  return absl::StripAsciiWhitespace(line).empty();
-}
+bool IsBlank(absl::string_view line) { return absl::StripAsciiWhitespace(line).empty(); }
 
 // Parses a finite float; false on garbage, trailing characters, NaN or Inf.
 bool ParseFinite(absl::string_view s, float* out, bool* non_finite) {
@@ -72,9 +70,7 @@ bool ParseFinite(absl::string_view s, float* out, bool* non_finite) {
   return true;
 }
 
-std::string Where(const std::string& path, int64_t line) {
-  return absl::StrCat(path, ":", line);
-}
+std::string Where(const std::string& path, int64_t line) { return absl::StrCat(path, ":", line); }
 
 absl::string_view Unquote(absl::string_view s) {
   s = absl::StripAsciiWhitespace(s);
@@ -98,8 +94,8 @@ absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::s
         absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
   }
   if (classes > 0 && y >= classes) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": label ", value,
-                                                   " is out of range for classes=", classes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": label ", value, " is out of range for classes=", classes));
   }
   return y;
 }
@@ -138,11 +134,10 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   if (columns < 0) {
     return absl::InvalidArgumentError(absl::StrCat(opt.path, ": empty CSV file"));
   }
-  const bool unlabeled =
-      !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
+  const bool unlabeled = !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
   if (columns < 2 && !unlabeled) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        opt.path, ":1: a CSV needs at least one feature column and a label column"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ":1: a CSV needs at least one feature column and a label column"));
   }
 
   // Which column holds the label.
@@ -155,22 +150,20 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
     } else if (absl::SimpleAtoi(opt.label_column, &idx)) {
       if (idx < 0) idx += columns;
       if (idx < 0 || idx >= columns) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("label_column: index ", opt.label_column, " is out of range for ",
-                         opt.path, " with ", columns, " columns"));
+        return absl::InvalidArgumentError(absl::StrCat("label_column: index ", opt.label_column,
+                                                       " is out of range for ", opt.path, " with ",
+                                                       columns, " columns"));
       }
       label_col = idx;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("label_column: no column named '",
-                                                     opt.label_column, "' in the header of ",
-                                                     opt.path));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label_column: no column named '", opt.label_column, "' in the header of ", opt.path));
     }
   }
   const int64_t d = unlabeled ? columns : columns - 1;
   if (opt.num_features > 0 && opt.num_features != d) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": has ", d,
-                                                   " feature columns, expected features=",
-                                                   opt.num_features));
+    return absl::InvalidArgumentError(absl::StrCat(
+        opt.path, ": has ", d, " feature columns, expected features=", opt.num_features));
   }
 
   Dataset out;
@@ -208,9 +201,9 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
       float v;
       bool non_finite;
       if (!ParseFinite(field, &v, &non_finite)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": column ", col + 1, ": ",
-            non_finite ? "non-finite value '" : "not a number: '", field, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": column ", col + 1, ": ",
+                         non_finite ? "non-finite value '" : "not a number: '", field, "'"));
       }
       if (col == label_col) {
         auto y = ToClassIndex(v, opt.classes, where);
@@ -242,8 +235,8 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
     if (!IsBlank(content)) ++total;
   }
   // Indices are 1-based unless the file uses index 0 anywhere (then 0-based).
-  const bool zero_based = text.find(" 0:") != absl::string_view::npos ||
-                          text.find("\t0:") != absl::string_view::npos;
+  const bool zero_based =
+      text.find(" 0:") != absl::string_view::npos || text.find("\t0:") != absl::string_view::npos;
   const int64_t base = zero_based ? 0 : 1;
 
   Dataset out;
@@ -269,7 +262,8 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
     const std::string where = Where(opt.path, parse.line_no());
     bool first_token = true;
     int64_t prev = -1;
-    for (absl::string_view tok : absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+    for (absl::string_view tok :
+         absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
       if (first_token) {
         first_token = false;
         float v;
@@ -290,8 +284,8 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
       if (colon == absl::string_view::npos || !absl::SimpleAtoi(tok.substr(0, colon), &idx) ||
           !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": ", non_finite ? "non-finite value in '" : "expected index:value, got '",
-            tok, "'"));
+            where, ": ", non_finite ? "non-finite value in '" : "expected index:value, got '", tok,
+            "'"));
       }
       idx -= base;
       if (idx < 0) {

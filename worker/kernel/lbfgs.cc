@@ -16,11 +16,11 @@ constexpr int kMaxLineSearchEvals = 25;
 // One trial point of a line search along d.
 struct Trial {
   double t = 0;
-  double f = 0;        // objective (smooth + l1) at x + t d
-  double dg = 0;       // directional derivative g . d
+  double f = 0;   // objective (smooth + l1) at x + t d
+  double dg = 0;  // directional derivative g . d
   PassValue value;
-  at::Tensor g;        // smooth gradient
-  at::Tensor x;        // the point
+  at::Tensor g;  // smooth gradient
+  at::Tensor x;  // the point
 };
 
 class Minimizer {
@@ -138,7 +138,8 @@ class Minimizer {
     for (int i = 0; i < kMaxLineSearchEvals; ++i) {
       auto cur = Probe(start, d, t);
       if (!cur.ok()) return cur.status();
-      if (!std::isfinite(cur->f) || cur->f > f0 + kArmijo * t * dg0 || (i > 0 && cur->f >= prev.f)) {
+      if (!std::isfinite(cur->f) || cur->f > f0 + kArmijo * t * dg0 ||
+          (i > 0 && cur->f >= prev.f)) {
         lo = prev;
         hi = *cur;
         bracketed = true;
@@ -178,8 +179,7 @@ class Minimizer {
   absl::StatusOr<Trial> Backtrack(const Trial& x0, const at::Tensor& pg, const at::Tensor& d,
                                   double t) {
     const at::Tensor w0 = x0.x.narrow(0, 0, nw_);
-    const at::Tensor orthant =
-        at::where(w0 != 0, w0.sign(), pg.narrow(0, 0, nw_).neg().sign());
+    const at::Tensor orthant = at::where(w0 != 0, w0.sign(), pg.narrow(0, 0, nw_).neg().sign());
     for (int i = 0; i < 40; ++i) {
       at::Tensor x = x0.x + t * d;
       at::Tensor w = x.narrow(0, 0, nw_);

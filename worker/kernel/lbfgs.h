@@ -22,11 +22,11 @@ struct LbfgsOptions {
 };
 
 struct LbfgsReport {
-  std::string stop_reason;    // max_epochs | objective_tol | gradient_tol | line_search
+  std::string stop_reason;  // max_epochs | objective_tol | gradient_tol | line_search
   int64_t iterations = 0;
-  int64_t evaluations = 0;    // full passes over the data
-  double objective = 0;       // including the L1 term
-  PassValue last;             // loss and smooth objective at the returned point
+  int64_t evaluations = 0;  // full passes over the data
+  double objective = 0;     // including the L1 term
+  PassValue last;           // loss and smooth objective at the returned point
 };
 
 // Called after every iteration with the iteration number (1-based), the smooth pass value and

@@ -86,11 +86,16 @@ ClassificationMetrics ComputeMetrics(const std::vector<float>& proba,
 }
 
 void to_json(nlohmann::json& j, const ClassificationMetrics& m) {
-  j = nlohmann::json{{"rows", m.rows},           {"log_loss", m.log_loss},
-                     {"accuracy", m.accuracy},   {"macro_f1", m.macro_f1},
-                     {"weighted_f1", m.weighted_f1}, {"precision", m.precision},
-                     {"recall", m.recall},       {"f1", m.f1},
-                     {"support", m.support},     {"confusion_matrix", m.confusion}};
+  j = nlohmann::json{{"rows", m.rows},
+                     {"log_loss", m.log_loss},
+                     {"accuracy", m.accuracy},
+                     {"macro_f1", m.macro_f1},
+                     {"weighted_f1", m.weighted_f1},
+                     {"precision", m.precision},
+                     {"recall", m.recall},
+                     {"f1", m.f1},
+                     {"support", m.support},
+                     {"confusion_matrix", m.confusion}};
   if (m.roc_auc >= 0) j["roc_auc"] = m.roc_auc;
 }
 

@@ -12,11 +12,11 @@ namespace logit {
 struct ClassificationMetrics {
   int64_t rows = 0;
   int64_t classes = 0;
-  double log_loss = 0;          // mean cross-entropy (sample-weighted when weights given)
-  double accuracy = 0;          // fraction in [0, 1]
-  double roc_auc = -1;          // binary only; -1 when undefined (one class present)
-  std::vector<double> precision, recall, f1;   // per class
-  std::vector<int64_t> support;                // true rows per class
+  double log_loss = 0;  // mean cross-entropy (sample-weighted when weights given)
+  double accuracy = 0;  // fraction in [0, 1]
+  double roc_auc = -1;  // binary only; -1 when undefined (one class present)
+  std::vector<double> precision, recall, f1;  // per class
+  std::vector<int64_t> support;               // true rows per class
   double macro_f1 = 0;
   double weighted_f1 = 0;
   // confusion[t * classes + p]: rows of true class t predicted as p.

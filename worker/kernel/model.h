@@ -12,7 +12,7 @@ struct LinearModel {
   int64_t num_classes = 0;   // K >= 2
   // Row-major d x OutputColumns(): one column (sigmoid) for K == 2, K columns (softmax) otherwise.
   std::vector<float> weights;
-  std::vector<float> bias;   // OutputColumns() entries (zero when trained without bias)
+  std::vector<float> bias;  // OutputColumns() entries (zero when trained without bias)
 
   int64_t OutputColumns() const { return num_classes == 2 ? 1 : num_classes; }
   bool IsBinary() const { return num_classes == 2; }

@@ -8,12 +8,12 @@
 namespace logit {
 
 struct LogisticObjective::Block {
-  at::Tensor x;    // dense rows x d (compute dtype), or sparse COO rows x d
-  at::Tensor xt;   // sparse only: d x rows
+  at::Tensor x;   // dense rows x d (compute dtype), or sparse COO rows x d
+  at::Tensor xt;  // sparse only: d x rows
   bool sparse = false;
-  at::Tensor y;    // int64 labels
-  at::Tensor yf;   // labels in compute dtype (binary only)
-  at::Tensor sw;   // sample weights or undefined
+  at::Tensor y;   // int64 labels
+  at::Tensor yf;  // labels in compute dtype (binary only)
+  at::Tensor sw;  // sample weights or undefined
   int64_t rows = 0;
 };
 
@@ -83,8 +83,8 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
       }
       break;
   }
-  obj->y_ = at::from_blob(const_cast<int64_t*>(data.labels.data()), {n}, at::kLong)
-                .to(config.device);
+  obj->y_ =
+      at::from_blob(const_cast<int64_t*>(data.labels.data()), {n}, at::kLong).to(config.device);
   if (obj->c_ == 1) obj->yf_ = obj->y_.to(opts);
   if (sample_weight.defined()) obj->sw_ = sample_weight.to(opts);
   if (sigma.defined()) {
@@ -142,8 +142,8 @@ LogisticObjective::Block LogisticObjective::MakeGatherBlock(const std::vector<in
   Block blk;
   const int64_t m = static_cast<int64_t>(end - begin);
   blk.rows = m;
-  at::Tensor idx = at::from_blob(const_cast<int64_t*>(rows.data() + begin), {m}, at::kLong)
-                       .to(config_.device);
+  at::Tensor idx =
+      at::from_blob(const_cast<int64_t*>(rows.data() + begin), {m}, at::kLong).to(config_.device);
   if (data_->storage == FeatureStorage::kSparseCsr) {
     blk.sparse = true;
     blk.x = CooFromCsr(*data_, rows.data() + begin, m, 0, false, options());
@@ -259,9 +259,10 @@ absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& 
   return Finish(theta, grad);
 }
 
-absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(
-    const at::Tensor& theta, const std::vector<int64_t>& rows, size_t begin, size_t end,
-    at::Tensor& grad) {
+absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(const at::Tensor& theta,
+                                                                   const std::vector<int64_t>& rows,
+                                                                   size_t begin, size_t end,
+                                                                   at::Tensor& grad) {
   acc_.zero_();
   at::Tensor w_eff, b_eff;
   EffectiveParams(theta, &w_eff, &b_eff);

@@ -23,24 +23,24 @@
 namespace logit {
 
 struct ObjectiveConfig {
-  int64_t classes = 2;                    // K >= 2
+  int64_t classes = 2;  // K >= 2
   bool fit_bias = true;
-  double l2 = 0;                          // >= 0
-  at::ScalarType dtype = at::kDouble;     // arithmetic type
+  double l2 = 0;                       // >= 0
+  at::ScalarType dtype = at::kDouble;  // arithmetic type
   at::Device device = at::kCPU;
-  int64_t block_rows = 2048;              // rows per block of a full pass
+  int64_t block_rows = 2048;  // rows per block of a full pass
 };
 
 // Per-pass results (global over all ranks when a collective is given).
 struct PassValue {
-  double loss = 0;        // mean weighted cross-entropy
-  double objective = 0;   // loss + (l2/2)|W|^2
+  double loss = 0;       // mean weighted cross-entropy
+  double objective = 0;  // loss + (l2/2)|W|^2
 };
 
 struct EvalStats {
-  double loss = 0;        // mean weighted cross-entropy
-  double accuracy = 0;    // weighted fraction correct
-  double weight = 0;      // total weight (rows when unweighted)
+  double loss = 0;      // mean weighted cross-entropy
+  double accuracy = 0;  // weighted fraction correct
+  double weight = 0;    // total weight (rows when unweighted)
 };
 
 class LogisticObjective {
@@ -48,9 +48,11 @@ class LogisticObjective {
   // `data` must outlive the objective. `sample_weight`: per-row weights (class weights folded
   // in), or undefined for all ones. `mu`/`sigma`: standardisation (length d), or undefined.
   // `collective` may be null (single process).
-  static absl::StatusOr<std::unique_ptr<LogisticObjective>> Create(
-      const Dataset& data, const ObjectiveConfig& config, at::Tensor sample_weight,
-      at::Tensor mu, at::Tensor sigma, Collective* collective);
+  static absl::StatusOr<std::unique_ptr<LogisticObjective>> Create(const Dataset& data,
+                                                                   const ObjectiveConfig& config,
+                                                                   at::Tensor sample_weight,
+                                                                   at::Tensor mu, at::Tensor sigma,
+                                                                   Collective* collective);
 
   int64_t num_features() const { return d_; }
   int64_t output_columns() const { return c_; }
@@ -103,10 +105,10 @@ class LogisticObjective {
   std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;
 
   // Scratch buffers, reused across calls (no allocation of large buffers per step).
-  at::Tensor acc_;         // [grad sums (P), loss sum, weight sum]
-  at::Tensor xbuf_;        // block of converted dense rows (compute dtype)
-  at::Tensor xraw_;        // gathered raw rows (storage dtype)
-  at::Tensor minus_one_;   // (block_rows, 1) of -1, for the softmax gradient
+  at::Tensor acc_;        // [grad sums (P), loss sum, weight sum]
+  at::Tensor xbuf_;       // block of converted dense rows (compute dtype)
+  at::Tensor xraw_;       // gathered raw rows (storage dtype)
+  at::Tensor minus_one_;  // (block_rows, 1) of -1, for the softmax gradient
 };
 
 }  // namespace logit

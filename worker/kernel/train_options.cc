@@ -21,9 +21,12 @@ absl::StatusOr<OptimizerKind> ParseOptimizer(const std::string& name) {
 
 const char* OptimizerName(OptimizerKind k) {
   switch (k) {
-    case OptimizerKind::kSgd: return "sgd";
-    case OptimizerKind::kAdam: return "adam";
-    case OptimizerKind::kLbfgs: return "lbfgs";
+    case OptimizerKind::kSgd:
+      return "sgd";
+    case OptimizerKind::kAdam:
+      return "adam";
+    case OptimizerKind::kLbfgs:
+      return "lbfgs";
   }
   return "?";
 }
@@ -53,8 +56,8 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
         !absl::SimpleAtod(absl::StripAsciiWhitespace(kv[1]), &v) || k < 0 || !std::isfinite(v) ||
         v < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "class_weight: expected 'balanced' or 'class=weight,...' with weights >= 0, got '",
-          text, "'"));
+          "class_weight: expected 'balanced' or 'class=weight,...' with weights >= 0, got '", text,
+          "'"));
     }
     spec.explicit_weights[k] = v;
   }
@@ -73,16 +76,22 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return bad(absl::StrCat("momentum: must be in [0, 1), got ", o.momentum));
   }
   if (o.nesterov && o.momentum == 0) return bad("nesterov: needs momentum > 0");
-  if (!(o.beta1 >= 0 && o.beta1 < 1)) return bad(absl::StrCat("beta1: must be in [0, 1), got ", o.beta1));
-  if (!(o.beta2 >= 0 && o.beta2 < 1)) return bad(absl::StrCat("beta2: must be in [0, 1), got ", o.beta2));
+  if (!(o.beta1 >= 0 && o.beta1 < 1))
+    return bad(absl::StrCat("beta1: must be in [0, 1), got ", o.beta1));
+  if (!(o.beta2 >= 0 && o.beta2 < 1))
+    return bad(absl::StrCat("beta2: must be in [0, 1), got ", o.beta2));
   if (!(o.adam_eps > 0)) return bad("adam_eps: must be > 0");
   if (o.batch_size < 1) return bad(absl::StrCat("batch_size: must be >= 1, got ", o.batch_size));
   if (o.epochs && *o.epochs < 1) return bad(absl::StrCat("epochs: must be >= 1, got ", *o.epochs));
-  if (!(o.tol > 0) || !std::isfinite(o.tol)) return bad(absl::StrCat("tol: must be > 0, got ", o.tol));
-  if (!(o.l1 >= 0) || !std::isfinite(o.l1)) return bad(absl::StrCat("l1: must be >= 0, got ", o.l1));
-  if (!(o.l2 >= 0) || !std::isfinite(o.l2)) return bad(absl::StrCat("l2: must be >= 0, got ", o.l2));
+  if (!(o.tol > 0) || !std::isfinite(o.tol))
+    return bad(absl::StrCat("tol: must be > 0, got ", o.tol));
+  if (!(o.l1 >= 0) || !std::isfinite(o.l1))
+    return bad(absl::StrCat("l1: must be >= 0, got ", o.l1));
+  if (!(o.l2 >= 0) || !std::isfinite(o.l2))
+    return bad(absl::StrCat("l2: must be >= 0, got ", o.l2));
   if (o.early_stopping_patience < 0) {
-    return bad(absl::StrCat("early_stopping_patience: must be >= 0, got ", o.early_stopping_patience));
+    return bad(
+        absl::StrCat("early_stopping_patience: must be >= 0, got ", o.early_stopping_patience));
   }
   if (o.lbfgs_history < 0) return bad("lbfgs_history: must be >= 0 (0 = auto)");
   if (o.threads < 0) return bad(absl::StrCat("threads: must be >= 0, got ", o.threads));
@@ -91,7 +100,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.classes > 0) {
     for (const auto& [k, v] : cw->explicit_weights) {
       if (k >= o.classes) {
-        return bad(absl::StrCat("class_weight: class ", k, " is out of range for classes=", o.classes));
+        return bad(
+            absl::StrCat("class_weight: class ", k, " is out of range for classes=", o.classes));
       }
     }
   }
@@ -105,9 +115,12 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
 double EffectiveLearningRate(const TrainOptions& o) {
   if (o.lr) return *o.lr;
   switch (o.optimizer) {
-    case OptimizerKind::kSgd: return 0.1;
-    case OptimizerKind::kAdam: return 1e-3;
-    case OptimizerKind::kLbfgs: return 1.0;
+    case OptimizerKind::kSgd:
+      return 0.1;
+    case OptimizerKind::kAdam:
+      return 1e-3;
+    case OptimizerKind::kLbfgs:
+      return 1.0;
   }
   return 1.0;
 }

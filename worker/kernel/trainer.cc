@@ -42,8 +42,8 @@ absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
     return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   }
   if (!at::hasCUDA()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "device: '", name, "' requested but this LibTorch build has no CUDA device"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device: '", name, "' requested but this LibTorch build has no CUDA device"));
   }
   try {
     return at::Device(name);
@@ -94,8 +94,8 @@ absl::StatusOr<at::Tensor> RowWeights(const Dataset& d, const TrainOptions& o, i
   for (int64_t i = 0; i < d.num_rows; ++i) {
     const double s = d.sample_weights.empty() ? 1.0 : d.sample_weights[i];
     if (!(s >= 0) || !std::isfinite(s)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          d.source, ": row ", d.GlobalRow(i) + 1, ": sample weight ", s, " must be >= 0"));
+      return absl::InvalidArgumentError(absl::StrCat(d.source, ": row ", d.GlobalRow(i) + 1,
+                                                     ": sample weight ", s, " must be >= 0"));
     }
     p[i] = s * cw[d.labels[i]];
   }
@@ -179,17 +179,17 @@ absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const 
     at::Tensor z;
     switch (data.storage) {
       case FeatureStorage::kDenseFloat32:
-        z = at::addmm(b, at::from_blob(const_cast<float*>(data.dense_f32.data()) + r * d, {m, d},
-                                       at::kFloat),
-                      w);
+        z = at::addmm(
+            b, at::from_blob(const_cast<float*>(data.dense_f32.data()) + r * d, {m, d}, at::kFloat),
+            w);
         break;
       case FeatureStorage::kDenseUint8:
-        z = at::addmm(b,
-                      at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()) + r * d, {m, d},
-                                    at::kByte)
-                          .to(at::kFloat)
-                          .mul_(data.u8_scale),
-                      w);
+        z = at::addmm(
+            b,
+            at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()) + r * d, {m, d}, at::kByte)
+                .to(at::kFloat)
+                .mul_(data.u8_scale),
+            w);
         break;
       case FeatureStorage::kSparseCsr: {
         std::vector<int64_t> idx;
@@ -362,19 +362,20 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       lo.l1 = options.l1;
       lo.initial_step = EffectiveLearningRate(options);
       auto epoch_start = Clock::now();
-      auto report = MinimizeLbfgs(
-          obj, theta, lo, [&](int64_t it, const PassValue& v, double f) -> absl::Status {
-            // theta is updated only at the end; evaluate validation on the final point.
-            EpochRecord rec;
-            rec.epoch = it;
-            rec.train_loss = v.loss;
-            rec.objective = f;
-            rec.seconds = Seconds(epoch_start);
-            epoch_start = Clock::now();
-            result.history.push_back(rec);
-            if (on_epoch) on_epoch(rec);
-            return absl::OkStatus();
-          });
+      auto report = MinimizeLbfgs(obj, theta, lo,
+                                  [&](int64_t it, const PassValue& v, double f) -> absl::Status {
+                                    // theta is updated only at the end; evaluate validation on the
+                                    // final point.
+                                    EpochRecord rec;
+                                    rec.epoch = it;
+                                    rec.train_loss = v.loss;
+                                    rec.objective = f;
+                                    rec.seconds = Seconds(epoch_start);
+                                    epoch_start = Clock::now();
+                                    result.history.push_back(rec);
+                                    if (on_epoch) on_epoch(rec);
+                                    return absl::OkStatus();
+                                  });
       if (!report.ok()) return report.status();
       result.stop_reason = report->stop_reason;
       result.epochs_run = report->iterations;
@@ -398,8 +399,8 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       std::iota(order.begin(), order.end(), 0);
       std::mt19937_64 rng(options.seed);
       // Every rank runs the same number of steps: the largest shard sets it.
-      at::Tensor steps_t = at::full({1}, (tr.num_rows + options.batch_size - 1) / options.batch_size,
-                                    at::kLong);
+      at::Tensor steps_t =
+          at::full({1}, (tr.num_rows + options.batch_size - 1) / options.batch_size, at::kLong);
       st = AllReduce(coll, steps_t, true);
       if (!st.ok()) return st;
       const int64_t steps = std::max<int64_t>(1, steps_t.item<int64_t>());
@@ -470,11 +471,14 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       auto final_value = obj.ValueAndGradient(theta, g);
       if (!final_value.ok()) return final_value.status();
       result.train_loss = final_value->loss;
-      result.objective = final_value->objective + (options.l1 > 0 ? options.l1 * theta.narrow(0, 0, nw).abs().sum().item<double>() : 0.0);
+      result.objective =
+          final_value->objective +
+          (options.l1 > 0 ? options.l1 * theta.narrow(0, 0, nw).abs().sum().item<double>() : 0.0);
     }
 
     result.model = obj.ToModel(theta);
-    auto metrics_of = [&](const Dataset* d) -> absl::StatusOr<std::optional<ClassificationMetrics>> {
+    auto metrics_of =
+        [&](const Dataset* d) -> absl::StatusOr<std::optional<ClassificationMetrics>> {
       if (d == nullptr || d->num_rows == 0) return std::optional<ClassificationMetrics>();
       auto proba = PredictProba(result.model, *d);
       if (!proba.ok()) return proba.status();

@@ -22,16 +22,16 @@ class Collective;
 
 // One row of the per-epoch history (an L-BFGS iteration counts as an epoch).
 struct EpochRecord {
-  int64_t epoch = 0;                 // 1-based
-  double train_loss = 0;             // mean weighted cross-entropy on the training rows
-  double objective = 0;              // train_loss + l1 |W|_1 + (l2/2) |W|^2 (training space)
+  int64_t epoch = 0;      // 1-based
+  double train_loss = 0;  // mean weighted cross-entropy on the training rows
+  double objective = 0;   // train_loss + l1 |W|_1 + (l2/2) |W|^2 (training space)
   double val_loss = std::numeric_limits<double>::quiet_NaN();      // NaN without validation
   double val_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN without validation
-  double seconds = 0;                // wall time of the epoch
+  double seconds = 0;                                              // wall time of the epoch
 };
 
 struct TrainResult {
-  LinearModel model;                 // on raw features (standardisation folded in)
+  LinearModel model;  // on raw features (standardisation folded in)
   std::vector<EpochRecord> history;
   // Why training stopped: "max_epochs", "objective_tol", "gradient_tol", "line_search",
   // "early_stopping".
@@ -42,13 +42,13 @@ struct TrainResult {
   double train_loss = 0;
   std::optional<ClassificationMetrics> train_metrics, val_metrics, test_metrics;
   double wall_seconds = 0;
-  std::string device;                // where the arithmetic ran, e.g. "cpu"
+  std::string device;  // where the arithmetic ran, e.g. "cpu"
 };
 
 struct TrainInputs {
-  const Dataset* train = nullptr;    // required
-  const Dataset* val = nullptr;      // optional: early stopping and val metrics
-  const Dataset* test = nullptr;     // optional: test metrics
+  const Dataset* train = nullptr;  // required
+  const Dataset* val = nullptr;    // optional: early stopping and val metrics
+  const Dataset* test = nullptr;   // optional: test metrics
 };
 
 using EpochCallback = std::function<void(const EpochRecord&)>;

@@ -48,7 +48,11 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
     o.path = path;
     o.labels_path = labels;
     if (all->storage != FeatureStorage::kSparseCsr) o.num_features = all->num_features;
-    if (o.format == DataFormat::kAuto && !InferDataFormat(path).ok()) o.format = DataFormat::kAuto;
+    // An extra file whose name tells nothing is read in the training file's format.
+    if (o.format == DataFormat::kAuto && !InferDataFormat(path).ok()) {
+      auto train_format = InferDataFormat(ro.path);
+      if (train_format.ok()) o.format = *train_format;
+    }
     auto d = ReadDataset(o);
     if (!d.ok()) return d.status();
     return std::optional<Dataset>(std::move(*d));

@@ -10,19 +10,6 @@ int64_t Dataset::MaxLabel() const {
   return m;
 }
 
-int64_t Dataset::FeatureBytes() const {
-  switch (storage) {
-    case FeatureStorage::kDenseFloat32:
-      return static_cast<int64_t>(dense_f32.size() * sizeof(float));
-    case FeatureStorage::kDenseUint8:
-      return static_cast<int64_t>(dense_u8.size());
-    case FeatureStorage::kSparseCsr:
-      return static_cast<int64_t>(csr_indptr.size() * 8 + csr_indices.size() * 8 +
-                                  csr_values.size() * 4);
-  }
-  return 0;
-}
-
 Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows) {
   Dataset out;
   out.source = data.source;

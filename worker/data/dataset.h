@@ -39,8 +39,6 @@ struct Dataset {
 
   int64_t GlobalRow(int64_t i) const { return global_row.empty() ? first_row + i : global_row[i]; }
   int64_t MaxLabel() const;  // -1 when empty
-  // Bytes of feature storage, for logs and benchmarks.
-  int64_t FeatureBytes() const;
 };
 
 // Copies the given rows (indices into `data`, in order) into a new Dataset of the same storage.

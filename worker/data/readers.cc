@@ -19,22 +19,6 @@ absl::StatusOr<DataFormat> ParseDataFormat(const std::string& name) {
       absl::StrCat("format: unknown data format '", name, "' (csv, libsvm, npy, idx)"));
 }
 
-const char* DataFormatName(DataFormat f) {
-  switch (f) {
-    case DataFormat::kAuto:
-      return "auto";
-    case DataFormat::kCsv:
-      return "csv";
-    case DataFormat::kLibSvm:
-      return "libsvm";
-    case DataFormat::kNpy:
-      return "npy";
-    case DataFormat::kIdx:
-      return "idx";
-  }
-  return "?";
-}
-
 absl::StatusOr<DataFormat> InferDataFormat(const std::string& path) {
   std::string p = absl::AsciiStrToLower(path);
   if (absl::EndsWith(p, ".gz")) p.resize(p.size() - 3);

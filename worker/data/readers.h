@@ -17,7 +17,6 @@ enum class DataFormat { kAuto, kCsv, kLibSvm, kNpy, kIdx };
 
 // Parses "csv", "libsvm" (or "svmlight"), "npy", "idx"; "" or "auto" is kAuto.
 absl::StatusOr<DataFormat> ParseDataFormat(const std::string& name);
-const char* DataFormatName(DataFormat f);
 // Infers the format from a file name (".csv", ".libsvm", ".svm", ".txt" with ':' pairs is not
 // sniffed), ".npy", "-ubyte", ".idx", optionally followed by ".gz").
 absl::StatusOr<DataFormat> InferDataFormat(const std::string& path);

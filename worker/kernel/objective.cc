@@ -17,10 +17,9 @@ struct LogisticObjective::Block {
   int64_t rows = 0;
 };
 
-namespace {
-
-at::Tensor CooFromCsr(const Dataset& data, const int64_t* rows, int64_t count, int64_t first,
-                      bool contiguous, const at::TensorOptions& opts) {
+at::Tensor SparseRowsToCoo(const Dataset& data, const int64_t* rows, int64_t count, int64_t first,
+                           int64_t num_features, const at::TensorOptions& opts) {
+  const bool contiguous = rows == nullptr;
   int64_t nnz = 0;
   for (int64_t i = 0; i < count; ++i) {
     const int64_t r = contiguous ? first + i : rows[i];
@@ -40,11 +39,9 @@ at::Tensor CooFromCsr(const Dataset& data, const int64_t* rows, int64_t count, i
       v[k] = data.csr_values[p];
     }
   }
-  return at::sparse_coo_tensor(idx.to(opts.device()), val.to(opts), {count, data.num_features})
+  return at::sparse_coo_tensor(idx.to(opts.device()), val.to(opts), {count, num_features})
       .coalesce();
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     const Dataset& data, const ObjectiveConfig& config, at::Tensor sample_weight, at::Tensor mu,
@@ -52,15 +49,20 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   if (config.classes < 2) {
     return absl::InvalidArgumentError(absl::StrCat("classes: must be >= 2, got ", config.classes));
   }
-  if (data.num_features < 1) {
+  const int64_t num_features = config.num_features > 0 ? config.num_features : data.num_features;
+  if (num_features < 1) {
     return absl::InvalidArgumentError(absl::StrCat(data.source, ": no feature columns"));
+  }
+  if (data.storage != FeatureStorage::kSparseCsr && num_features != data.num_features) {
+    return absl::InvalidArgumentError(absl::StrCat(data.source, ": has ", data.num_features,
+                                                   " features, expected ", num_features));
   }
   std::unique_ptr<LogisticObjective> obj(new LogisticObjective());
   obj->data_ = &data;
   obj->config_ = config;
   obj->collective_ = collective;
   obj->n_ = data.num_rows;
-  obj->d_ = data.num_features;
+  obj->d_ = num_features;
   obj->c_ = config.classes == 2 ? 1 : config.classes;
   obj->u8_scale_ = data.u8_scale;
   const at::TensorOptions opts = obj->options();
@@ -77,7 +79,7 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     case FeatureStorage::kSparseCsr:
       for (int64_t b = 0; b < n; b += config.block_rows) {
         const int64_t rows = std::min(config.block_rows, n - b);
-        at::Tensor x = CooFromCsr(data, nullptr, rows, b, true, opts);
+        at::Tensor x = SparseRowsToCoo(data, nullptr, rows, b, obj->d_, opts);
         obj->sparse_blocks_t_.push_back(x.t().coalesce());
         obj->sparse_blocks_.push_back(std::move(x));
       }
@@ -146,7 +148,7 @@ LogisticObjective::Block LogisticObjective::MakeGatherBlock(const std::vector<in
       at::from_blob(const_cast<int64_t*>(rows.data() + begin), {m}, at::kLong).to(config_.device);
   if (data_->storage == FeatureStorage::kSparseCsr) {
     blk.sparse = true;
-    blk.x = CooFromCsr(*data_, rows.data() + begin, m, 0, false, options());
+    blk.x = SparseRowsToCoo(*data_, rows.data() + begin, m, 0, d_, options());
     blk.xt = blk.x.t().coalesce();
   } else {
     if (!xbuf_.defined() || xbuf_.size(0) < m) xbuf_ = at::empty({m, d_}, options());

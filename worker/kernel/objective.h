@@ -28,6 +28,9 @@ struct ObjectiveConfig {
   double l2 = 0;                       // >= 0
   at::ScalarType dtype = at::kDouble;  // arithmetic type
   at::Device device = at::kCPU;
+  // Columns of the model; 0 = data.num_features. Sparse shards may see fewer columns than the
+  // global feature count and are widened here instead of being copied.
+  int64_t num_features = 0;
   int64_t block_rows = 2048;  // rows per block of a full pass
 };
 
@@ -43,6 +46,11 @@ struct EvalStats {
   double weight = 0;    // total weight (rows when unweighted)
 };
 
+// Rows of CSR data as a coalesced COO matrix (count x num_features) in `opts`: the rows
+// rows[0..count) when `rows` is given, else the contiguous rows [first, first + count).
+at::Tensor SparseRowsToCoo(const Dataset& data, const int64_t* rows, int64_t count, int64_t first,
+                           int64_t num_features, const at::TensorOptions& opts);
+
 class LogisticObjective {
  public:
   // `data` must outlive the objective. `sample_weight`: per-row weights (class weights folded
@@ -54,8 +62,6 @@ class LogisticObjective {
                                                                    at::Tensor mu, at::Tensor sigma,
                                                                    Collective* collective);
 
-  int64_t num_features() const { return d_; }
-  int64_t output_columns() const { return c_; }
   int64_t num_params() const { return d_ * c_ + c_; }
   at::TensorOptions options() const;
   // Indices (into theta) of the penalised entries are [0, d * C).

@@ -174,45 +174,34 @@ absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const 
   std::vector<float> out;
   out.reserve(data.num_rows * model.num_classes);
   const int64_t block = 8192;
-  for (int64_t r = 0; r < data.num_rows; r += block) {
-    const int64_t m = std::min(block, data.num_rows - r);
-    at::Tensor z;
-    switch (data.storage) {
-      case FeatureStorage::kDenseFloat32:
-        z = at::addmm(
-            b, at::from_blob(const_cast<float*>(data.dense_f32.data()) + r * d, {m, d}, at::kFloat),
-            w);
-        break;
-      case FeatureStorage::kDenseUint8:
-        z = at::addmm(
-            b,
-            at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()) + r * d, {m, d}, at::kByte)
-                .to(at::kFloat)
-                .mul_(data.u8_scale),
-            w);
-        break;
-      case FeatureStorage::kSparseCsr: {
-        std::vector<int64_t> idx;
-        std::vector<float> val;
-        for (int64_t i = 0; i < m; ++i) {
-          for (int64_t p = data.csr_indptr[r + i]; p < data.csr_indptr[r + i + 1]; ++p) {
-            idx.push_back(i);
-            val.push_back(data.csr_values[p]);
-          }
-        }
-        const int64_t nnz = static_cast<int64_t>(val.size());
-        at::Tensor ind = at::empty({2, nnz}, at::kLong);
-        std::copy(idx.begin(), idx.end(), ind.data_ptr<int64_t>());
-        std::copy(data.csr_indices.begin() + data.csr_indptr[r],
-                  data.csr_indices.begin() + data.csr_indptr[r + m], ind.data_ptr<int64_t>() + nnz);
-        at::Tensor x = at::sparse_coo_tensor(
-            ind, at::from_blob(val.data(), {nnz}, at::kFloat).clone(), {m, d});
-        z = at::mm(x, w).add_(b);
-        break;
+  try {
+    for (int64_t r = 0; r < data.num_rows; r += block) {
+      const int64_t m = std::min(block, data.num_rows - r);
+      at::Tensor z;
+      switch (data.storage) {
+        case FeatureStorage::kDenseFloat32:
+          z = at::addmm(
+              b,
+              at::from_blob(const_cast<float*>(data.dense_f32.data()) + r * d, {m, d}, at::kFloat),
+              w);
+          break;
+        case FeatureStorage::kDenseUint8:
+          z = at::addmm(
+              b,
+              at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()) + r * d, {m, d}, at::kByte)
+                  .to(at::kFloat)
+                  .mul_(data.u8_scale),
+              w);
+          break;
+        case FeatureStorage::kSparseCsr:
+          z = at::mm(SparseRowsToCoo(data, nullptr, m, r, d, at::kFloat), w).add_(b);
+          break;
       }
+      const std::vector<float> p = ProbabilitiesFromLogits(z, model.IsBinary());
+      out.insert(out.end(), p.begin(), p.end());
     }
-    const std::vector<float> p = ProbabilitiesFromLogits(z, model.IsBinary());
-    out.insert(out.end(), p.begin(), p.end());
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("predict: ", e.what()));
   }
   return out;
 }
@@ -285,21 +274,11 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       return absl::InvalidArgumentError(
           absl::StrCat(train.source, ": shards disagree on the feature count"));
     }
-    // Sparse shards may see fewer columns; widen to the global count.
-    Dataset widened;
-    const Dataset* train_ptr = &train;
-    if (train.storage == FeatureStorage::kSparseCsr && nf != train.num_features) {
-      widened = train;
-      widened.num_features = nf;
-      train_ptr = &widened;
-    }
-    const Dataset& tr = *train_ptr;
-
-    auto weights = RowWeights(tr, options, classes, coll);
+    auto weights = RowWeights(train, options, classes, coll);
     if (!weights.ok()) return weights.status();
     at::Tensor mu, sigma;
     if (options.standardize) {
-      st = Standardization(tr, nf, coll, &mu, &sigma);
+      st = Standardization(train, nf, coll, &mu, &sigma);
       if (!st.ok()) return st;
     }
 
@@ -309,22 +288,16 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     cfg.l2 = options.l2;
     cfg.dtype = UsesFloat64(options) ? at::kDouble : at::kFloat;
     cfg.device = *device;
-    auto objective = LogisticObjective::Create(tr, cfg, *weights, mu, sigma, coll);
+    cfg.num_features = nf;  // sparse shards may see fewer columns than the global count
+    auto objective = LogisticObjective::Create(train, cfg, *weights, mu, sigma, coll);
     if (!objective.ok()) return objective.status();
     LogisticObjective& obj = **objective;
 
     std::unique_ptr<LogisticObjective> val_obj;
-    Dataset val_widened;
     if (inputs.val != nullptr) {
       ObjectiveConfig vcfg = cfg;
       vcfg.l2 = 0;
-      const Dataset* v = inputs.val;
-      if (v->storage == FeatureStorage::kSparseCsr && v->num_features != nf) {
-        val_widened = *v;
-        val_widened.num_features = nf;
-        v = &val_widened;
-      }
-      auto created = LogisticObjective::Create(*v, vcfg, at::Tensor(), mu, sigma, coll);
+      auto created = LogisticObjective::Create(*inputs.val, vcfg, at::Tensor(), mu, sigma, coll);
       if (!created.ok()) return created.status();
       val_obj = std::move(*created);
     }
@@ -395,12 +368,12 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       at::Tensor m1 = at::zeros_like(theta), m2 = adam ? at::zeros_like(theta) : at::Tensor();
       at::Tensor denom = adam ? at::empty_like(theta) : at::Tensor();
       const int64_t nw = obj.num_weights();
-      std::vector<int64_t> order(tr.num_rows);
+      std::vector<int64_t> order(train.num_rows);
       std::iota(order.begin(), order.end(), 0);
       std::mt19937_64 rng(options.seed);
       // Every rank runs the same number of steps: the largest shard sets it.
       at::Tensor steps_t =
-          at::full({1}, (tr.num_rows + options.batch_size - 1) / options.batch_size, at::kLong);
+          at::full({1}, (train.num_rows + options.batch_size - 1) / options.batch_size, at::kLong);
       st = AllReduce(coll, steps_t, true);
       if (!st.ok()) return st;
       const int64_t steps = std::max<int64_t>(1, steps_t.item<int64_t>());
@@ -467,13 +440,10 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
         }
       }
       result.function_evaluations = step_count;
-      at::Tensor g = at::zeros_like(theta);
-      auto final_value = obj.ValueAndGradient(theta, g);
+      auto final_value = obj.Evaluate(theta);  // loss only: no gradient needed here
       if (!final_value.ok()) return final_value.status();
       result.train_loss = final_value->loss;
-      result.objective =
-          final_value->objective +
-          (options.l1 > 0 ? options.l1 * theta.narrow(0, 0, nw).abs().sum().item<double>() : 0.0);
+      result.objective = final_value->loss + obj.Penalty(theta, options.l1);
     }
 
     result.model = obj.ToModel(theta);

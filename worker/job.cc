@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "worker/kernel/collective.h"
 
 namespace logit {
 
@@ -38,8 +39,11 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   if (!st.ok()) return st;
   ReadOptions ro = data.train;
   if (options.classes > 0) ro.classes = options.classes;
+  if (collective != nullptr) {  // each rank reads only its shard of every file
+    ro.rank = collective->rank();
+    ro.world = collective->world_size();
+  }
   auto all = ReadDataset(ro);
-  if (!all.ok()) return all.status();
 
   auto read_extra = [&](const std::string& path,
                         const std::string& labels) -> absl::StatusOr<std::optional<Dataset>> {
@@ -57,10 +61,16 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
     if (!d.ok()) return d.status();
     return std::optional<Dataset>(std::move(*d));
   };
-  auto val_file = read_extra(data.val_path, data.val_labels);
-  if (!val_file.ok()) return val_file.status();
-  auto test_file = read_extra(data.test_path, data.test_labels);
-  if (!test_file.ok()) return test_file.status();
+  absl::StatusOr<std::optional<Dataset>> val_file = std::optional<Dataset>();
+  absl::StatusOr<std::optional<Dataset>> test_file = std::optional<Dataset>();
+  if (all.ok()) val_file = read_extra(data.val_path, data.val_labels);
+  if (all.ok() && val_file.ok()) test_file = read_extra(data.test_path, data.test_labels);
+  // A bad line in one shard stops every rank with that rank's reason.
+  absl::Status read_status = !all.ok()        ? all.status()
+                             : !val_file.ok() ? val_file.status()
+                                              : test_file.status();
+  if (collective != nullptr) read_status = collective->Agree(read_status);
+  if (!read_status.ok()) return read_status;
 
   Dataset train, val, test;
   bool has_val = val_file->has_value(), has_test = test_file->has_value();
@@ -90,9 +100,11 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   if (!result.ok()) return result.status();
   JobOutcome out;
   out.result = std::move(*result);
-  out.train_rows = train.num_rows;
-  out.val_rows = has_val ? val.num_rows : 0;
-  out.test_rows = has_test ? test.num_rows : 0;
+  // Row counts over all ranks (the metrics are global).
+  const auto& r = out.result;
+  out.train_rows = r.train_metrics ? r.train_metrics->rows : train.num_rows;
+  out.val_rows = r.val_metrics ? r.val_metrics->rows : has_val ? val.num_rows : 0;
+  out.test_rows = r.test_metrics ? r.test_metrics->rows : has_test ? test.num_rows : 0;
   out.classes = out.result.model.num_classes;
   return out;
 }

@@ -34,27 +34,34 @@ double RocAuc(const std::vector<double>& scores, const std::vector<int64_t>& pos
          (static_cast<double>(pos) * static_cast<double>(neg));
 }
 
-ClassificationMetrics ComputeMetrics(const std::vector<float>& proba,
-                                     const std::vector<int64_t>& labels, int64_t classes,
-                                     const std::vector<float>& weights) {
-  ClassificationMetrics m;
+MetricSums AccumulateMetrics(const std::vector<float>& proba, const std::vector<int64_t>& labels,
+                             int64_t classes, const std::vector<float>& weights) {
+  MetricSums s;
   const int64_t n = static_cast<int64_t>(labels.size());
-  m.rows = n;
-  m.classes = classes;
-  m.confusion.assign(classes * classes, 0);
-  double wsum = 0, loss = 0, correct = 0;
+  s.rows = n;
+  s.confusion.assign(classes * classes, 0);
   for (int64_t i = 0; i < n; ++i) {
     const float* p = proba.data() + i * classes;
     const int64_t pred = std::max_element(p, p + classes) - p;
     const double w = weights.empty() ? 1.0 : weights[i];
     const double py = std::max<double>(p[labels[i]], 1e-15);
-    loss -= w * std::log(py);
-    correct += w * (pred == labels[i]);
-    wsum += w;
-    ++m.confusion[labels[i] * classes + pred];
+    s.loss -= w * std::log(py);
+    s.correct += w * (pred == labels[i]);
+    s.weight += w;
+    ++s.confusion[labels[i] * classes + pred];
   }
-  m.log_loss = wsum > 0 ? loss / wsum : 0;
-  m.accuracy = wsum > 0 ? correct / wsum : 0;
+  return s;
+}
+
+ClassificationMetrics MetricsFromSums(const MetricSums& s, int64_t classes, double roc_auc) {
+  ClassificationMetrics m;
+  const int64_t n = s.rows;
+  m.rows = n;
+  m.classes = classes;
+  m.confusion = s.confusion;
+  m.log_loss = s.weight > 0 ? s.loss / s.weight : 0;
+  m.accuracy = s.weight > 0 ? s.correct / s.weight : 0;
+  m.roc_auc = classes == 2 ? roc_auc : -1;
   m.precision.assign(classes, 0);
   m.recall.assign(classes, 0);
   m.f1.assign(classes, 0);
@@ -68,21 +75,29 @@ ClassificationMetrics ComputeMetrics(const std::vector<float>& proba,
     m.support[k] = actual;
     m.precision[k] = predicted ? static_cast<double>(tp) / predicted : 0;
     m.recall[k] = actual ? static_cast<double>(tp) / actual : 0;
-    const double s = m.precision[k] + m.recall[k];
-    m.f1[k] = s > 0 ? 2 * m.precision[k] * m.recall[k] / s : 0;
+    const double sum = m.precision[k] + m.recall[k];
+    m.f1[k] = sum > 0 ? 2 * m.precision[k] * m.recall[k] / sum : 0;
     m.macro_f1 += m.f1[k] / classes;
     m.weighted_f1 += n ? m.f1[k] * actual / n : 0;
   }
+  return m;
+}
+
+ClassificationMetrics ComputeMetrics(const std::vector<float>& proba,
+                                     const std::vector<int64_t>& labels, int64_t classes,
+                                     const std::vector<float>& weights) {
+  double auc = -1;
   if (classes == 2) {
+    const size_t n = labels.size();
     std::vector<double> scores(n);
     std::vector<int64_t> pos(n);
-    for (int64_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n; ++i) {
       scores[i] = proba[i * 2 + 1];
       pos[i] = labels[i] == 1;
     }
-    m.roc_auc = RocAuc(scores, pos);
+    auc = RocAuc(scores, pos);
   }
-  return m;
+  return MetricsFromSums(AccumulateMetrics(proba, labels, classes, weights), classes, auc);
 }
 
 void to_json(nlohmann::json& j, const ClassificationMetrics& m) {

@@ -23,6 +23,21 @@ struct ClassificationMetrics {
   std::vector<int64_t> confusion;
 };
 
+// The additive part of the metrics: sums over rows that shards can add up (allreduce).
+struct MetricSums {
+  int64_t rows = 0;
+  double loss = 0;                 // sum of w_i * -log p_i[y_i]
+  double weight = 0;               // sum of w_i
+  double correct = 0;              // sum of w_i over correctly classified rows
+  std::vector<int64_t> confusion;  // classes x classes row counts, [true * classes + predicted]
+};
+
+MetricSums AccumulateMetrics(const std::vector<float>& proba, const std::vector<int64_t>& labels,
+                             int64_t classes, const std::vector<float>& weights = {});
+
+// The metrics of (global) sums; roc_auc is passed in (-1 when undefined or not binary).
+ClassificationMetrics MetricsFromSums(const MetricSums& sums, int64_t classes, double roc_auc);
+
 // `proba` is row-major rows x classes (each row sums to 1). `weights` may be empty.
 ClassificationMetrics ComputeMetrics(const std::vector<float>& proba,
                                      const std::vector<int64_t>& labels, int64_t classes,

@@ -156,6 +156,58 @@ std::vector<float> ProbabilitiesFromLogits(const at::Tensor& z, bool binary) {
   return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
 }
 
+// Metrics over all ranks: additive sums through one allreduce; for the binary ROC AUC the
+// scores of every rank are gathered (each rank writes its slice of a zero tensor, which a sum
+// allreduce fills in), since the AUC needs the global ranking.
+absl::StatusOr<ClassificationMetrics> GlobalMetrics(const std::vector<float>& proba,
+                                                    const std::vector<int64_t>& labels,
+                                                    int64_t classes, Collective* coll) {
+  if (coll == nullptr || coll->world_size() == 1) {
+    if (labels.empty()) return ClassificationMetrics();
+    return ComputeMetrics(proba, labels, classes);
+  }
+  MetricSums sums = AccumulateMetrics(proba, labels, classes);
+  const int64_t kk = classes * classes;
+  at::Tensor packed = at::empty({4 + kk}, at::kDouble);
+  double* p = packed.data_ptr<double>();
+  p[0] = static_cast<double>(sums.rows);
+  p[1] = sums.loss;
+  p[2] = sums.weight;
+  p[3] = sums.correct;
+  for (int64_t i = 0; i < kk; ++i) p[4 + i] = static_cast<double>(sums.confusion[i]);
+  absl::Status st = coll->AllReduceSum(packed);
+  if (!st.ok()) return st;
+  sums.rows = static_cast<int64_t>(p[0]);
+  sums.loss = p[1];
+  sums.weight = p[2];
+  sums.correct = p[3];
+  for (int64_t i = 0; i < kk; ++i) sums.confusion[i] = static_cast<int64_t>(p[4 + i]);
+  double auc = -1;
+  if (classes == 2) {
+    const int world = coll->world_size();
+    at::Tensor counts = at::zeros({world}, at::kLong);
+    counts[coll->rank()] = static_cast<int64_t>(labels.size());
+    st = coll->AllReduceSum(counts);
+    if (!st.ok()) return st;
+    const int64_t total = counts.sum().item<int64_t>();
+    const int64_t offset = counts.narrow(0, 0, coll->rank()).sum().item<int64_t>();
+    at::Tensor gathered = at::zeros({2, total}, at::kDouble);
+    double* score = gathered.data_ptr<double>();
+    double* positive = score + total;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      score[offset + i] = proba[2 * i + 1];
+      positive[offset + i] = labels[i] == 1;
+    }
+    st = coll->AllReduceSum(gathered);
+    if (!st.ok()) return st;
+    std::vector<double> all_scores(score, score + total);
+    std::vector<int64_t> all_positive(total);
+    for (int64_t i = 0; i < total; ++i) all_positive[i] = positive[i] > 0.5;
+    auc = RocAuc(all_scores, all_positive);
+  }
+  return MetricsFromSums(sums, classes, auc);
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const Dataset& data) {
@@ -243,19 +295,21 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
   try {
-    // Global facts: class count and feature count.
+    // Global facts: class count and feature count. Checks that may fail on one shard only end
+    // in Agree, so that every rank stops with the same reason.
     at::Tensor facts = at::zeros({2}, at::kLong);
     int64_t max_features = train.num_features;
     int64_t max_label = train.MaxLabel();
+    absl::Status local;
     for (const Dataset* d : {inputs.val, inputs.test}) {
       if (d == nullptr) continue;
       max_label = std::max(max_label, d->MaxLabel());
       if (d->storage == FeatureStorage::kSparseCsr) {
         max_features = std::max(max_features, d->num_features);
-      } else if (d->num_features != train.num_features) {
-        return absl::InvalidArgumentError(absl::StrCat(d->source, ": has ", d->num_features,
-                                                       " features, the training data has ",
-                                                       train.num_features));
+      } else if (d->num_features != train.num_features && local.ok()) {
+        local = absl::InvalidArgumentError(absl::StrCat(d->source, ": has ", d->num_features,
+                                                        " features, the training data has ",
+                                                        train.num_features));
       }
     }
     facts[0] = max_features;
@@ -265,15 +319,15 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     const int64_t classes =
         options.classes > 0 ? options.classes : std::max<int64_t>(2, facts[1].item<int64_t>() + 1);
     for (const Dataset* d : {inputs.train, inputs.val, inputs.test}) {
-      if (d == nullptr) continue;
-      st = CheckLabels(*d, classes);
-      if (!st.ok()) return st;
+      if (d != nullptr && local.ok()) local = CheckLabels(*d, classes);
     }
     const int64_t nf = facts[0].item<int64_t>();
-    if (nf != train.num_features && train.storage != FeatureStorage::kSparseCsr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(train.source, ": shards disagree on the feature count"));
+    if (local.ok() && nf != train.num_features && train.storage != FeatureStorage::kSparseCsr) {
+      local = absl::InvalidArgumentError(absl::StrCat(train.source, ": has ", train.num_features,
+                                                      " features, another shard has ", nf));
     }
+    if (coll != nullptr) local = coll->Agree(local);
+    if (!local.ok()) return local;
     auto weights = RowWeights(train, options, classes, coll);
     if (!weights.ok()) return weights.status();
     at::Tensor mu, sigma;
@@ -372,13 +426,14 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       std::iota(order.begin(), order.end(), 0);
       std::mt19937_64 rng(options.seed);
       // Every rank runs the same number of steps: the largest shard sets it.
+      // A global batch of batch_size rows: each of the W ranks contributes ceil(B / W) rows.
+      const int world = coll ? coll->world_size() : 1;
+      const int64_t local_batch = std::max<int64_t>(1, (options.batch_size + world - 1) / world);
       at::Tensor steps_t =
-          at::full({1}, (train.num_rows + options.batch_size - 1) / options.batch_size, at::kLong);
+          at::full({1}, (train.num_rows + local_batch - 1) / local_batch, at::kLong);
       st = AllReduce(coll, steps_t, true);
       if (!st.ok()) return st;
       const int64_t steps = std::max<int64_t>(1, steps_t.item<int64_t>());
-      const int world = coll ? coll->world_size() : 1;
-      const int64_t local_batch = std::max<int64_t>(1, (options.batch_size + world - 1) / world);
       int64_t step_count = 0;
       double best = std::numeric_limits<double>::infinity();
       int64_t since_best = 0;
@@ -449,10 +504,24 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     result.model = obj.ToModel(theta);
     auto metrics_of =
         [&](const Dataset* d) -> absl::StatusOr<std::optional<ClassificationMetrics>> {
-      if (d == nullptr || d->num_rows == 0) return std::optional<ClassificationMetrics>();
-      auto proba = PredictProba(result.model, *d);
-      if (!proba.ok()) return proba.status();
-      return std::optional<ClassificationMetrics>(ComputeMetrics(*proba, d->labels, classes));
+      // Every rank takes part (a rank may hold no rows of a split); the sums are global.
+      const bool present = d != nullptr;
+      at::Tensor any = at::full({1}, present ? 1 : 0, at::kLong);
+      absl::Status ast = AllReduce(coll, any, true);
+      if (!ast.ok()) return ast;
+      if (any.item<int64_t>() == 0) return std::optional<ClassificationMetrics>();
+      static const Dataset kEmpty;
+      const Dataset& data = present ? *d : kEmpty;
+      std::vector<float> proba;
+      if (data.num_rows > 0) {
+        auto p = PredictProba(result.model, data);
+        if (!p.ok()) return p.status();
+        proba = std::move(*p);
+      }
+      auto global = GlobalMetrics(proba, data.labels, classes, coll);
+      if (!global.ok()) return global.status();
+      if (global->rows == 0) return std::optional<ClassificationMetrics>();
+      return std::optional<ClassificationMetrics>(*global);
     };
     auto m_train = metrics_of(&train);
     if (!m_train.ok()) return m_train.status();

@@ -1,0 +1,185 @@
+#include "worker/worker_cli.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ostream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "nlohmann/json.hpp"
+#include "worker/dist/process_group.h"
+#include "worker/job_cli.h"
+#include "worker/kernel/collective.h"
+#include "worker/model_io.h"
+
+namespace logit {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+// Flags of `logit-worker run`: one rank of a job, rendezvous given on the command line (the
+// coordinator passes the same facts in a job assignment).
+struct RankFlags : JobFlags {
+  int rank = 0;
+  int world_size = 1;
+  std::string store;  // HOST:PORT
+  std::string prefix = "logit";
+  bool host_store = false;
+  double timeout_s = 60;
+  std::string interface;
+  std::string output = "table";
+};
+
+absl::Status ParseHostPort(const std::string& text, std::string* host, int* port) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(text.substr(colon + 1), port) ||
+      *port < 1 || *port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: '", text, "' is not HOST:PORT with a port in [1, 65535]"));
+  }
+  *host = text.substr(0, colon);
+  return absl::OkStatus();
+}
+
+struct AllreduceStats {
+  int64_t count = 0, bytes = 0;
+  double seconds = 0;
+};
+
+int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
+  const std::string who = absl::StrCat("logit-worker rank ", f.rank, "/", f.world_size);
+  auto job = BuildJob(f);
+  RendezvousOptions ro;
+  absl::Status st = job.status();
+  if (st.ok()) st = ParseHostPort(f.store, &ro.store_host, &ro.store_port);
+  if (st.ok() && !(f.timeout_s > 0)) st = absl::InvalidArgumentError("timeout: must be positive");
+  if (!st.ok()) {
+    err << who << ": " << FlagMessage(st) << "\n";
+    return kExitUsage;
+  }
+  auto [dc, opts] = *job;
+  const bool json = f.output == "json";
+  ro.prefix = f.prefix;
+  ro.rank = f.rank;
+  ro.world_size = f.world_size;
+  ro.host_store = f.host_store;
+  ro.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000));
+  ro.device = opts.device;
+  ro.interface = f.interface;
+  AllreduceStats stats;
+  ro.on_allreduce = [&stats](double seconds, int64_t bytes) {
+    ++stats.count;
+    stats.bytes += bytes;
+    stats.seconds += seconds;
+  };
+  auto conn = ConnectProcessGroup(ro);
+  if (!conn.ok()) {
+    err << who << ": " << FlagMessage(conn.status()) << "\n";
+    return absl::IsInvalidArgument(conn.status()) ? kExitUsage : kExitFailed;
+  }
+  // Ranks that share a host share its cores (two 2-thread ranks on 2 cores thrash).
+  if (opts.threads == 0) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    opts.threads = std::max(1, cores / std::max(1, conn->local_ranks));
+  }
+  err << who << ": joined (" << conn->backend << ", " << conn->local_ranks
+      << " rank(s) on this host, " << opts.threads << " thread(s), "
+      << Fixed(conn->connect_seconds, 3) << "s) " << DescribeComputeBackend() << "\n";
+
+  const int64_t total_epochs = EffectiveEpochs(opts);
+  auto on_epoch = [&](const EpochRecord& e) {
+    if (!json) out << EpochLine(e, total_epochs) << std::endl;
+  };
+  auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get());
+  if (!outcome.ok()) {
+    err << who << ": " << FlagMessage(outcome.status()) << "\n";
+    // The store lives in this process: keep it up a moment so that the peers can read why.
+    if (f.host_store) std::this_thread::sleep_for(std::chrono::seconds(2));
+    if (json) {
+      out << nlohmann::json{{"rank", f.rank},
+                            {"state", "FAILED"},
+                            {"code", absl::StatusCodeToString(outcome.status().code())},
+                            {"error", std::string(outcome.status().message())}}
+                 .dump()
+          << "\n";
+    }
+    return kExitFailed;
+  }
+  nlohmann::json summary = SummaryJson(*outcome, opts);
+  // "%r" in the path gives every rank its own copy (tests compare them); otherwise rank 0 writes.
+  std::string model_path;
+  if (!f.save_model.empty() && (f.rank == 0 || f.save_model.find("%r") != std::string::npos)) {
+    model_path = absl::StrReplaceAll(f.save_model, {{"%r", std::to_string(f.rank)}});
+    st = SaveModel(outcome->result.model, model_path, summary.dump());
+    if (!st.ok()) {
+      err << who << ": " << FlagMessage(st) << "\n";
+      return kExitFailed;
+    }
+  }
+  if (json) {
+    nlohmann::json line = summary;
+    line.erase("history");
+    line["rank"] = f.rank;
+    line["world_size"] = f.world_size;
+    line["state"] = "SUCCEEDED";
+    line["model_file"] = model_path;
+    line["backend"] = conn->backend;
+    line["threads"] = opts.threads;
+    line["allreduce"] = {{"count", stats.count},
+                         {"bytes", stats.bytes},
+                         {"seconds", stats.seconds},
+                         {"connect_seconds", conn->connect_seconds}};
+    out << line.dump() << "\n";
+  } else {
+    PrintResultTable(outcome->result, out);
+    out << "allreduce: " << stats.count << " calls, " << Fixed(stats.seconds, 3) << "s, "
+        << stats.bytes << " bytes\n";
+    if (!model_path.empty()) out << "model written to " << model_path << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"logit-worker: runs ranks of logit training jobs", "logit-worker"};
+  app.require_subcommand(1);
+  RankFlags rf;
+  CLI::App* run = app.add_subcommand(
+      "run", "run one rank of a data-parallel job (rendezvous through a c10d TCPStore)");
+  run->footer(
+      "Example (two ranks on one machine; rank 0 hosts the store):\n"
+      "  logit-worker run --rank 0 --world-size 2 --store 127.0.0.1:29500 --host-store \\\n"
+      "      --data iris.csv --label-column target &\n"
+      "  logit-worker run --rank 1 --world-size 2 --store 127.0.0.1:29500 \\\n"
+      "      --data iris.csv --label-column target");
+  run->add_option("--rank", rf.rank, "this process's rank in [0, world-size)")->required();
+  run->add_option("--world-size", rf.world_size, "number of ranks")->required();
+  run->add_option("--store", rf.store, "c10d TCPStore address HOST:PORT")->required();
+  run->add_option("--store-prefix", rf.prefix, "key prefix of this job attempt")
+      ->capture_default_str();
+  run->add_flag("--host-store", rf.host_store, "this rank starts the store server");
+  run->add_option("--timeout", rf.timeout_s,
+                  "seconds to wait for peers (rendezvous and every collective)")
+      ->capture_default_str();
+  run->add_option("--interface", rf.interface, "network interface for Gloo (default: by address)");
+  run->add_option("-o,--output-format", rf.output, "printed format")
+      ->check(CLI::IsMember({"table", "json"}));
+  AddJobFlags(run, &rf);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e, out, err);
+    return e.get_exit_code() == 0 ? kExitOk : kExitUsage;
+  }
+  if (run->parsed()) return RunRank(rf, out, err);
+  return kExitUsage;
+}
+
+}  // namespace logit

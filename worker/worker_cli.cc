@@ -123,8 +123,7 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
     }
   }
   if (json) {
-    nlohmann::json line = summary;
-    line.erase("history");
+    nlohmann::json line = summary;  // with the per-epoch history (machine-readable)
     line["rank"] = f.rank;
     line["world_size"] = f.world_size;
     line["state"] = "SUCCEEDED";

@@ -1,6 +1,7 @@
 // Closed-form gradients against central finite differences, in float64.
 #include "worker/kernel/objective.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -157,6 +158,75 @@ TEST(Objective, MinibatchOfAllRowsEqualsFullPass) {
   EXPECT_NEAR(f1, f2, 1e-12);
   EXPECT_LT((g1 - g2).abs().max().item<double>(), 1e-12);
 }
+
+// The fused float32 CPU minibatch path against the float64 tensor path on the same rows:
+// binary and softmax (K = 10 pads to 16 columns; K = 3 to 8), uint8 and float32 storage,
+// weights, standardisation, no bias, l2, and batch sizes that leave partial row groups.
+struct FusedCase {
+  const char* name;
+  int64_t classes;
+  bool u8;
+  bool weights;
+  bool standardize;
+  bool bias;
+  double l2;
+  size_t batch;
+};
+
+class FusedMinibatch : public ::testing::TestWithParam<FusedCase> {};
+
+TEST_P(FusedMinibatch, MatchesTheFloat64TensorPath) {
+  const FusedCase c = GetParam();
+  Dataset data = RandomDense(61, 19, c.classes, 21);
+  if (c.u8) {
+    data.storage = FeatureStorage::kDenseUint8;
+    for (float v : data.dense_f32) {
+      data.dense_u8.push_back(static_cast<uint8_t>(std::clamp(128.0f + 40.0f * v, 0.0f, 255.0f)));
+    }
+    data.dense_f32.clear();
+    data.u8_scale = 1.0 / 255;
+  }
+  at::Tensor sw, mu, sigma;
+  if (c.weights) sw = at::rand({data.num_rows}, at::kDouble) * 2;
+  if (c.standardize) {
+    mu = at::linspace(-0.3, 0.6, 19, at::kDouble);
+    sigma = at::linspace(0.4, 1.7, 19, at::kDouble);
+  }
+  ObjectiveConfig cfg;
+  cfg.classes = c.classes;
+  cfg.fit_bias = c.bias;
+  cfg.l2 = c.l2;
+  cfg.dtype = at::kDouble;
+  auto ref = LogisticObjective::Create(data, cfg, sw, mu, sigma, nullptr);
+  cfg.dtype = at::kFloat;
+  auto fused = LogisticObjective::Create(data, cfg, sw, mu, sigma, nullptr);
+  ASSERT_TRUE(ref.ok() && fused.ok());
+  at::Tensor theta = at::randn({(*ref)->num_params()}, at::kDouble) * 0.3;
+  at::Tensor theta32 = theta.to(at::kFloat);
+  at::Tensor g64 = at::zeros_like(theta), g32 = at::zeros_like(theta32);
+  std::vector<int64_t> rows(data.num_rows);
+  for (int64_t i = 0; i < data.num_rows; ++i) rows[i] = (i * 17) % data.num_rows;
+  for (size_t begin = 0; begin < rows.size(); begin += c.batch) {
+    const size_t end = std::min(rows.size(), begin + c.batch);
+    auto v64 = (*ref)->BatchValueAndGradient(theta, rows, begin, end, g64);
+    auto v32 = (*fused)->BatchValueAndGradient(theta32, rows, begin, end, g32);
+    ASSERT_TRUE(v64.ok() && v32.ok());
+    EXPECT_NEAR(v32->loss, v64->loss, 2e-5 * (1 + v64->loss));
+    EXPECT_NEAR(v32->objective, v64->objective, 2e-5 * (1 + v64->objective));
+    EXPECT_LT((g32.to(at::kDouble) - g64).abs().max().item<double>(), 2e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Objective, FusedMinibatch,
+    ::testing::Values(FusedCase{"softmax10_f32", 10, false, false, false, true, 0, 16},
+                      FusedCase{"softmax3_u8_weights", 3, true, true, false, true, 0.1, 7},
+                      FusedCase{"softmax10_u8_standardized", 10, true, false, true, true, 0, 61},
+                      FusedCase{"softmax4_no_bias_l2", 4, false, false, false, false, 0.3, 5},
+                      FusedCase{"binary_f32", 2, false, false, false, true, 0, 16},
+                      FusedCase{"binary_u8_weights_standardized", 2, true, true, true, true, 0.05,
+                                9}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace logit

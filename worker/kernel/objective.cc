@@ -94,6 +94,20 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     obj->sigma_ = sigma.to(opts);
   }
   obj->acc_ = at::zeros({obj->num_params() + 2}, opts);
+  if (data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu() &&
+      config.dtype == at::kFloat) {
+    obj->fused_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_);
+    fused::DenseRows& v = obj->fused_rows_;
+    if (data.storage == FeatureStorage::kDenseUint8) {
+      v.u8 = data.dense_u8.data();
+      v.scale = static_cast<float>(data.u8_scale);
+    } else {
+      v.f32 = data.dense_f32.data();
+    }
+    v.d = obj->d_;
+    v.labels = data.labels.data();
+    v.weights = obj->sw_.defined() ? obj->sw_.data_ptr<float>() : nullptr;
+  }
   return obj;
 }
 
@@ -265,11 +279,46 @@ absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(const at::Ten
                                                                    const std::vector<int64_t>& rows,
                                                                    size_t begin, size_t end,
                                                                    at::Tensor& grad) {
+  if (fused_ && theta.is_contiguous() && grad.is_contiguous()) {
+    return FusedBatch(theta, rows, begin, end, grad);
+  }
   acc_.zero_();
   at::Tensor w_eff, b_eff;
   EffectiveParams(theta, &w_eff, &b_eff);
   if (end > begin) Accumulate(MakeGatherBlock(rows, begin, end), w_eff, b_eff);
   return Finish(theta, grad);
+}
+
+absl::StatusOr<PassValue> LogisticObjective::FusedBatch(const at::Tensor& theta,
+                                                        const std::vector<int64_t>& rows,
+                                                        size_t begin, size_t end,
+                                                        at::Tensor& grad) {
+  const int64_t nw = d_ * c_, p = num_params();
+  const float* th = theta.data_ptr<float>();
+  const float* mu = sigma_.defined() ? mu_.data_ptr<float>() : nullptr;
+  const float* sigma = sigma_.defined() ? sigma_.data_ptr<float>() : nullptr;
+  fused_->SetParams(th, th + nw, mu, sigma);
+  if (end > begin) {
+    fused_->Accumulate(fused_rows_, rows.data() + begin, static_cast<int64_t>(end - begin));
+  }
+  float* acc = acc_.data_ptr<float>();
+  fused_->Flush(acc);
+  if (collective_ != nullptr) {
+    absl::Status st = collective_->AllReduceSum(acc_);
+    if (!st.ok()) return st;
+  }
+  const double wsum = acc[p + 1];
+  if (!(wsum > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_->source, ": no rows with positive weight to train on"));
+  }
+  const double sq =
+      fused::FinishGradient(acc, static_cast<float>(1.0 / wsum), mu, sigma, config_.fit_bias,
+                            static_cast<float>(config_.l2), th, d_, c_, grad.data_ptr<float>());
+  PassValue v;
+  v.loss = acc[p] / wsum;
+  v.objective = v.loss + 0.5 * config_.l2 * sq;
+  return v;
 }
 
 absl::StatusOr<EvalStats> LogisticObjective::Evaluate(const at::Tensor& theta) {

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "worker/data/dataset.h"
 #include "worker/kernel/collective.h"
+#include "worker/kernel/fused_cpu.h"
 #include "worker/kernel/model.h"
 
 namespace logit {
@@ -76,6 +77,13 @@ class LogisticObjective {
                                                   const std::vector<int64_t>& rows, size_t begin,
                                                   size_t end, at::Tensor& grad);
 
+  // Hints that rows[begin, end) come next (the fused CPU path prefetches them).
+  void PrefetchBatch(const std::vector<int64_t>& rows, size_t begin, size_t end) const {
+    if (fused_ && end > begin) {
+      fused::PrefetchRows(fused_rows_, rows.data() + begin, static_cast<int64_t>(end - begin));
+    }
+  }
+
   // Loss and accuracy over all local rows (global with a collective); no gradient.
   absl::StatusOr<EvalStats> Evaluate(const at::Tensor& theta);
 
@@ -95,6 +103,9 @@ class LogisticObjective {
   // Adds the block's gradient sums and loss/weight sums into acc_.
   void Accumulate(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff);
   absl::StatusOr<PassValue> Finish(const at::Tensor& theta, at::Tensor& grad);
+  // The fused CPU path of BatchValueAndGradient (dense float32 / uint8 rows, float32 math).
+  absl::StatusOr<PassValue> FusedBatch(const at::Tensor& theta, const std::vector<int64_t>& rows,
+                                       size_t begin, size_t end, at::Tensor& grad);
 
   // Constant after construction.
   const Dataset* data_ = nullptr;
@@ -109,6 +120,8 @@ class LogisticObjective {
   at::Tensor mu_, sigma_;  // standardisation or undefined
   double u8_scale_ = 1;
   std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;
+  std::unique_ptr<fused::MinibatchKernel> fused_;  // set for dense rows, CPU, float32
+  fused::DenseRows fused_rows_;
 
   // Scratch buffers, reused across calls (no allocation of large buffers per step).
   at::Tensor acc_;        // [grad sums (P), loss sum, weight sum]

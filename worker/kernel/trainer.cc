@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "worker/kernel/collective.h"
+#include "worker/kernel/fused_cpu.h"
 #include "worker/kernel/lbfgs.h"
 #include "worker/kernel/objective.h"
 
@@ -422,6 +423,8 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       at::Tensor m1 = at::zeros_like(theta), m2 = adam ? at::zeros_like(theta) : at::Tensor();
       at::Tensor denom = adam ? at::empty_like(theta) : at::Tensor();
       const int64_t nw = obj.num_weights();
+      // On the CPU in float32 the update is one fused loop instead of ~8 tensor ops.
+      const bool fused_update = theta.device().is_cpu() && theta.scalar_type() == at::kFloat;
       std::vector<int64_t> order(train.num_rows);
       std::iota(order.begin(), order.end(), 0);
       std::mt19937_64 rng(options.seed);
@@ -453,6 +456,21 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
           }
           loss_sum += v->loss;
           ++step_count;
+          if (s + 1 < steps) {  // the next batch's rows load while this step updates
+            const size_t nb = std::min<size_t>(order.size(), (s + 1) * local_batch);
+            obj.PrefetchBatch(order, nb, std::min<size_t>(order.size(), nb + local_batch));
+          }
+          if (fused_update) {
+            if (adam) {
+              fused::AdamStep(theta.data_ptr<float>(), grad.data_ptr<float>(), m1.data_ptr<float>(),
+                              m2.data_ptr<float>(), theta.numel(), nw, lr, options.beta1,
+                              options.beta2, options.adam_eps, step_count, options.l1);
+            } else {
+              fused::SgdStep(theta.data_ptr<float>(), grad.data_ptr<float>(), m1.data_ptr<float>(),
+                             theta.numel(), nw, lr, options.momentum, options.nesterov, options.l1);
+            }
+            continue;
+          }
           at::Tensor w = theta.narrow(0, 0, nw);
           if (adam) {
             m1.mul_(options.beta1).add_(grad, 1 - options.beta1);

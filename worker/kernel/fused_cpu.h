@@ -1,0 +1,75 @@
+// Fused CPU kernels for small minibatches of dense float32 / uint8 rows: gather, logits,
+// softmax/sigmoid, cross-entropy and gradient sums in one pass over each row, plus the Adam and
+// SGD updates, on raw pointers. At batch 16 a LibTorch step is ~30 small ops whose dispatch
+// costs more than the arithmetic; here a step is a few loops. No LibTorch in this file.
+#ifndef LOGIT_WORKER_KERNEL_FUSED_CPU_H_
+#define LOGIT_WORKER_KERNEL_FUSED_CPU_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace logit::fused {
+
+// Dense rows as the dataset stores them: float32 or uint8 (times `scale`).
+struct DenseRows {
+  const float* f32 = nullptr;
+  const uint8_t* u8 = nullptr;
+  float scale = 1.0f;
+  int64_t d = 0;
+  const int64_t* labels = nullptr;  // class per row in [0, K)
+  const float* weights = nullptr;   // per-row weight, or null for 1
+};
+
+// Starts loading `count` rows into the cache (call it for the next minibatch before the
+// optimizer update of this one).
+void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count);
+
+// Loss and gradient sums of a binary (c = 1, sigmoid) or softmax (c = K) model over gathered
+// rows. Parameters and gradient sums are kept padded to a multiple of 8 columns so that the
+// inner loops vectorise.
+class MinibatchKernel {
+ public:
+  MinibatchKernel(int64_t d, int64_t c);
+
+  // Loads W (d x c, row-major) and b (c). With mu/sigma (length d, may be null) the effective
+  // raw-space parameters W / sigma and b - mu . (W / sigma) are loaded instead.
+  void SetParams(const float* w, const float* b, const float* mu, const float* sigma);
+
+  // Adds rows[0..m) of `data` to the gradient, loss and weight sums.
+  void Accumulate(const DenseRows& data, const int64_t* rows, int64_t m);
+
+  // Writes the sums into out[0 .. d*c + c + 2): gradient wrt (W_eff, b_eff), then the loss sum
+  // and the weight sum; then clears them.
+  void Flush(float* out);
+
+ private:
+  void AccumulateSoftmax(const DenseRows& data, const int64_t* rows, int64_t m);
+  void AccumulateBinary(const DenseRows& data, const int64_t* rows, int64_t m);
+
+  int64_t d_, c_, cp_;          // cp_: c rounded up to a multiple of 8 (softmax only)
+  std::vector<float> w_, b_;    // padded parameters (d x cp, cp)
+  std::vector<float> gw_, gb_;  // padded gradient sums
+  double loss_ = 0, weight_ = 0;
+  std::vector<float> x_;  // converted rows (4 x d)
+  std::vector<float> z_;  // logits / residuals (4 x cp)
+};
+
+// The minibatch gradient from the (allreduced) sums of Flush: divides by the weight total, maps
+// it back to the standardised space (mu/sigma may be null), zeroes the bias gradient without a
+// bias, and adds l2 * W. Returns |W|^2 (for the objective) when l2 > 0, else 0.
+double FinishGradient(const float* sums, float inv_weight, const float* mu, const float* sigma,
+                      bool fit_bias, float l2, const float* theta, int64_t d, int64_t c,
+                      float* grad);
+
+// One Adam step on n parameters; the first n_weights are penalised by l1 (proximal step with
+// Adam's per-coordinate step size). `step` counts from 1.
+void AdamStep(float* theta, const float* grad, float* m1, float* m2, int64_t n, int64_t n_weights,
+              double lr, double beta1, double beta2, double eps, int64_t step, double l1);
+
+// One SGD step (optional momentum, Nesterov) with a proximal L1 step on the first n_weights.
+void SgdStep(float* theta, const float* grad, float* velocity, int64_t n, int64_t n_weights,
+             double lr, double momentum, bool nesterov, double l1);
+
+}  // namespace logit::fused
+
+#endif  // LOGIT_WORKER_KERNEL_FUSED_CPU_H_

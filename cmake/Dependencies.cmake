@@ -7,6 +7,7 @@ find_package(Torch REQUIRED)
 string(REPLACE "-Wno-error" "" TORCH_CXX_FLAGS "${TORCH_CXX_FLAGS}")
 
 find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED)  # the fused CPU kernel; LibTorch already uses libgomp
 find_package(ZLIB REQUIRED)
 # libzip's CMake config references tools Debian ships in other packages; use pkg-config.
 find_package(PkgConfig REQUIRED)

@@ -43,15 +43,21 @@ class MinibatchKernel {
   void Flush(float* out);
 
  private:
-  void AccumulateSoftmax(const DenseRows& data, const int64_t* rows, int64_t m);
-  void AccumulateBinary(const DenseRows& data, const int64_t* rows, int64_t m);
+  // One thread's sums and scratch rows.
+  struct Part {
+    std::vector<float> gw, gb;  // padded gradient sums
+    std::vector<float> x;       // converted rows (4 x d)
+    std::vector<float> z;       // logits / residuals (4 x cp)
+    double loss = 0, weight = 0;
+    bool used = false;  // holds sums since the last Flush
+  };
+  Part& PartFor(int thread);
+  void AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
+  void AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
 
-  int64_t d_, c_, cp_;          // cp_: c rounded up to a multiple of 8 (softmax only)
-  std::vector<float> w_, b_;    // padded parameters (d x cp, cp)
-  std::vector<float> gw_, gb_;  // padded gradient sums
-  double loss_ = 0, weight_ = 0;
-  std::vector<float> x_;  // converted rows (4 x d)
-  std::vector<float> z_;  // logits / residuals (4 x cp)
+  int64_t d_, c_, cp_;        // cp_: c rounded up to a multiple of 8 (softmax only)
+  std::vector<float> w_, b_;  // padded parameters (d x cp, cp)
+  std::vector<Part> parts_;   // one per thread that took part
 };
 
 // The minibatch gradient from the (allreduced) sums of Flush: divides by the weight total, maps

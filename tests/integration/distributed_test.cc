@@ -283,6 +283,42 @@ TEST_F(Distributed, KilledRankStopsTheOthersWithAnErrorNamingIt) {
   EXPECT_EQ(procs[1]->exit_code(), 128 + SIGKILL);
 }
 
+TEST_F(Distributed, HungRankStopsTheOthersAfterTheTimeout) {
+  // SIGSTOP freezes rank 1 (and its heartbeat): the others fail when the collective timeout
+  // (--timeout 4 here) passes, naming rank 1; then the test kills the frozen rank.
+  const Args job = {"--data",       FashionDir() + "/train-images-idx3-ubyte.gz",
+                    "--labels",     FashionDir() + "/train-labels-idx1-ubyte.gz",
+                    "--optimizer",  "sgd",
+                    "--batch-size", "64",
+                    "--epochs",     "1000"};
+  const std::string prefix = Prefix();
+  std::vector<std::unique_ptr<Subprocess>> procs;
+  for (int r = 0; r < 2; ++r) {
+    Args a = RankArgs(r, 2, port(), prefix, job);
+    a[std::find(a.begin(), a.end(), "--timeout") - a.begin() + 1] = "4";
+    const std::string base = dir_.Path(absl::StrCat(prefix, "-rank", r));
+    procs.push_back(std::make_unique<Subprocess>(a, base + ".out", base + ".err"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (procs[1]->err().find("joined") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(procs[1]->running()) << procs[1]->err();
+  procs[1]->Kill(SIGSTOP);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(procs[0]->Wait(std::chrono::seconds(30))) << "rank 0 hangs";
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  EXPECT_EQ(procs[0]->exit_code(), 1) << procs[0]->err();
+  EXPECT_NE(procs[0]->err().find("lost rank 1"), std::string::npos) << procs[0]->err();
+  EXPECT_GE(waited, 3.0);  // it waited for the timeout, not less
+  EXPECT_LT(waited, 15.0);
+  procs[1]->Kill(SIGKILL);
+  EXPECT_TRUE(procs[1]->Wait(std::chrono::seconds(5)));
+}
+
 TEST_F(Distributed, RankThatNeverJoinsIsNamedAfterTheTimeout) {
   // Only rank 0 of 2 starts: the rendezvous fails after --timeout, naming rank 1.
   const std::string prefix = Prefix();

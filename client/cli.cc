@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/remote.h"
 #include "nlohmann/json.hpp"
 #include "worker/job.h"
 #include "worker/job_cli.h"
@@ -25,6 +26,7 @@ namespace {
 // Flag values of `logit train`: the shared training flags plus the CLI's own.
 struct TrainFlags : JobFlags {
   bool local = false;
+  bool detach = false;
 };
 
 struct PredictFlags {
@@ -43,9 +45,11 @@ struct UsageError {
 
 int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
   if (!f.local) {
-    err << "logit train: the server-backed mode is not available yet in this build; "
-           "use --local to train in-process\n";
-    return kExitUsage;
+    RemoteOptions ro;
+    ro.server = g.server;
+    ro.json = g.output == "json";
+    ro.detach = f.detach;
+    return RunRemoteTrain(f, ro, out, err);
   }
   absl::StatusOr<std::pair<DataConfig, TrainOptions>> job = BuildJob(f);
   for (const std::string* p : {&f.data, &f.val_data, &f.test_data}) {
@@ -191,6 +195,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "      --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \\\n"
       "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json");
   train->add_flag("--local", tf.local, "train in this process, without a server");
+  train->add_flag("--detach", tf.detach, "submit, print the job id and return");
   AddJobFlags(train, &tf);
 
   PredictFlags pf;

@@ -16,6 +16,11 @@ find_package(absl REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(GTest REQUIRED)
+# Protobuf has no CMake config on Debian 12: CMake's FindProtobuf (protobuf::libprotobuf,
+# protobuf::protoc, protobuf_generate). gRPC ships a config (gRPC::grpc++, the C++ plugin).
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
 
 # A header-only interface target that carries LibTorch's include dirs, libs and defines
 # (USE_C10D_GLOO among them). Only the few kernel sources link it.

@@ -32,7 +32,8 @@ absl::Status ValidateDataConfig(const DataConfig& c) {
 }
 
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
-                                          const EpochCallback& on_epoch, Collective* collective) {
+                                          const EpochCallback& on_epoch, Collective* collective,
+                                          const std::atomic<bool>* stop) {
   absl::Status st = ValidateTrainOptions(options);
   if (!st.ok()) return st;
   st = ValidateDataConfig(data);
@@ -96,6 +97,7 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   in.train = &train;
   in.val = has_val ? &val : nullptr;
   in.test = has_test ? &test : nullptr;
+  in.stop = stop;
   auto result = Train(options, in, on_epoch, collective);
   if (!result.ok()) return result.status();
   JobOutcome out;

@@ -34,9 +34,11 @@ struct JobOutcome {
 };
 
 // Reads the data (shard `rank` of `world` from config.train), splits it and trains.
+// `stop` (optional) cancels the training (Cancelled).
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
                                           const EpochCallback& on_epoch = {},
-                                          Collective* collective = nullptr);
+                                          Collective* collective = nullptr,
+                                          const std::atomic<bool>* stop = nullptr);
 
 // The training summary: options, history, final metrics (also stored with exported models).
 nlohmann::json SummaryJson(const JobOutcome& outcome, const TrainOptions& options);

@@ -149,6 +149,21 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
       absl::StrCat("save_model: unsupported model file extension in '", path, "' (use .npz)"));
 }
 
+absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {
+  int err = 0;
+  zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &err);
+  if (z == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  auto bytes = ReadMember(z, path, "summary_json.npy");
+  zip_discard(z);
+  if (!bytes.ok()) return bytes.status();
+  auto h = ParseNpyHeader(absl::string_view(*bytes), path + ":summary_json");
+  if (!h.ok()) return h.status();
+  if (bytes->size() < h->data_offset) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated summary_json"));
+  }
+  return bytes->substr(h->data_offset);
+}
+
 absl::StatusOr<LinearModel> LoadModel(const std::string& path) {
   if (absl::EndsWith(path, ".npz")) return LoadNpz(path);
   return absl::InvalidArgumentError(

@@ -21,6 +21,9 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
 // Reads a model written by SaveModel (or any .npz with W and b of matching shapes).
 absl::StatusOr<LinearModel> LoadModel(const std::string& path);
 
+// The training summary JSON stored with a model (NotFound when the file has none).
+absl::StatusOr<std::string> LoadModelSummary(const std::string& path);
+
 }  // namespace logit
 
 #endif  // LOGIT_WORKER_MODEL_IO_H_

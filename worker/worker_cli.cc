@@ -1,7 +1,9 @@
 #include "worker/worker_cli.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <ostream>
 #include <thread>
 
@@ -10,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
+#include "worker/agent.h"
 #include "worker/dist/process_group.h"
 #include "worker/job_cli.h"
 #include "worker/kernel/collective.h"
@@ -144,11 +147,25 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop = true; }
+
 }  // namespace
 
 int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"logit-worker: runs ranks of logit training jobs", "logit-worker"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  AgentOptions agent;
+  app.add_option("--server", agent.server,
+                 "coordinator HOST:PORT: register and run the ranks it assigns");
+  app.add_option("--device", agent.device, "cpu|cuda[:N]|auto")->capture_default_str();
+  app.add_option("--threads", agent.threads, "compute threads (0 = cores / local ranks)");
+  app.footer(
+      "Modes:\n"
+      "  logit-worker --server 127.0.0.1:50051     serve a coordinator (what --local-workers "
+      "starts)\n"
+      "  logit-worker run --rank R --world-size W --store HOST:PORT ...   one rank by hand");
   RankFlags rf;
   CLI::App* run = app.add_subcommand(
       "run", "run one rank of a data-parallel job (rendezvous through a c10d TCPStore)");
@@ -178,7 +195,13 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return e.get_exit_code() == 0 ? kExitOk : kExitUsage;
   }
   if (run->parsed()) return RunRank(rf, out, err);
-  return kExitUsage;
+  if (agent.server.empty()) {
+    err << "logit-worker: give --server HOST:PORT, or the run subcommand (see --help)\n";
+    return kExitUsage;
+  }
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  return RunAgent(agent, g_stop, err);
 }
 
 }  // namespace logit

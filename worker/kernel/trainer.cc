@@ -378,6 +378,17 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       return absl::OkStatus();
     };
 
+    // A stop request (cancel) ends training on every rank at the same step: the ranks agree on
+    // it through a MAX allreduce every kStopCheckSteps steps and every epoch / iteration.
+    constexpr int64_t kStopCheckSteps = 32;
+    auto check_stop = [&]() -> absl::Status {
+      if (inputs.stop == nullptr) return absl::OkStatus();
+      at::Tensor flag = at::full({1}, inputs.stop->load() ? 1 : 0, at::kInt);
+      absl::Status cs = AllReduce(coll, flag, true);
+      if (!cs.ok()) return cs;
+      if (flag.item<int>() != 0) return absl::CancelledError("training was cancelled");
+      return absl::OkStatus();
+    };
     const int64_t epochs = EffectiveEpochs(options);
     if (options.optimizer == OptimizerKind::kLbfgs) {
       LbfgsOptions lo;
@@ -402,7 +413,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
                                     epoch_start = Clock::now();
                                     result.history.push_back(rec);
                                     if (on_epoch) on_epoch(rec);
-                                    return absl::OkStatus();
+                                    return check_stop();
                                   });
       if (!report.ok()) return report.status();
       result.stop_reason = report->stop_reason;
@@ -446,6 +457,10 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
         std::shuffle(order.begin(), order.end(), rng);
         double loss_sum = 0;
         for (int64_t s = 0; s < steps; ++s) {
+          if (s % kStopCheckSteps == kStopCheckSteps - 1) {
+            st = check_stop();
+            if (!st.ok()) return st;
+          }
           const size_t b = std::min<size_t>(order.size(), s * local_batch);
           const size_t e = std::min<size_t>(order.size(), b + local_batch);
           auto v = obj.BatchValueAndGradient(theta, order, b, e, grad);
@@ -500,6 +515,8 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
         const double train_loss = loss_sum / static_cast<double>(steps);
         const double objective_value = train_loss + obj.Penalty(theta, options.l1);
         st = record_epoch(epoch, train_loss, objective_value, epoch_start);
+        if (!st.ok()) return st;
+        st = check_stop();
         if (!st.ok()) return st;
         result.epochs_run = epoch;
         const double monitored = val_obj ? result.history.back().val_loss : objective_value;

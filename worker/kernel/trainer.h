@@ -3,6 +3,7 @@
 #ifndef LOGIT_WORKER_KERNEL_TRAINER_H_
 #define LOGIT_WORKER_KERNEL_TRAINER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -49,6 +50,9 @@ struct TrainInputs {
   const Dataset* train = nullptr;  // required
   const Dataset* val = nullptr;    // optional: early stopping and val metrics
   const Dataset* test = nullptr;   // optional: test metrics
+  // Optional stop request (a cancelled job): training returns Cancelled soon after it is set,
+  // on every rank together.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 using EpochCallback = std::function<void(const EpochRecord&)>;

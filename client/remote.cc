@@ -1,0 +1,171 @@
+#include "client/remote.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "client/cli.h"
+#include "logit/v1/training.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "worker/spec.h"
+
+namespace logit {
+
+namespace {
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+bool Unreachable(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// Uploads a local file; returns "dataset:ID".
+grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, std::string* ref,
+                    std::ostream& err) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("--data: cannot read ", path));
+  }
+  grpc::ClientContext ctx;
+  v1::Dataset resp;
+  auto writer = stub->UploadDataset(&ctx, &resp);
+  v1::UploadDatasetRequest head;
+  head.mutable_info()->set_name(std::filesystem::path(path).filename().string());
+  bool ok = writer->Write(head);
+  std::string buf(kChunkBytes, '\0');
+  int64_t sent = 0;
+  while (ok && in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    v1::UploadDatasetRequest chunk;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(n));
+    ok = writer->Write(chunk);
+    sent += n;
+  }
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  if (!st.ok()) return st;
+  err << "uploaded " << path << " (" << sent << " bytes) as " << resp.id() << "\n";
+  *ref = "dataset:" + resp.id();
+  return grpc::Status::OK;
+}
+
+std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
+
+}  // namespace
+
+int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
+                   std::ostream& err) {
+  if (o.server.empty()) {
+    err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
+    return kExitUsage;
+  }
+  auto stub = v1::TrainingService::NewStub(
+      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  JobFlags f = flags;
+  for (std::string* p :
+       {&f.data, &f.labels, &f.val_data, &f.val_labels, &f.test_data, &f.test_labels}) {
+    if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
+      continue;
+    }
+    grpc::Status st = Upload(stub.get(), *p, p, err);
+    if (!st.ok()) {
+      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.server, ": ") : "")
+          << st.error_message() << "\n";
+      return Unreachable(st) ? kExitUnreachable : kExitUsage;
+    }
+  }
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = SpecFromJobFlags(f);
+  v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->SubmitJob(&ctx, req, &job);
+    if (!st.ok()) {
+      if (Unreachable(st)) {
+        err << "logit train: cannot reach the server at " << o.server << ": " << st.error_message()
+            << "\n";
+        return kExitUnreachable;
+      }
+      err << "logit train: " << st.error_message() << "\n";
+      return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                     st.error_code() == grpc::StatusCode::NOT_FOUND ||
+                     st.error_code() == grpc::StatusCode::PERMISSION_DENIED
+                 ? kExitUsage
+                 : kExitJobFailed;
+    }
+  }
+  if (o.detach) {
+    out << job.id() << "\n";
+    return kExitOk;
+  }
+  err << "submitted " << job.id() << "; following it (Ctrl-C detaches)\n";
+  grpc::ClientContext ctx;
+  v1::WatchJobRequest wr;
+  wr.set_job_id(job.id());
+  wr.set_from_sequence(1);
+  auto reader = stub->WatchJob(&ctx, wr);
+  v1::JobEvent ev;
+  v1::Job final_job = job;
+  while (reader->Read(&ev)) {
+    if (ev.has_state_change() && !o.json) {
+      out << "[" << job.id() << "] " << StateName(ev.state_change().state()) << ": "
+          << ev.state_change().reason() << std::endl;
+    }
+    if (ev.has_epoch() && !o.json) {
+      const v1::EpochMetrics& m = ev.epoch();
+      EpochRecord r;
+      r.epoch = m.epoch();
+      r.train_loss = m.train_loss();
+      r.objective = m.objective();
+      if (m.has_validation()) {
+        r.val_loss = m.val_loss();
+        r.val_accuracy = m.val_accuracy();
+      }
+      r.seconds = m.seconds();
+      out << EpochLine(r, m.total_epochs()) << std::endl;
+    }
+    if (ev.has_job()) final_job = ev.job();
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) {
+    err << "logit train: watching " << job.id() << ": " << st.error_message() << "\n";
+    return Unreachable(st) ? kExitUnreachable : kExitJobFailed;
+  }
+  const v1::JobResult& r = final_job.result();
+  if (o.json) {
+    nlohmann::json line =
+        nlohmann::json::parse(r.summary_json().empty() ? "{}" : r.summary_json(), nullptr, false);
+    if (!line.is_object()) line = nlohmann::json::object();
+    line.erase("history");
+    line["job_id"] = final_job.id();
+    line["state"] = StateName(final_job.state());
+    line["model_id"] = final_job.model_id();
+    if (final_job.state() != v1::SUCCEEDED) line["error"] = final_job.reason();
+    out << line.dump() << "\n";
+  } else if (final_job.state() == v1::SUCCEEDED) {
+    out << "stopped: " << r.stop_reason() << " after " << r.epochs_run() << " epochs, "
+        << Fixed(r.wall_seconds(), 2) << "s\n";
+    out << "objective " << Fixed(r.objective(), 8) << "  train_loss " << Fixed(r.train_loss(), 6)
+        << "\n";
+    if (r.has_val_accuracy()) out << "val: accuracy " << Fixed(100 * r.val_accuracy(), 2) << "%\n";
+    if (r.has_test_accuracy()) {
+      out << "test: accuracy " << Fixed(100 * r.test_accuracy(), 2) << "%\n";
+    }
+    out << "model " << final_job.model_id() << "\n";
+  } else {
+    out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
+        << "\n";
+  }
+  return final_job.state() == v1::SUCCEEDED ? kExitOk : kExitJobFailed;
+}
+
+}  // namespace logit

@@ -1,0 +1,25 @@
+// The server-backed side of the CLI: upload local files, submit, follow a job's events.
+#ifndef LOGIT_CLIENT_REMOTE_H_
+#define LOGIT_CLIENT_REMOTE_H_
+
+#include <iosfwd>
+#include <string>
+
+#include "worker/job_cli.h"
+
+namespace logit {
+
+struct RemoteOptions {
+  std::string server;   // HOST:PORT
+  bool json = false;    // -o json
+  bool detach = false;  // print the job id only
+};
+
+// `logit train` against a server: local data files are uploaded first; then the job is
+// submitted and followed. Returns the CLI exit code.
+int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& options, std::ostream& out,
+                   std::ostream& err);
+
+}  // namespace logit
+
+#endif  // LOGIT_CLIENT_REMOTE_H_

@@ -1,0 +1,148 @@
+#include "server/grpc_services.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace logit {
+
+namespace {
+
+constexpr size_t kChunkBytes = 1 << 20;  // well under the 4 MiB message limit
+
+template <typename T>
+grpc::Status Reply(const absl::StatusOr<T>& result, T* out) {
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *out = *result;
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& st) {
+  if (st.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbers.
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
+}
+
+grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+                                            v1::Job* resp) {
+  return Reply(c_->SubmitJob(req->spec()), resp);
+}
+
+grpc::Status TrainingServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+                                         v1::Job* resp) {
+  return Reply(c_->GetJob(req->job_id()), resp);
+}
+
+grpc::Status TrainingServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+                                           v1::ListJobsResponse* resp) {
+  for (v1::Job& j : c_->ListJobs(req->state(), req->limit())) *resp->add_jobs() = std::move(j);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainingServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+                                            v1::Job* resp) {
+  return Reply(c_->CancelJob(req->job_id()), resp);
+}
+
+grpc::Status TrainingServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                           grpc::ServerWriter<v1::JobEvent>* writer) {
+  absl::Status st = c_->WatchJob(
+      req->job_id(), req->from_sequence(),
+      [writer](const v1::JobEvent& e) { return writer->Write(e); },
+      [ctx] { return ctx->IsCancelled(); });
+  return ToGrpcStatus(st);
+}
+
+grpc::Status TrainingServiceImpl::UploadDataset(
+    grpc::ServerContext*, grpc::ServerReader<v1::UploadDatasetRequest>* reader, v1::Dataset* resp) {
+  v1::UploadDatasetRequest msg;
+  if (!reader->Read(&msg) || !msg.has_info()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "info: the first message of an upload must carry DatasetInfo");
+  }
+  const v1::DatasetInfo info = msg.info();
+  auto next = [reader, &msg](std::string* chunk) -> absl::StatusOr<bool> {
+    if (!reader->Read(&msg)) return false;
+    if (!msg.has_chunk() && msg.has_info()) {
+      return absl::InvalidArgumentError("info: DatasetInfo may only come first");
+    }
+    *chunk = msg.chunk();
+    return true;
+  };
+  return Reply(c_->UploadDataset(info, next), resp);
+}
+
+grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req,
+                                           grpc::ServerWriter<v1::GetModelResponse>* writer) {
+  auto rec = c_->GetModel(req->model_id());
+  if (!rec.ok()) return ToGrpcStatus(rec.status());
+  std::ifstream in(rec->path, std::ios::binary);
+  if (!in) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        absl::StrCat("model '", req->model_id(), "': its file is missing"));
+  }
+  v1::GetModelResponse head;
+  *head.mutable_info() = rec->info;
+  if (!writer->Write(head)) return grpc::Status::CANCELLED;
+  std::string buf(kChunkBytes, '\0');
+  while (in && !ctx->IsCancelled()) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    v1::GetModelResponse chunk;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(n));
+    if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainingServiceImpl::DeleteModel(grpc::ServerContext*,
+                                              const v1::DeleteModelRequest* req,
+                                              v1::DeleteModelResponse*) {
+  return ToGrpcStatus(c_->DeleteModel(req->model_id()));
+}
+
+grpc::Status TrainingServiceImpl::Predict(grpc::ServerContext*, const v1::PredictRequest* req,
+                                          v1::PredictResponse* resp) {
+  return Reply(c_->Predict(*req), resp);
+}
+
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+                                               const v1::RegisterWorkerRequest* req,
+                                               v1::RegisterWorkerResponse* resp) {
+  *resp = c_->RegisterWorker(*req);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                          v1::HeartbeatResponse* resp) {
+  *resp = c_->Heartbeat(*req);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
+                                               const v1::ReportProgressRequest* req,
+                                               v1::ReportProgressResponse* resp) {
+  return Reply(c_->ReportProgress(*req), resp);
+}
+
+grpc::Status WorkerServiceImpl::UploadModel(grpc::ServerContext*,
+                                            grpc::ServerReader<v1::UploadModelRequest>* reader,
+                                            v1::UploadModelResponse* resp) {
+  v1::UploadModelRequest msg;
+  if (!reader->Read(&msg) || !msg.has_header()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "header: the first message of a model upload must carry ModelUpload");
+  }
+  const v1::ModelUpload header = msg.header();
+  auto next = [reader, &msg](std::string* chunk) -> absl::StatusOr<bool> {
+    if (!reader->Read(&msg)) return false;
+    *chunk = msg.chunk();
+    return true;
+  };
+  return Reply(c_->UploadModel(header, next), resp);
+}
+
+}  // namespace logit

@@ -1,0 +1,58 @@
+// The gRPC transport of the coordinator: thin handlers that unpack requests, call the
+// Coordinator and map absl::Status to grpc::Status (in ToGrpcStatus, the only place).
+#ifndef LOGIT_SERVER_GRPC_SERVICES_H_
+#define LOGIT_SERVER_GRPC_SERVICES_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "logit/v1/training.grpc.pb.h"
+#include "logit/v1/worker.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace logit {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class TrainingServiceImpl final : public v1::TrainingService::Service {
+ public:
+  explicit TrainingServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::Job*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
+                        grpc::ServerWriter<v1::JobEvent>*) override;
+  grpc::Status UploadDataset(grpc::ServerContext*, grpc::ServerReader<v1::UploadDatasetRequest>*,
+                             v1::Dataset*) override;
+  grpc::Status GetModel(grpc::ServerContext*, const v1::GetModelRequest*,
+                        grpc::ServerWriter<v1::GetModelResponse>*) override;
+  grpc::Status DeleteModel(grpc::ServerContext*, const v1::DeleteModelRequest*,
+                           v1::DeleteModelResponse*) override;
+  grpc::Status Predict(grpc::ServerContext*, const v1::PredictRequest*,
+                       v1::PredictResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  explicit WorkerServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
+                              v1::RegisterWorkerResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status ReportProgress(grpc::ServerContext*, const v1::ReportProgressRequest*,
+                              v1::ReportProgressResponse*) override;
+  grpc::Status UploadModel(grpc::ServerContext*, grpc::ServerReader<v1::UploadModelRequest>*,
+                           v1::UploadModelResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+}  // namespace logit
+
+#endif  // LOGIT_SERVER_GRPC_SERVICES_H_

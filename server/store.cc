@@ -1,0 +1,208 @@
+#include "server/store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace logit {
+
+namespace {
+
+absl::Status SqlError(sqlite3* db, const std::string& what) {
+  return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+// A prepared statement that finalises itself.
+class Statement {
+ public:
+  Statement(sqlite3* db, const std::string& sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) stmt_ = nullptr;
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  bool ok() const { return stmt_ != nullptr; }
+  sqlite3_stmt* get() const { return stmt_; }
+  void Bind(int i, const std::string& s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void BindText(int i, const std::string& s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  std::string Column(int i) const {
+    const void* p = sqlite3_column_blob(stmt_, i);
+    return std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, i));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+template <typename T>
+absl::StatusOr<T> Parse(const std::string& bytes, const std::string& what) {
+  T msg;
+  if (!msg.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat("store: a stored ", what, " does not parse"));
+  }
+  return msg;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
+    const std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("store: cannot open ", path, ": ", msg));
+  }
+  std::unique_ptr<Store> store(new Store(db));
+  sqlite3_busy_timeout(db, 5000);
+  for (const char* sql : {
+           "PRAGMA journal_mode=WAL",
+           "PRAGMA synchronous=FULL",
+           "CREATE TABLE IF NOT EXISTS counters (kind TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+           "extra TEXT, seq INTEGER)",
+           "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+           "extra TEXT, seq INTEGER)",
+           "CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+           "extra TEXT, seq INTEGER)",
+           "CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+           "extra TEXT, seq INTEGER)",
+       }) {
+    absl::Status st = store->Exec(sql);
+    if (!st.ok()) return st;
+  }
+  return store;
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+absl::Status Store::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    absl::Status st = absl::InternalError(absl::StrCat("store: ", sql, ": ", err ? err : "?"));
+    sqlite3_free(err);
+    return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Store::NextId(const std::string& kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement up(db_,
+               "INSERT INTO counters (kind, value) VALUES (?1, 1) "
+               "ON CONFLICT(kind) DO UPDATE SET value = value + 1 RETURNING value");
+  if (!up.ok()) return SqlError(db_, "prepare counter");
+  up.BindText(1, kind);
+  if (sqlite3_step(up.get()) != SQLITE_ROW) return SqlError(db_, "next id");
+  const int64_t v = sqlite3_column_int64(up.get(), 0);
+  if (sqlite3_step(up.get()) != SQLITE_DONE) return SqlError(db_, "next id");
+  return v;
+}
+
+absl::Status Store::Put(const std::string& table, const std::string& key,
+                        const google::protobuf::Message& value, const std::string& extra) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // seq keeps the first insertion order across replacements.
+  Statement st(db_, absl::StrCat("INSERT INTO ", table,
+                                 " (id, body, extra, seq) VALUES (?1, ?2, ?3, "
+                                 "(SELECT COALESCE(MAX(seq), 0) + 1 FROM ",
+                                 table,
+                                 ")) ON CONFLICT(id) DO UPDATE SET body = excluded.body, "
+                                 "extra = excluded.extra"));
+  if (!st.ok()) return SqlError(db_, absl::StrCat("prepare ", table));
+  st.BindText(1, key);
+  st.Bind(2, value.SerializeAsString());
+  st.BindText(3, extra);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, absl::StrCat("write ", table));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::LoadAll(
+    const std::string& table, const std::string& order_by) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st(db_, absl::StrCat("SELECT body, extra FROM ", table, " ORDER BY ", order_by));
+  if (!st.ok()) return SqlError(db_, absl::StrCat("prepare ", table));
+  std::vector<std::pair<std::string, std::string>> rows;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    const unsigned char* extra = sqlite3_column_text(st.get(), 1);
+    rows.emplace_back(st.Column(0), extra ? reinterpret_cast<const char*>(extra) : "");
+  }
+  if (rc != SQLITE_DONE) return SqlError(db_, absl::StrCat("read ", table));
+  return rows;
+}
+
+absl::Status Store::PutJob(const v1::Job& job) { return Put("jobs", job.id(), job, ""); }
+
+absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
+  auto rows = LoadAll("jobs", "seq");
+  if (!rows.ok()) return rows.status();
+  std::vector<v1::Job> out;
+  for (const auto& [body, extra] : *rows) {
+    auto job = Parse<v1::Job>(body, "job");
+    if (!job.ok()) return job.status();
+    out.push_back(std::move(*job));
+  }
+  return out;
+}
+
+absl::Status Store::AppendEvent(const v1::JobEvent& event) {
+  return Put("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> Store::LoadEvents() {
+  auto rows = LoadAll("events", "seq");
+  if (!rows.ok()) return rows.status();
+  std::vector<v1::JobEvent> out;
+  for (const auto& [body, extra] : *rows) {
+    auto ev = Parse<v1::JobEvent>(body, "event");
+    if (!ev.ok()) return ev.status();
+    out.push_back(std::move(*ev));
+  }
+  return out;
+}
+
+absl::Status Store::PutDataset(const DatasetRecord& d) {
+  return Put("datasets", d.info.id(), d.info, d.path);
+}
+
+absl::StatusOr<std::vector<DatasetRecord>> Store::LoadDatasets() {
+  auto rows = LoadAll("datasets", "seq");
+  if (!rows.ok()) return rows.status();
+  std::vector<DatasetRecord> out;
+  for (const auto& [body, extra] : *rows) {
+    auto info = Parse<v1::Dataset>(body, "dataset");
+    if (!info.ok()) return info.status();
+    out.push_back(DatasetRecord{std::move(*info), extra});
+  }
+  return out;
+}
+
+absl::Status Store::PutModel(const ModelRecord& m) {
+  return Put("models", m.info.model_id(), m.info, m.path);
+}
+
+absl::Status Store::DeleteModel(const std::string& model_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st(db_, "DELETE FROM models WHERE id = ?1");
+  if (!st.ok()) return SqlError(db_, "prepare delete");
+  st.BindText(1, model_id);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "delete model");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ModelRecord>> Store::LoadModels() {
+  auto rows = LoadAll("models", "seq");
+  if (!rows.ok()) return rows.status();
+  std::vector<ModelRecord> out;
+  for (const auto& [body, extra] : *rows) {
+    auto info = Parse<v1::ModelInfo>(body, "model");
+    if (!info.ok()) return info.status();
+    out.push_back(ModelRecord{std::move(*info), extra});
+  }
+  return out;
+}
+
+}  // namespace logit

@@ -1,0 +1,250 @@
+#include "worker/agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <ostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "logit/v1/worker.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "worker/dist/process_group.h"
+#include "worker/kernel/collective.h"
+#include "worker/model_io.h"
+#include "worker/spec.h"
+
+namespace logit {
+
+namespace {
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+std::string HostName() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+void SetDeadline(grpc::ClientContext* ctx, int seconds) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+}
+
+int StatusCodeNumber(const absl::Status& st) { return static_cast<int>(st.code()); }
+
+class Agent {
+ public:
+  Agent(const AgentOptions& options, std::ostream& log)
+      : options_(options),
+        log_(log),
+        stub_(v1::WorkerService::NewStub(
+            grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()))) {}
+
+  int Run(const std::atomic<bool>& stop) {
+    while (!stop) {
+      if (worker_id_.empty() && !Register()) {
+        Sleep(stop, std::chrono::seconds(1));
+        continue;
+      }
+      Beat();
+      if (job_thread_.joinable() && !job_running_) job_thread_.join();
+      Sleep(stop, interval_);
+    }
+    cancel_ = true;
+    if (job_thread_.joinable()) job_thread_.join();
+    return 0;
+  }
+
+ private:
+  static void Sleep(const std::atomic<bool>& stop, std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (!stop && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  bool Register() {
+    v1::RegisterWorkerRequest req;
+    req.set_hostname(HostName());
+    req.set_device(options_.device);
+    req.set_threads(options_.threads);
+    req.set_pid(getpid());
+    v1::RegisterWorkerResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 5);
+    grpc::Status st = stub_->RegisterWorker(&ctx, req, &resp);
+    if (!st.ok()) {
+      log_ << "logit-worker: cannot register with " << options_.server << ": " << st.error_message()
+           << std::endl;
+      return false;
+    }
+    worker_id_ = resp.worker_id();
+    interval_ = std::chrono::milliseconds(std::max<int64_t>(50, resp.heartbeat_interval_ms()));
+    log_ << "logit-worker: registered with " << options_.server << " as " << worker_id_
+         << std::endl;
+    return true;
+  }
+
+  void Beat() {
+    v1::HeartbeatRequest req;
+    req.set_worker_id(worker_id_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (job_running_) {
+        req.set_job_id(job_id_);
+        req.set_attempt(attempt_);
+      }
+    }
+    v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 5);
+    grpc::Status st = stub_->Heartbeat(&ctx, req, &resp);
+    if (!st.ok()) return;  // the coordinator may be restarting; try again next beat
+    if (resp.reregister()) {
+      worker_id_.clear();
+      return;
+    }
+    if (resp.cancel()) cancel_ = true;
+    if (resp.has_assignment() && !job_running_) {
+      if (job_thread_.joinable()) job_thread_.join();
+      std::lock_guard<std::mutex> lock(mu_);
+      job_id_ = resp.assignment().job_id();
+      attempt_ = resp.assignment().attempt();
+      cancel_ = false;
+      job_running_ = true;
+      job_thread_ = std::thread([this, a = resp.assignment()] {
+        RunAssignment(a);
+        job_running_ = false;
+      });
+    }
+  }
+
+  void Report(const v1::Assignment& a, v1::ReportProgressRequest req) {
+    req.set_worker_id(worker_id_);
+    req.set_job_id(a.job_id());
+    req.set_attempt(a.attempt());
+    req.set_rank(a.rank());
+    v1::ReportProgressResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 10);
+    if (stub_->ReportProgress(&ctx, req, &resp).ok() && resp.cancel()) cancel_ = true;
+  }
+
+  void ReportOutcome(const v1::Assignment& a, const absl::Status& st, const std::string& summary) {
+    v1::ReportProgressRequest req;
+    v1::RankOutcome* out = req.mutable_outcome();
+    out->set_ok(st.ok());
+    out->set_code(StatusCodeNumber(st));
+    out->set_message(std::string(st.message()));
+    out->set_summary_json(summary);
+    Report(a, std::move(req));
+    log_ << "logit-worker " << worker_id_ << ": " << a.job_id() << " rank " << a.rank() << ": "
+         << (st.ok() ? "done" : std::string(st.message())) << std::endl;
+  }
+
+  absl::Status Upload(const v1::Assignment& a, const std::string& path) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 600);
+    v1::UploadModelResponse resp;
+    auto writer = stub_->UploadModel(&ctx, &resp);
+    v1::UploadModelRequest head;
+    head.mutable_header()->set_worker_id(worker_id_);
+    head.mutable_header()->set_job_id(a.job_id());
+    head.mutable_header()->set_attempt(a.attempt());
+    bool ok = writer->Write(head);
+    std::ifstream in(path, std::ios::binary);
+    std::string buf(kChunkBytes, '\0');
+    while (ok && in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      const std::streamsize n = in.gcount();
+      if (n <= 0) break;
+      v1::UploadModelRequest chunk;
+      chunk.set_chunk(buf.data(), static_cast<size_t>(n));
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    grpc::Status st = writer->Finish();
+    if (!st.ok()) return absl::UnavailableError(absl::StrCat("model upload: ", st.error_message()));
+    return absl::OkStatus();
+  }
+
+  void RunAssignment(const v1::Assignment& a) {
+    log_ << "logit-worker " << worker_id_ << ": " << a.job_id() << " rank " << a.rank() << "/"
+         << a.world_size() << std::endl;
+    auto job = BuildJob(JobFlagsFromSpec(a.spec()));
+    if (!job.ok()) return ReportOutcome(a, job.status(), "");
+    auto [dc, opts] = *job;
+    RendezvousOptions ro;
+    ro.store_host = a.store_host();
+    ro.store_port = a.store_port();
+    ro.prefix = a.store_prefix();
+    ro.rank = a.rank();
+    ro.world_size = a.world_size();
+    ro.timeout = std::chrono::milliseconds(std::max<int64_t>(1000, a.timeout_ms()));
+    ro.device = opts.device;
+    auto conn = ConnectProcessGroup(ro);
+    if (!conn.ok()) return ReportOutcome(a, conn.status(), "");
+    if (opts.threads == 0) {
+      const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      opts.threads = options_.threads > 0 ? options_.threads
+                                          : std::max(1, cores / std::max(1, conn->local_ranks));
+    }
+    const int64_t total = EffectiveEpochs(opts);
+    auto on_epoch = [&](const EpochRecord& e) {
+      if (a.rank() != 0) return;
+      v1::ReportProgressRequest req;
+      v1::EpochMetrics* m = req.mutable_epoch();
+      m->set_epoch(e.epoch);
+      m->set_total_epochs(total);
+      m->set_train_loss(e.train_loss);
+      m->set_objective(e.objective);
+      if (!std::isnan(e.val_loss)) {
+        m->set_has_validation(true);
+        m->set_val_loss(e.val_loss);
+        m->set_val_accuracy(e.val_accuracy);
+      }
+      m->set_seconds(e.seconds);
+      Report(a, std::move(req));
+    };
+    auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_);
+    if (!outcome.ok()) return ReportOutcome(a, outcome.status(), "");
+    const std::string summary = SummaryJson(*outcome, opts).dump();
+    if (a.rank() == 0) {
+      const std::string path =
+          (std::filesystem::temp_directory_path() /
+           absl::StrCat("logit-", getpid(), "-", a.job_id(), "-", a.attempt(), ".npz"))
+              .string();
+      absl::Status st = SaveModel(outcome->result.model, path, summary);
+      if (st.ok()) st = Upload(a, path);
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+      if (!st.ok()) return ReportOutcome(a, st, "");
+    }
+    ReportOutcome(a, absl::OkStatus(), summary);
+  }
+
+  const AgentOptions options_;
+  std::ostream& log_;
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  std::string worker_id_;
+  std::chrono::milliseconds interval_{500};
+  std::mutex mu_;
+  std::thread job_thread_;
+  std::atomic<bool> job_running_{false};
+  std::atomic<bool> cancel_{false};
+  std::string job_id_;
+  int attempt_ = 0;
+};
+
+}  // namespace
+
+int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::ostream& log) {
+  Agent agent(options, log);
+  return agent.Run(stop);
+}
+
+}  // namespace logit

@@ -1,0 +1,23 @@
+// `logit-worker --server HOST:PORT`: registers with the coordinator, heartbeats, runs the ranks
+// it is assigned (one at a time) and reports their progress, outcome and model.
+#ifndef LOGIT_WORKER_AGENT_H_
+#define LOGIT_WORKER_AGENT_H_
+
+#include <atomic>
+#include <iosfwd>
+#include <string>
+
+namespace logit {
+
+struct AgentOptions {
+  std::string server;  // coordinator HOST:PORT
+  std::string device = "cpu";
+  int threads = 0;  // 0: cores / ranks of the job on this host
+};
+
+// Runs until `stop` becomes true (SIGTERM); returns the process exit code.
+int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::ostream& log);
+
+}  // namespace logit
+
+#endif  // LOGIT_WORKER_AGENT_H_

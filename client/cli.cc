@@ -111,14 +111,17 @@ int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostr
 }
 
 int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
-  if (f.model_file.empty()) {
-    err << "logit predict: --model (server) is not available yet in this build; use --model-file\n";
+  std::optional<LinearModel> model;
+  if (!f.model_file.empty()) {
+    auto loaded = LoadModel(f.model_file);
+    if (!loaded.ok()) {
+      err << "logit predict: --model-file: " << loaded.status().message() << "\n";
+      return kExitJobFailed;
+    }
+    model = std::move(*loaded);
+  } else if (f.model.empty()) {
+    err << "logit predict: give --model ID (on the server) or --model-file FILE\n";
     return kExitUsage;
-  }
-  auto model = LoadModel(f.model_file);
-  if (!model.ok()) {
-    err << "logit predict: --model-file: " << model.status().message() << "\n";
-    return kExitJobFailed;
   }
   ReadOptions ro;
   ro.path = f.input;
@@ -130,18 +133,27 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
   }
   ro.format = *fmt;
   ro.label_column = f.label_column;
-  ro.num_features = model->num_features;
-  ro.classes = model->num_classes;
+  if (model) {
+    ro.num_features = model->num_features;
+    ro.classes = model->num_classes;
+  }
   ro.require_labels = false;
   auto data = ReadDataset(ro);
   if (!data.ok()) {
     err << "logit predict: " << data.status().message() << "\n";
     return kExitJobFailed;
   }
-  auto proba = PredictProba(*model, *data);
+  int64_t k = 0;
+  absl::StatusOr<std::vector<float>> proba;
+  if (model) {
+    proba = PredictProba(*model, *data);
+    k = model->num_classes;
+  } else {
+    proba = RemotePredict(g.server, f.model, *data, &k);
+  }
   if (!proba.ok()) {
     err << "logit predict: " << proba.status().message() << "\n";
-    return kExitJobFailed;
+    return absl::IsUnavailable(proba.status()) ? kExitUnreachable : kExitJobFailed;
   }
   std::ofstream file;
   if (!f.out.empty()) {
@@ -152,7 +164,6 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     }
   }
   std::ostream& dst = f.out.empty() ? out : file;
-  const int64_t k = model->num_classes;
   if (g.output == "json") {
     for (int64_t i = 0; i < data->num_rows; ++i) {
       const float* p = proba->data() + i * k;

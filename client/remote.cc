@@ -168,4 +168,56 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
   return final_job.state() == v1::SUCCEEDED ? kExitOk : kExitJobFailed;
 }
 
+absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
+                                                 const std::string& model_id, const Dataset& data,
+                                                 int64_t* num_classes) {
+  if (server.empty()) {
+    return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
+  }
+  auto stub = v1::TrainingService::NewStub(
+      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  const int64_t d = data.num_features;
+  const int64_t per_request = std::max<int64_t>(1, (3 << 20) / (4 * std::max<int64_t>(1, d)));
+  std::vector<float> out;
+  for (int64_t r0 = 0; r0 < data.num_rows; r0 += per_request) {
+    const int64_t m = std::min(per_request, data.num_rows - r0);
+    v1::PredictRequest req;
+    req.set_model_id(model_id);
+    auto* x = req.mutable_features();
+    x->Resize(static_cast<int>(m * d), 0.0f);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t row = r0 + i;
+      float* dst = x->mutable_data() + i * d;
+      switch (data.storage) {
+        case FeatureStorage::kDenseFloat32:
+          std::copy_n(data.dense_f32.data() + row * d, d, dst);
+          break;
+        case FeatureStorage::kDenseUint8:
+          for (int64_t j = 0; j < d; ++j) {
+            dst[j] = static_cast<float>(data.dense_u8[row * d + j] * data.u8_scale);
+          }
+          break;
+        case FeatureStorage::kSparseCsr:
+          for (int64_t p = data.csr_indptr[row]; p < data.csr_indptr[row + 1]; ++p) {
+            dst[data.csr_indices[p]] = data.csr_values[p];
+          }
+          break;
+      }
+    }
+    v1::PredictResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->Predict(&ctx, req, &resp);
+    if (!st.ok()) {
+      const std::string msg = Unreachable(st)
+                                  ? absl::StrCat("cannot reach the server at ", server, ": ",
+                                                 st.error_message())
+                                  : st.error_message();
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), msg);
+    }
+    *num_classes = resp.num_classes();
+    out.insert(out.end(), resp.probabilities().begin(), resp.probabilities().end());
+  }
+  return out;
+}
+
 }  // namespace logit

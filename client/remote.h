@@ -4,6 +4,10 @@
 
 #include <iosfwd>
 #include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/data/dataset.h"
 
 #include "worker/job_cli.h"
 
@@ -19,6 +23,12 @@ struct RemoteOptions {
 // submitted and followed. Returns the CLI exit code.
 int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& options, std::ostream& out,
                    std::ostream& err);
+
+// Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
+// requests of about 3 MiB. Unavailable when the server cannot be reached.
+absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
+                                                 const std::string& model_id, const Dataset& data,
+                                                 int64_t* num_classes);
 
 }  // namespace logit
 

@@ -41,8 +41,22 @@ pid_t WorkerPool::Spawn() {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The server blocks SIGTERM/SIGINT (a thread sigwaits for them); children must not inherit
+  // that mask, or they could not be stopped.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGINT);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  if (posix_spawnp(&pid, binary_.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+  const int rc = posix_spawnp(&pid, binary_.c_str(), nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
     std::cerr << "logit-server: cannot start " << binary_ << std::endl;
     return -1;
   }

@@ -201,6 +201,11 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  sigset_t stop_signals;  // a parent may have left them blocked
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   return RunAgent(agent, g_stop, err);
 }
 

@@ -174,8 +174,8 @@ absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
   if (server.empty()) {
     return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
   }
-  auto stub = v1::TrainingService::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::TrainingService::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
   const int64_t d = data.num_features;
   const int64_t per_request = std::max<int64_t>(1, (3 << 20) / (4 * std::max<int64_t>(1, d)));
   std::vector<float> out;
@@ -208,10 +208,9 @@ absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
     grpc::ClientContext ctx;
     grpc::Status st = stub->Predict(&ctx, req, &resp);
     if (!st.ok()) {
-      const std::string msg = Unreachable(st)
-                                  ? absl::StrCat("cannot reach the server at ", server, ": ",
-                                                 st.error_message())
-                                  : st.error_message();
+      const std::string msg = Unreachable(st) ? absl::StrCat("cannot reach the server at ", server,
+                                                             ": ", st.error_message())
+                                              : st.error_message();
       return absl::Status(static_cast<absl::StatusCode>(st.error_code()), msg);
     }
     *num_classes = resp.num_classes();

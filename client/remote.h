@@ -8,7 +8,6 @@
 
 #include "absl/status/statusor.h"
 #include "worker/data/dataset.h"
-
 #include "worker/job_cli.h"
 
 namespace logit {

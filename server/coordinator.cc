@@ -154,7 +154,6 @@ absl::StatusOr<std::string> Coordinator::ResolveData(const std::string& field,
                                                      const std::string& ref) {
   if (absl::StartsWith(ref, "dataset:")) {
     const std::string id = ref.substr(8);
-    std::lock_guard<std::mutex> lock(mu_);
     auto it = datasets_.find(id);
     if (it == datasets_.end()) {
       return absl::NotFoundError(absl::StrCat(field, ": dataset '", id, "' does not exist"));
@@ -239,11 +238,11 @@ void Coordinator::SetStateLocked(JobEntry& entry, v1::JobState state, const std:
 }
 
 absl::StatusOr<v1::Job> Coordinator::SubmitJob(const v1::JobSpec& spec) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto resolved = ResolveSpec(spec);
   if (!resolved.ok()) return resolved.status();
   auto n = store_->NextId("job");
   if (!n.ok()) return n.status();
-  std::lock_guard<std::mutex> lock(mu_);
   JobEntry& entry = jobs_[absl::StrCat("job-", *n)];
   entry.job.set_id(absl::StrCat("job-", *n));
   *entry.job.mutable_spec() = spec;

@@ -90,10 +90,11 @@ class Coordinator {
 
   explicit Coordinator(const CoordinatorConfig& config);
   absl::Status Load();
+  // The following run under mu_.
   // Resolves "dataset:ID" / "server:PATH" to a file path; `field` names the JobSpec field.
   absl::StatusOr<std::string> ResolveData(const std::string& field, const std::string& ref);
+  // Resolves every data reference and validates the spec (INVALID_ARGUMENT names the field).
   absl::StatusOr<v1::JobSpec> ResolveSpec(const v1::JobSpec& spec);
-  // The following run under mu_.
   void AppendEventLocked(JobEntry& entry, v1::JobEvent event);
   void SetStateLocked(JobEntry& entry, v1::JobState state, const std::string& reason);
   void ScheduleLocked();

@@ -109,7 +109,9 @@ class Agent {
       return;
     }
     if (resp.cancel()) cancel_ = true;
-    if (resp.has_assignment() && !job_running_) {
+    if (resp.has_assignment()) {
+      // The coordinator assigns only after this worker reported the previous rank's outcome,
+      // so a job thread still alive is just returning: wait for it, never drop the assignment.
       if (job_thread_.joinable()) job_thread_.join();
       std::lock_guard<std::mutex> lock(mu_);
       job_id_ = resp.assignment().job_id();

@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
+#include <filesystem>
+#include <sstream>
 #include <memory>
 #include <thread>
 
@@ -64,6 +66,7 @@ class Server {
     EXPECT_EQ(proc_->exit_code(), 0) << proc_->err();
   }
   const std::string& address() const { return address_; }
+  pid_t pid() const { return proc_->pid(); }
   v1::TrainingService::Stub* stub() { return stub_.get(); }
   std::string err() const { return proc_->err(); }
 
@@ -246,10 +249,12 @@ TEST(Server, IrisWithOneAndTwoWorkersSucceedsAndServesItsModel) {
   }
 }
 
-TEST(Server, FashionMnistWithTwoWorkersReportsAccuracy) {
+class FashionMnistJob : public ::testing::TestWithParam<int> {};
+
+TEST_P(FashionMnistJob, SucceedsAndReportsAccuracy) {
   TempDir dir;
   Server server(dir, 2);
-  v1::JobSpec spec = FashionSpec(2, 2);
+  v1::JobSpec spec = FashionSpec(GetParam(), 2);
   spec.set_test_data("server:fashion-mnist/t10k-images-idx3-ubyte.gz");
   spec.set_test_labels("server:fashion-mnist/t10k-labels-idx1-ubyte.gz");
   spec.set_val_split(0.1);
@@ -270,6 +275,9 @@ TEST(Server, FashionMnistWithTwoWorkersReportsAccuracy) {
   }
   EXPECT_EQ(epochs, 2);
 }
+
+INSTANTIATE_TEST_SUITE_P(Server, FashionMnistJob, ::testing::Values(1, 2),
+                         [](const auto& info) { return std::to_string(info.param) + "_workers"; });
 
 TEST(Server, GangSchedulingRunsJobsInTurnAndWaitsForEnoughWorkers) {
   TempDir dir;
@@ -439,6 +447,48 @@ TEST(Server, MalformedUploadedDataFailsTheJobNamingTheLine) {
   EXPECT_EQ(last.state_change().state(), v1::FAILED);
   EXPECT_NE(last.state_change().reason().find("bad.csv:5"), std::string::npos)
       << last.state_change().reason();
+}
+
+// Child processes of `parent` (from /proc).
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = ReadWholeFile(entry.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+TEST(Server, ALostWorkerFailsItsJobWithAReasonAndIsReplaced) {
+  TempDir dir;
+  Server server(dir, 2);
+  auto job = Submit(server.stub(), FashionSpec(2, 1000));
+  ASSERT_TRUE(job.ok());
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline && Get(server.stub(), job->id()).last_sequence() < 3) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::vector<pid_t> workers = ChildrenOf(server.pid());
+  ASSERT_EQ(workers.size(), 2u);
+  kill(workers[0], SIGKILL);
+  const auto events = Watch(server.stub(), job->id());
+  const v1::JobEvent& last = events.back();
+  EXPECT_EQ(last.state_change().state(), v1::FAILED);
+  const std::string reason = last.state_change().reason();
+  EXPECT_TRUE(reason.find("lost") != std::string::npos) << reason;
+  // The pool starts a replacement; 2-worker jobs run again.
+  auto next = Submit(server.stub(), FashionSpec(2, 1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(Watch(server.stub(), next->id()).back().state_change().state(), v1::SUCCEEDED);
+  EXPECT_NE(server.err().find("starting another"), std::string::npos);
 }
 
 TEST(Server, RestartKeepsJobsEventsModelsAndDatasets) {

@@ -68,6 +68,12 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
     err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
     return kExitUsage;
   }
+  // Flag values are checked here first (a 0 in the JobSpec means "default" on the server).
+  auto built = BuildJob(flags);
+  if (!built.ok()) {
+    err << "logit train: " << FlagMessage(built.status()) << "\n";
+    return kExitUsage;
+  }
   auto stub = v1::TrainingService::NewStub(
       grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
   JobFlags f = flags;

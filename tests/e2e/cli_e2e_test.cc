@@ -1,5 +1,7 @@
 // Drives the `logit` binary as a user would: train --local, save, predict, errors, exit codes.
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -130,6 +132,73 @@ TEST(CliHelp, EverySubcommandHasHelpWithExamples) {
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("Examples:"), std::string::npos) << sub << r.out;
   }
+}
+
+// The CLI against a real logit-server with two local workers: upload, train, follow, predict.
+TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
+  TempDir dir;
+  const char* server_bin = std::getenv("LOGIT_SERVER_BIN");
+  const char* worker_bin = std::getenv("LOGIT_WORKER");
+  ASSERT_TRUE(server_bin && worker_bin);
+  const std::string cmd = std::string(server_bin) +
+                          " --listen 127.0.0.1:0 --local-workers 2 --worker-binary " + worker_bin +
+                          " --data-dir " + dir.Path("data") + " > " + dir.Path("server.out") +
+                          " 2> " + dir.Path("server.err") + " & echo $!";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  int server_pid = 0;
+  ASSERT_EQ(fscanf(p, "%d", &server_pid), 1);
+  pclose(p);
+  std::string address;
+  for (int i = 0; i < 300 && address.empty(); ++i) {
+    const std::string out = Slurp(dir.Path("server.out"));
+    const size_t at = out.find("listening on ");
+    if (at != std::string::npos) address = out.substr(at + 13, out.find(' ', at + 13) - at - 13);
+    usleep(20000);
+  }
+  ASSERT_FALSE(address.empty()) << Slurp(dir.Path("server.err"));
+
+  CliRun r = Logit(dir, "--server " + address + " -o json train --data " + TestData("iris.csv") +
+                            " --label-column target --l2 0.01 --workers 2 --test-split 0.2");
+  EXPECT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(LastLine(r.out), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.85);
+  const std::string model = j["model_id"];
+  EXPECT_NE(r.err.find("uploaded"), std::string::npos);
+
+  CliRun table = Logit(dir, "--server " + address + " train --data " + TestData("iris.csv") +
+                                " --label-column target --optimizer adam --epochs 3 --lr 0.05");
+  EXPECT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("epoch 3/3"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("SUCCEEDED"), std::string::npos) << table.out;
+
+  CliRun pred = Logit(dir, "--server " + address + " predict --model " + model + " --input " +
+                               TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(pred.code, 0) << pred.err;
+  std::vector<std::string> lines = absl::StrSplit(pred.out, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines.size(), 151u);
+
+  CliRun bad = Logit(dir, "--server " + address + " train --data " + TestData("iris.csv") +
+                              " --label-column target --batch-size 0 --optimizer sgd");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--batch-size"), std::string::npos) << bad.err;
+  // The server's own checks reach the user too: the field is named.
+  CliRun outside = Logit(dir, "--server " + address + " train --data server:../etc/passwd");
+  EXPECT_EQ(outside.code, 2);
+  EXPECT_NE(outside.err.find("data"), std::string::npos) << outside.err;
+
+  kill(server_pid, SIGTERM);
+  for (int i = 0; i < 500 && kill(server_pid, 0) == 0; ++i) usleep(20000);
+  EXPECT_NE(kill(server_pid, 0), 0) << "the server did not stop";
+}
+
+TEST(CliAgainstServer, UnreachableServerExitsThreeNamingTheAddress) {
+  TempDir dir;
+  CliRun r = Logit(dir, "--server 127.0.0.1:1 train --data server:x.csv");
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
 }
 
 }  // namespace

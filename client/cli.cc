@@ -224,6 +224,32 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   predict->add_option("--label-column", pf.label_column, "CSV label column to skip, if present");
   predict->add_option("--out", pf.out, "write predictions to this file");
 
+  std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg;
+  int jobs_limit = 100;
+  int64_t watch_from = 1;
+  CLI::App* jobs = app.add_subcommand("jobs", "list jobs on the server, newest first");
+  jobs->add_option("--state", jobs_state, "only jobs in this state (QUEUED, RUNNING, ...)");
+  jobs->add_option("--limit", jobs_limit, "at most this many")->capture_default_str();
+  jobs->footer("Example:\n  logit --server 127.0.0.1:50051 jobs --state RUNNING");
+  CLI::App* status = app.add_subcommand("status", "show one job");
+  status->add_option("JOB", job_arg, "job id")->required();
+  status->footer("Example:\n  logit status job-3 -o json");
+  CLI::App* watch = app.add_subcommand("watch", "follow a job's events (re-attach)");
+  watch->add_option("JOB", job_arg, "job id")->required();
+  watch->add_option("--from", watch_from, "first event sequence number")->capture_default_str();
+  watch->footer("Example:\n  logit watch job-3 --from 1");
+  CLI::App* cancel = app.add_subcommand("cancel", "cancel a queued or running job");
+  cancel->add_option("JOB", job_arg, "job id")->required();
+  cancel->footer("Example:\n  logit cancel job-3");
+  CLI::App* upload = app.add_subcommand("upload", "stream a dataset file to the server");
+  upload->add_option("FILE", upload_file, "the file")->required();
+  upload->footer("Example:\n  logit upload iris.csv    # prints dataset:dataset-N for --data");
+  CLI::App* model = app.add_subcommand("model", "trained models on the server");
+  model->require_subcommand(1);
+  CLI::App* model_get = model->add_subcommand("get", "download a model (.npz)");
+  model_get->add_option("MODEL", model_arg, "model id")->required();
+  model_get->add_option("FILE", model_file_arg, "output file (.npz)")->required();
+  model_get->footer("Example:\n  logit model get model-1 iris.npz");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -233,7 +259,16 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "run 'logit --help' or 'logit SUBCOMMAND --help' for usage\n";
     return kExitUsage;
   }
+  RemoteOptions ro;
+  ro.server = g.server;
+  ro.json = g.output == "json";
   if (train->parsed()) return RunTrain(tf, g, out, err);
+  if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
+  if (status->parsed()) return RunStatus(ro, job_arg, out, err);
+  if (watch->parsed()) return RunWatch(ro, job_arg, watch_from, out, err);
+  if (cancel->parsed()) return RunCancel(ro, job_arg, out, err);
+  if (upload->parsed()) return RunUpload(ro, upload_file, out, err);
+  if (model_get->parsed()) return RunModelGet(ro, model_arg, model_file_arg, out, err);
   if (predict->parsed()) return RunPredict(pf, g, out, err);
   return kExitUsage;
 }

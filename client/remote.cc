@@ -5,11 +5,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <ostream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli.h"
+#include "google/protobuf/util/json_util.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "worker/spec.h"
@@ -59,6 +61,72 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
 }
 
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
+
+// Prints a job's events from `from` until it finishes; the exit code follows its state.
+int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std::string& job_id,
+              int64_t from, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  v1::WatchJobRequest wr;
+  wr.set_job_id(job_id);
+  wr.set_from_sequence(from);
+  auto reader = stub->WatchJob(&ctx, wr);
+  v1::JobEvent ev;
+  v1::Job final_job;
+  final_job.set_id(job_id);
+  while (reader->Read(&ev)) {
+    if (ev.has_state_change() && !o.json) {
+      out << "[" << job_id << "] " << StateName(ev.state_change().state()) << ": "
+          << ev.state_change().reason() << std::endl;
+    }
+    if (ev.has_epoch() && !o.json) {
+      const v1::EpochMetrics& m = ev.epoch();
+      EpochRecord r;
+      r.epoch = m.epoch();
+      r.train_loss = m.train_loss();
+      r.objective = m.objective();
+      if (m.has_validation()) {
+        r.val_loss = m.val_loss();
+        r.val_accuracy = m.val_accuracy();
+      }
+      r.seconds = m.seconds();
+      out << EpochLine(r, m.total_epochs()) << std::endl;
+    }
+    if (ev.has_job()) final_job = ev.job();
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) {
+    err << "logit: watching " << job_id << ": " << st.error_message() << "\n";
+    return Unreachable(st)                                  ? kExitUnreachable
+           : st.error_code() == grpc::StatusCode::NOT_FOUND ? kExitUsage
+                                                            : kExitJobFailed;
+  }
+  const v1::JobResult& r = final_job.result();
+  if (o.json) {
+    nlohmann::json line =
+        nlohmann::json::parse(r.summary_json().empty() ? "{}" : r.summary_json(), nullptr, false);
+    if (!line.is_object()) line = nlohmann::json::object();
+    line.erase("history");
+    line["job_id"] = final_job.id();
+    line["state"] = StateName(final_job.state());
+    line["model_id"] = final_job.model_id();
+    if (final_job.state() != v1::SUCCEEDED) line["error"] = final_job.reason();
+    out << line.dump() << "\n";
+  } else if (final_job.state() == v1::SUCCEEDED) {
+    out << "stopped: " << r.stop_reason() << " after " << r.epochs_run() << " epochs, "
+        << Fixed(r.wall_seconds(), 2) << "s\n";
+    out << "objective " << Fixed(r.objective(), 8) << "  train_loss " << Fixed(r.train_loss(), 6)
+        << "\n";
+    if (r.has_val_accuracy()) out << "val: accuracy " << Fixed(100 * r.val_accuracy(), 2) << "%\n";
+    if (r.has_test_accuracy()) {
+      out << "test: accuracy " << Fixed(100 * r.test_accuracy(), 2) << "%\n";
+    }
+    out << "model " << final_job.model_id() << "\n";
+  } else {
+    out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
+        << "\n";
+  }
+  return final_job.state() == v1::SUCCEEDED ? kExitOk : kExitJobFailed;
+}
 
 }  // namespace
 
@@ -113,65 +181,197 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
     out << job.id() << "\n";
     return kExitOk;
   }
-  err << "submitted " << job.id() << "; following it (Ctrl-C detaches)\n";
+  err << "submitted " << job.id()
+      << "; following it (Ctrl-C detaches; re-attach with "
+         "'logit watch "
+      << job.id() << "')\n";
+  return FollowJob(stub.get(), o, job.id(), 1, out, err);
+}
+
+namespace {
+
+std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
+  return v1::TrainingService::NewStub(
+      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+}
+
+// Prints a failed call and returns its exit code.
+int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, std::ostream& err) {
+  if (Unreachable(st)) {
+    err << "logit " << what << ": cannot reach the server at " << o.server << ": "
+        << st.error_message() << "\n";
+    return kExitUnreachable;
+  }
+  err << "logit " << what << ": " << st.error_message() << "\n";
+  const auto code = st.error_code();
+  return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::NOT_FOUND ||
+                 code == grpc::StatusCode::PERMISSION_DENIED
+             ? kExitUsage
+             : kExitJobFailed;
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string s;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &s, opts);
+  return s;
+}
+
+std::string Accuracy(const v1::Job& j) {
+  return j.result().has_test_accuracy()  ? Fixed(100 * j.result().test_accuracy(), 2) + "%"
+         : j.result().has_val_accuracy() ? Fixed(100 * j.result().val_accuracy(), 2) + "% (val)"
+                                         : "-";
+}
+
+bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
+  if (!o.server.empty()) return true;
+  err << "logit " << what << ": --server (or LOGIT_SERVER) is required\n";
+  return false;
+}
+
+}  // namespace
+
+int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::ostream& out,
+            std::ostream& err) {
+  if (!NeedServer(o, "jobs", err)) return kExitUsage;
+  v1::ListJobsRequest req;
+  if (!state.empty()) {
+    v1::JobState s;
+    if (!v1::JobState_Parse(state, &s)) {
+      err << "logit jobs: --state: '" << state
+          << "' is not QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED or RETRYING\n";
+      return kExitUsage;
+    }
+    req.set_state(s);
+  }
+  req.set_limit(limit);
+  v1::ListJobsResponse resp;
   grpc::ClientContext ctx;
-  v1::WatchJobRequest wr;
-  wr.set_job_id(job.id());
-  wr.set_from_sequence(1);
-  auto reader = stub->WatchJob(&ctx, wr);
-  v1::JobEvent ev;
-  v1::Job final_job = job;
-  while (reader->Read(&ev)) {
-    if (ev.has_state_change() && !o.json) {
-      out << "[" << job.id() << "] " << StateName(ev.state_change().state()) << ": "
-          << ev.state_change().reason() << std::endl;
-    }
-    if (ev.has_epoch() && !o.json) {
-      const v1::EpochMetrics& m = ev.epoch();
-      EpochRecord r;
-      r.epoch = m.epoch();
-      r.train_loss = m.train_loss();
-      r.objective = m.objective();
-      if (m.has_validation()) {
-        r.val_loss = m.val_loss();
-        r.val_accuracy = m.val_accuracy();
-      }
-      r.seconds = m.seconds();
-      out << EpochLine(r, m.total_epochs()) << std::endl;
-    }
-    if (ev.has_job()) final_job = ev.job();
-  }
-  grpc::Status st = reader->Finish();
-  if (!st.ok()) {
-    err << "logit train: watching " << job.id() << ": " << st.error_message() << "\n";
-    return Unreachable(st) ? kExitUnreachable : kExitJobFailed;
-  }
-  const v1::JobResult& r = final_job.result();
+  grpc::Status st = Connect(o)->ListJobs(&ctx, req, &resp);
+  if (!st.ok()) return RpcError(o, "jobs", st, err);
   if (o.json) {
-    nlohmann::json line =
-        nlohmann::json::parse(r.summary_json().empty() ? "{}" : r.summary_json(), nullptr, false);
-    if (!line.is_object()) line = nlohmann::json::object();
-    line.erase("history");
-    line["job_id"] = final_job.id();
-    line["state"] = StateName(final_job.state());
-    line["model_id"] = final_job.model_id();
-    if (final_job.state() != v1::SUCCEEDED) line["error"] = final_job.reason();
-    out << line.dump() << "\n";
-  } else if (final_job.state() == v1::SUCCEEDED) {
-    out << "stopped: " << r.stop_reason() << " after " << r.epochs_run() << " epochs, "
-        << Fixed(r.wall_seconds(), 2) << "s\n";
-    out << "objective " << Fixed(r.objective(), 8) << "  train_loss " << Fixed(r.train_loss(), 6)
-        << "\n";
-    if (r.has_val_accuracy()) out << "val: accuracy " << Fixed(100 * r.val_accuracy(), 2) << "%\n";
-    if (r.has_test_accuracy()) {
-      out << "test: accuracy " << Fixed(100 * r.test_accuracy(), 2) << "%\n";
-    }
-    out << "model " << final_job.model_id() << "\n";
-  } else {
-    out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
-        << "\n";
+    out << Json(resp) << "\n";
+    return kExitOk;
   }
-  return final_job.state() == v1::SUCCEEDED ? kExitOk : kExitJobFailed;
+  out << std::left << std::setw(10) << "JOB" << std::setw(11) << "STATE" << std::setw(9)
+      << "WORKERS" << std::setw(8) << "EPOCHS" << std::setw(16) << "ACCURACY" << std::setw(11)
+      << "MODEL"
+      << "REASON\n";
+  for (const v1::Job& j : resp.jobs()) {
+    out << std::left << std::setw(10) << j.id() << std::setw(11) << StateName(j.state())
+        << std::setw(9) << j.spec().workers() << std::setw(8) << j.result().epochs_run()
+        << std::setw(16) << Accuracy(j) << std::setw(11)
+        << (j.model_id().empty() ? "-" : j.model_id()) << j.reason() << "\n";
+  }
+  return kExitOk;
+}
+
+int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& out,
+              std::ostream& err) {
+  if (!NeedServer(o, "status", err)) return kExitUsage;
+  v1::GetJobRequest req;
+  req.set_job_id(job_id);
+  v1::Job j;
+  grpc::ClientContext ctx;
+  grpc::Status st = Connect(o)->GetJob(&ctx, req, &j);
+  if (!st.ok()) return RpcError(o, "status", st, err);
+  if (o.json) {
+    out << Json(j) << "\n";
+    return kExitOk;
+  }
+  out << "job       " << j.id() << "\nstate     " << StateName(j.state()) << "\nreason    "
+      << j.reason() << "\nworkers   " << j.spec().workers() << "\ndata      " << j.spec().data()
+      << "\noptimizer " << (j.spec().optimizer().empty() ? "lbfgs" : j.spec().optimizer())
+      << "\nepochs    " << j.result().epochs_run() << "\naccuracy  " << Accuracy(j)
+      << "\nmodel     " << (j.model_id().empty() ? "-" : j.model_id()) << "\nevents    "
+      << j.last_sequence() << "\n";
+  return kExitOk;
+}
+
+int RunWatch(const RemoteOptions& o, const std::string& job_id, int64_t from, std::ostream& out,
+             std::ostream& err) {
+  if (!NeedServer(o, "watch", err)) return kExitUsage;
+  auto stub = Connect(o);
+  return FollowJob(stub.get(), o, job_id, from, out, err);
+}
+
+int RunCancel(const RemoteOptions& o, const std::string& job_id, std::ostream& out,
+              std::ostream& err) {
+  if (!NeedServer(o, "cancel", err)) return kExitUsage;
+  v1::CancelJobRequest req;
+  req.set_job_id(job_id);
+  v1::Job j;
+  grpc::ClientContext ctx;
+  grpc::Status st = Connect(o)->CancelJob(&ctx, req, &j);
+  if (!st.ok()) return RpcError(o, "cancel", st, err);
+  if (o.json) {
+    out << Json(j) << "\n";
+  } else {
+    out << j.id() << " " << StateName(j.state()) << ": " << j.reason() << "\n";
+  }
+  return kExitOk;
+}
+
+int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out,
+              std::ostream& err) {
+  if (!NeedServer(o, "upload", err)) return kExitUsage;
+  std::string ref;
+  grpc::Status st = Upload(Connect(o).get(), file, &ref, err);
+  if (!st.ok()) return RpcError(o, "upload", st, err);
+  if (o.json) {
+    out << nlohmann::json{{"dataset", ref}}.dump() << "\n";
+  } else {
+    out << ref << "\n";
+  }
+  return kExitOk;
+}
+
+int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::string& file,
+                std::ostream& out, std::ostream& err) {
+  if (!NeedServer(o, "model get", err)) return kExitUsage;
+  if (!absl::EndsWith(file, ".npz")) {
+    err << "logit model get: FILE: '" << file
+        << "': only .npz is written yet (.safetensors and .onnx come later)\n";
+    return kExitUsage;
+  }
+  grpc::ClientContext ctx;
+  v1::GetModelRequest req;
+  req.set_model_id(model_id);
+  auto reader = Connect(o)->GetModel(&ctx, req);
+  const std::string part = file + ".part";
+  std::ofstream f(part, std::ios::binary | std::ios::trunc);
+  if (!f) {
+    err << "logit model get: FILE: cannot write " << file << "\n";
+    return kExitUsage;
+  }
+  v1::GetModelResponse msg;
+  v1::ModelInfo info;
+  int64_t bytes = 0;
+  while (reader->Read(&msg)) {
+    if (msg.has_info()) info = msg.info();
+    f.write(msg.chunk().data(), static_cast<std::streamsize>(msg.chunk().size()));
+    bytes += static_cast<int64_t>(msg.chunk().size());
+  }
+  f.close();
+  grpc::Status st = reader->Finish();
+  if (!st.ok() || bytes != info.size_bytes()) {
+    std::filesystem::remove(part);
+    if (st.ok()) {
+      err << "logit model get: received " << bytes << " of " << info.size_bytes() << " bytes\n";
+      return kExitJobFailed;
+    }
+    return RpcError(o, "model get", st, err);
+  }
+  std::filesystem::rename(part, file);
+  if (o.json) {
+    out << Json(info) << "\n";
+  } else {
+    out << "wrote " << file << " (" << model_id << " of " << info.job_id() << ", "
+        << info.num_features() << " features, " << info.num_classes() << " classes, " << bytes
+        << " bytes)\n";
+  }
+  return kExitOk;
 }
 
 absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,

@@ -23,6 +23,20 @@ struct RemoteOptions {
 int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& options, std::ostream& out,
                    std::ostream& err);
 
+// The other server subcommands; each returns the CLI exit code (3: server unreachable).
+int RunJobs(const RemoteOptions& options, const std::string& state, int limit, std::ostream& out,
+            std::ostream& err);
+int RunStatus(const RemoteOptions& options, const std::string& job_id, std::ostream& out,
+              std::ostream& err);
+int RunWatch(const RemoteOptions& options, const std::string& job_id, int64_t from,
+             std::ostream& out, std::ostream& err);
+int RunCancel(const RemoteOptions& options, const std::string& job_id, std::ostream& out,
+              std::ostream& err);
+int RunUpload(const RemoteOptions& options, const std::string& file, std::ostream& out,
+              std::ostream& err);
+int RunModelGet(const RemoteOptions& options, const std::string& model_id,
+                const std::string& file, std::ostream& out, std::ostream& err);
+
 // Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
 // requests of about 3 MiB. Unavailable when the server cannot be reached.
 absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,

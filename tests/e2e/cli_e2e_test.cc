@@ -189,6 +189,39 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   EXPECT_EQ(outside.code, 2);
   EXPECT_NE(outside.err.find("data"), std::string::npos) << outside.err;
 
+  // upload -> train --detach -> watch -> status -> jobs -> model get -> local predict.
+  const std::string srv = "--server " + address + " ";
+  CliRun up = Logit(dir, srv + "upload " + TestData("iris.csv"));
+  ASSERT_EQ(up.code, 0) << up.err;
+  const std::string dataset = LastLine(up.out);
+  EXPECT_EQ(dataset.rfind("dataset:", 0), 0u) << dataset;
+  CliRun det =
+      Logit(dir, srv + "train --detach --workers 2 --label-column target --data " + dataset);
+  ASSERT_EQ(det.code, 0) << det.err;
+  const std::string job = LastLine(det.out);
+  CliRun w = Logit(dir, srv + "watch " + job);
+  EXPECT_EQ(w.code, 0) << w.err;
+  EXPECT_NE(w.out.find("SUCCEEDED"), std::string::npos) << w.out;
+  CliRun stat = Logit(dir, srv + "-o json status " + job);
+  ASSERT_EQ(stat.code, 0) << stat.err;
+  const auto sj = nlohmann::json::parse(LastLine(stat.out), nullptr, false);
+  EXPECT_EQ(sj["state"], "SUCCEEDED");
+  const std::string model2 = sj["model_id"];
+  CliRun list = Logit(dir, srv + "jobs");
+  EXPECT_EQ(list.code, 0);
+  EXPECT_NE(list.out.find(job), std::string::npos) << list.out;
+  CliRun get = Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.npz"));
+  ASSERT_EQ(get.code, 0) << get.err;
+  CliRun local = Logit(dir, "predict --model-file " + dir.Path("m.npz") + " --input " +
+                                TestData("iris.csv") + " --label-column target");
+  CliRun remote = Logit(dir, srv + "predict --model " + model2 + " --input " +
+                                 TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(local.code, 0);
+  EXPECT_EQ(local.out, remote.out);
+  CliRun missing = Logit(dir, srv + "status job-404");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.err.find("job-404"), std::string::npos);
+
   kill(server_pid, SIGTERM);
   for (int i = 0; i < 500 && kill(server_pid, 0) == 0; ++i) usleep(20000);
   EXPECT_NE(kill(server_pid, 0), 0) << "the server did not stop";

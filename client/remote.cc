@@ -14,6 +14,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "worker/model_io.h"
 #include "worker/spec.h"
 
 namespace logit {
@@ -330,9 +331,10 @@ int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out
 int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::string& file,
                 std::ostream& out, std::ostream& err) {
   if (!NeedServer(o, "model get", err)) return kExitUsage;
-  if (!absl::EndsWith(file, ".npz")) {
+  const bool convert = absl::EndsWith(file, ".safetensors");
+  if (!absl::EndsWith(file, ".npz") && !convert) {
     err << "logit model get: FILE: '" << file
-        << "': only .npz is written yet (.safetensors and .onnx come later)\n";
+        << "': write .npz or .safetensors (.onnx export is not built yet)\n";
     return kExitUsage;
   }
   grpc::ClientContext ctx;
@@ -363,7 +365,21 @@ int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::
     }
     return RpcError(o, "model get", st, err);
   }
-  std::filesystem::rename(part, file);
+  if (convert) {  // the server streams .npz; other formats are written from it here
+    const std::string npz = part + ".npz";
+    std::filesystem::rename(part, npz);
+    auto model = LoadModel(npz);
+    auto summary = LoadModelSummary(npz);
+    absl::Status cst =
+        model.ok() ? SaveModel(*model, file, summary.ok() ? *summary : "") : model.status();
+    std::filesystem::remove(npz);
+    if (!cst.ok()) {
+      err << "logit model get: " << cst.message() << "\n";
+      return kExitJobFailed;
+    }
+  } else {
+    std::filesystem::rename(part, file);
+  }
   if (o.json) {
     out << Json(info) << "\n";
   } else {

@@ -3,15 +3,104 @@
 #include <zip.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <list>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "worker/data/npy.h"
 
 namespace logit {
 
 namespace {
+
+// safetensors: an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
+// shape and byte range, then the raw little-endian data. Metadata values are strings.
+absl::Status SaveSafetensors(const LinearModel& m, const std::string& path,
+                             const std::string& summary) {
+  const int64_t d = m.num_features, c = m.OutputColumns();
+  const size_t wbytes = m.weights.size() * 4, bbytes = m.bias.size() * 4;
+  nlohmann::json header;
+  header["W"] = {{"dtype", "F32"},
+                 {"shape", m.IsBinary() ? std::vector<int64_t>{d} : std::vector<int64_t>{d, c}},
+                 {"data_offsets", {0, wbytes}}};
+  header["b"] = {{"dtype", "F32"},
+                 {"shape", std::vector<int64_t>{c}},
+                 {"data_offsets", {wbytes, wbytes + bbytes}}};
+  header["__metadata__"] = {{"classes", std::to_string(m.num_classes)},
+                            {"n_features", std::to_string(d)},
+                            {"format", "logit"}};
+  if (!summary.empty()) header["__metadata__"]["summary_json"] = summary;
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // data starts 8-byte aligned
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InternalError(absl::StrCat("save_model: cannot write ", path));
+  uint64_t n = text.size();
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+  out.write(reinterpret_cast<const char*>(len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.write(reinterpret_cast<const char*>(m.weights.data()), static_cast<std::streamsize>(wbytes));
+  out.write(reinterpret_cast<const char*>(m.bias.data()), static_cast<std::streamsize>(bbytes));
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("save_model: writing ", path, " failed"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LinearModel> LoadSafetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 8) return absl::InvalidArgumentError(absl::StrCat(path, ": truncated"));
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  if (n > bytes.size() - 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": header length ", n, " exceeds the file"));
+  }
+  const auto header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+  if (!header.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the header is not a JSON object"));
+  }
+  const size_t base = 8 + n;
+  auto tensor = [&](const char* name,
+                    std::vector<int64_t>* shape) -> absl::StatusOr<std::vector<float>> {
+    if (!header.contains(name))
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no tensor ", name));
+    const auto& t = header[name];
+    if (t.value("dtype", "") != "F32") {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", name, " is not F32"));
+    }
+    *shape = t.value("shape", std::vector<int64_t>{});
+    const auto off = t.value("data_offsets", std::vector<uint64_t>{});
+    int64_t count = 1;
+    for (int64_t s : *shape) count *= s;
+    if (off.size() != 2 || off[1] < off[0] || off[1] - off[0] != static_cast<uint64_t>(count) * 4 ||
+        base + off[1] > bytes.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", name, ": bad data_offsets"));
+    }
+    std::vector<float> v(count);
+    std::memcpy(v.data(), bytes.data() + base + off[0], count * 4);
+    return v;
+  };
+  std::vector<int64_t> ws, bs;
+  auto w = tensor("W", &ws);
+  if (!w.ok()) return w.status();
+  auto b = tensor("b", &bs);
+  if (!b.ok()) return b.status();
+  LinearModel m;
+  m.num_features = ws.empty() ? 0 : ws[0];
+  m.num_classes = ws.size() == 2 && ws[1] > 1 ? ws[1] : 2;
+  if (static_cast<int64_t>(b->size()) != m.OutputColumns()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": b does not match W"));
+  }
+  m.weights = std::move(*w);
+  m.bias = std::move(*b);
+  return m;
+}
 
 absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::string& summary) {
   int err = 0;
@@ -145,8 +234,9 @@ absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
 absl::Status SaveModel(const LinearModel& model, const std::string& path,
                        const std::string& summary_json) {
   if (absl::EndsWith(path, ".npz")) return SaveNpz(model, path, summary_json);
-  return absl::InvalidArgumentError(
-      absl::StrCat("save_model: unsupported model file extension in '", path, "' (use .npz)"));
+  if (absl::EndsWith(path, ".safetensors")) return SaveSafetensors(model, path, summary_json);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "save_model: unsupported model file extension in '", path, "' (use .npz or .safetensors)"));
 }
 
 absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {
@@ -166,8 +256,9 @@ absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {
 
 absl::StatusOr<LinearModel> LoadModel(const std::string& path) {
   if (absl::EndsWith(path, ".npz")) return LoadNpz(path);
-  return absl::InvalidArgumentError(
-      absl::StrCat("model_file: unsupported model file extension in '", path, "' (use .npz)"));
+  if (absl::EndsWith(path, ".safetensors")) return LoadSafetensors(path);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "model_file: unsupported model file extension in '", path, "' (use .npz or .safetensors)"));
 }
 
 }  // namespace logit

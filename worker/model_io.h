@@ -2,6 +2,8 @@
 //   .npz: NumPy archive with W (d x K, or d for binary), b (K, or 1 for binary), classes
 //         (int64 scalar), n_features (int64 scalar), and summary_json (uint8 bytes of the
 //         training summary JSON, when given).
+//   .safetensors: W and b as F32 tensors (same shapes), metadata classes, n_features and
+//         summary_json (strings), per the public safetensors layout.
 #ifndef LOGIT_WORKER_MODEL_IO_H_
 #define LOGIT_WORKER_MODEL_IO_H_
 

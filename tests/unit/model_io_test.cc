@@ -1,7 +1,10 @@
 #include "worker/model_io.h"
 
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 
+#include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
 
 namespace logit {
@@ -68,6 +71,41 @@ TEST(ModelIo, ErrorsNameTheFile) {
               StatusIs(absl::StatusCode::kInvalidArgument, "junk.npz"));
   EXPECT_THAT(SaveModel(Multinomial(), dir.Path("m.pkl")),
               StatusIs(absl::StatusCode::kInvalidArgument, "save_model"));
+}
+
+TEST(ModelIo, SafetensorsRoundTripsWithThePublicLayout) {
+  TempDir dir;
+  for (int64_t classes : {2, 3}) {
+    LinearModel m;
+    m.num_features = 4;
+    m.num_classes = classes;
+    const int64_t c = m.OutputColumns();
+    for (int64_t i = 0; i < 4 * c; ++i) m.weights.push_back(0.5f * static_cast<float>(i) - 1);
+    for (int64_t i = 0; i < c; ++i) m.bias.push_back(0.25f * static_cast<float>(i));
+    const std::string path = dir.Path("m" + std::to_string(classes) + ".safetensors");
+    ASSERT_TRUE(SaveModel(m, path, "{\"epochs_run\":3}").ok());
+    auto back = LoadModel(path);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->num_features, 4);
+    EXPECT_EQ(back->num_classes, classes);
+    EXPECT_EQ(back->weights, m.weights);
+    EXPECT_EQ(back->bias, m.bias);
+    // 8-byte little-endian header length, JSON header, 8-aligned data with W then b.
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
+    EXPECT_EQ((8 + n) % 8, 0u);
+    const auto header = nlohmann::json::parse(bytes.substr(8, n));
+    EXPECT_EQ(header["W"]["dtype"], "F32");
+    EXPECT_EQ(header["W"]["shape"].size(), classes == 2 ? 1u : 2u);
+    EXPECT_EQ(header["b"]["data_offsets"][1].get<uint64_t>(), 4 * (4 * c + c));
+    EXPECT_EQ(header["__metadata__"]["summary_json"], "{\"epochs_run\":3}");
+    EXPECT_EQ(bytes.size(), 8 + n + 4 * (4 * c + c));
+  }
+  const std::string bad =
+      dir.Write("bad.safetensors", std::string("\xff\xff\xff\xff\0\0\0\0{}", 10));
+  EXPECT_FALSE(LoadModel(bad).ok());
 }
 
 }  // namespace

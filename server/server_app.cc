@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/coordinator.h"
 #include "server/grpc_services.h"
+#include "server/inference_service.h"
 #include "server/worker_pool.h"
 
 namespace logit {
@@ -89,6 +90,7 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   TrainingServiceImpl training(coordinator->get());
   WorkerServiceImpl workers(coordinator->get());
+  InferenceServiceImpl inference(coordinator->get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -96,6 +98,7 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&training);
   builder.RegisterService(&workers);
+  builder.RegisterService(&inference);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     err << "logit-server: --listen: cannot listen on " << f.listen << "\n";

@@ -3,13 +3,15 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
@@ -278,6 +280,110 @@ TEST_P(FashionMnistJob, SucceedsAndReportsAccuracy) {
 
 INSTANTIATE_TEST_SUITE_P(Server, FashionMnistJob, ::testing::Values(1, 2),
                          [](const auto& info) { return std::to_string(info.param) + "_workers"; });
+
+TEST(Server, OpenInferenceProtocolServesTheModel) {
+  TempDir dir;
+  Server server(dir, 1);
+  v1::Dataset iris;
+  ASSERT_TRUE(Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok());
+  auto job = Submit(server.stub(), IrisSpec(iris.id(), 1));
+  ASSERT_TRUE(job.ok());
+  const std::string model = Watch(server.stub(), job->id()).back().job().model_id();
+  ASSERT_FALSE(model.empty());
+  auto oip = inference::GRPCInferenceService::NewStub(
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    inference::ServerLiveResponse live;
+    ASSERT_TRUE(oip->ServerLive(&ctx, {}, &live).ok());
+    EXPECT_TRUE(live.live());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest r;
+    r.set_name(model);
+    inference::ModelReadyResponse ready;
+    ASSERT_TRUE(oip->ModelReady(&ctx, r, &ready).ok());
+    EXPECT_TRUE(ready.ready());
+    grpc::ClientContext ctx2;
+    r.set_name("model-404");
+    ASSERT_TRUE(oip->ModelReady(&ctx2, r, &ready).ok());
+    EXPECT_FALSE(ready.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest r;
+    r.set_name(model);
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(oip->ModelMetadata(&ctx, r, &meta).ok());
+    ASSERT_EQ(meta.inputs_size(), 1);
+    EXPECT_EQ(meta.inputs(0).datatype(), "FP32");
+    EXPECT_EQ(meta.inputs(0).shape(1), 4);
+    ASSERT_EQ(meta.outputs_size(), 2);
+    EXPECT_EQ(meta.outputs(0).name(), "probabilities");
+    EXPECT_EQ(meta.outputs(0).shape(1), 3);
+    EXPECT_EQ(meta.outputs(1).name(), "label");
+    EXPECT_EQ(meta.outputs(1).datatype(), "INT64");
+  }
+  const std::vector<float> rows = {5.1f, 3.5f, 1.4f, 0.2f, 6.7f, 3.0f, 5.2f, 2.3f};
+  v1::PredictResponse expected;
+  {
+    grpc::ClientContext ctx;
+    v1::PredictRequest p;
+    p.set_model_id(model);
+    p.mutable_features()->Add(rows.begin(), rows.end());
+    ASSERT_TRUE(server.stub()->Predict(&ctx, p, &expected).ok());
+  }
+  for (bool raw : {false, true}) {
+    SCOPED_TRACE(raw ? "raw_input_contents" : "typed contents");
+    inference::ModelInferRequest r;
+    r.set_model_name(model);
+    r.set_id("req-1");
+    auto* in = r.add_inputs();
+    in->set_name("input");
+    in->set_datatype("FP32");
+    in->add_shape(2);
+    in->add_shape(4);
+    if (raw) {
+      r.add_raw_input_contents(
+          std::string(reinterpret_cast<const char*>(rows.data()), rows.size() * 4));
+    } else {
+      in->mutable_contents()->mutable_fp32_contents()->Add(rows.begin(), rows.end());
+    }
+    inference::ModelInferResponse out;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(oip->ModelInfer(&ctx, r, &out).ok());
+    EXPECT_EQ(out.id(), "req-1");
+    ASSERT_EQ(out.outputs_size(), 2);
+    EXPECT_EQ(out.outputs(0).shape(0), 2);
+    EXPECT_EQ(out.outputs(0).shape(1), 3);
+    std::vector<float> p(6);
+    std::vector<int64_t> labels(2);
+    if (raw) {
+      ASSERT_EQ(out.raw_output_contents_size(), 2);
+      std::memcpy(p.data(), out.raw_output_contents(0).data(), 24);
+      std::memcpy(labels.data(), out.raw_output_contents(1).data(), 16);
+    } else {
+      for (int i = 0; i < 6; ++i) p[i] = out.outputs(0).contents().fp32_contents(i);
+      for (int i = 0; i < 2; ++i) labels[i] = out.outputs(1).contents().int64_contents(i);
+    }
+    for (int i = 0; i < 6; ++i) EXPECT_NEAR(p[i], expected.probabilities(i), 1e-6);
+    EXPECT_EQ(labels[0], 0);
+    EXPECT_EQ(labels[1], 2);
+  }
+  inference::ModelInferRequest bad;
+  bad.set_model_name(model);
+  auto* in = bad.add_inputs();
+  in->set_datatype("FP32");
+  in->add_shape(2);
+  in->add_shape(4);
+  in->mutable_contents()->add_fp32_contents(1);
+  inference::ModelInferResponse out;
+  grpc::ClientContext ctx;
+  const grpc::Status st = oip->ModelInfer(&ctx, bad, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("inputs[0]"), std::string::npos) << st.error_message();
+}
 
 TEST(Server, GangSchedulingRunsJobsInTurnAndWaitsForEnoughWorkers) {
   TempDir dir;

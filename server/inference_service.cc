@@ -1,0 +1,173 @@
+#include "server/inference_service.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_services.h"
+
+namespace logit {
+
+namespace {
+
+grpc::Status Invalid(const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
+}
+
+}  // namespace
+
+grpc::Status InferenceServiceImpl::ServerLive(grpc::ServerContext*,
+                                              const inference::ServerLiveRequest*,
+                                              inference::ServerLiveResponse* resp) {
+  resp->set_live(true);
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceServiceImpl::ServerReady(grpc::ServerContext*,
+                                               const inference::ServerReadyRequest*,
+                                               inference::ServerReadyResponse* resp) {
+  resp->set_ready(true);
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceServiceImpl::ModelReady(grpc::ServerContext*,
+                                              const inference::ModelReadyRequest* req,
+                                              inference::ModelReadyResponse* resp) {
+  resp->set_ready(c_->GetModel(req->name()).ok());
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceServiceImpl::ServerMetadata(grpc::ServerContext*,
+                                                  const inference::ServerMetadataRequest*,
+                                                  inference::ServerMetadataResponse* resp) {
+  resp->set_name("logit");
+  resp->set_version("0.1.0");
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext*,
+                                                 const inference::ModelMetadataRequest* req,
+                                                 inference::ModelMetadataResponse* resp) {
+  auto rec = c_->GetModel(req->name());
+  if (!rec.ok()) return ToGrpcStatus(rec.status());
+  resp->set_name(req->name());
+  resp->add_versions("1");
+  resp->set_platform("logit");
+  auto* in = resp->add_inputs();
+  in->set_name("input");
+  in->set_datatype("FP32");
+  in->add_shape(-1);
+  in->add_shape(rec->info.num_features());
+  auto* p = resp->add_outputs();
+  p->set_name("probabilities");
+  p->set_datatype("FP32");
+  p->add_shape(-1);
+  p->add_shape(rec->info.num_classes());
+  auto* l = resp->add_outputs();
+  l->set_name("label");
+  l->set_datatype("INT64");
+  l->add_shape(-1);
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext*,
+                                              const inference::ModelInferRequest* req,
+                                              inference::ModelInferResponse* resp) {
+  if (req->inputs_size() != 1) {
+    return Invalid(absl::StrCat("inputs: expected one FP32 tensor [N, d], got ", req->inputs_size(),
+                                " tensors"));
+  }
+  const auto& input = req->inputs(0);
+  const bool fp64 = input.datatype() == "FP64";
+  if (input.datatype() != "FP32" && !fp64) {
+    return Invalid(absl::StrCat("inputs[0].datatype: '", input.datatype(), "' is not FP32"));
+  }
+  if (input.shape_size() != 2 && input.shape_size() != 1) {
+    return Invalid("inputs[0].shape: expected [N, d]");
+  }
+  int64_t count = 1;
+  for (int64_t s : input.shape()) {
+    if (s < 0) return Invalid("inputs[0].shape: dimensions must be >= 0");
+    count *= s;
+  }
+  v1::PredictRequest preq;
+  preq.set_model_id(req->model_name());
+  auto* x = preq.mutable_features();
+  if (req->raw_input_contents_size() > 0) {
+    const std::string& raw = req->raw_input_contents(0);
+    const size_t width = fp64 ? 8 : 4;
+    if (raw.size() != static_cast<size_t>(count) * width) {
+      return Invalid(absl::StrCat("raw_input_contents[0]: ", raw.size(), " bytes, shape needs ",
+                                  count * width));
+    }
+    x->Resize(static_cast<int>(count), 0.0f);
+    for (int64_t i = 0; i < count; ++i) {
+      if (fp64) {
+        double v;
+        std::memcpy(&v, raw.data() + 8 * i, 8);
+        x->Set(static_cast<int>(i), static_cast<float>(v));
+      } else {
+        float v;
+        std::memcpy(&v, raw.data() + 4 * i, 4);
+        x->Set(static_cast<int>(i), v);
+      }
+    }
+  } else {
+    const auto& c = input.contents();
+    const int64_t have = fp64 ? c.fp64_contents_size() : c.fp32_contents_size();
+    if (have != count) {
+      return Invalid(absl::StrCat("inputs[0].contents: ", have, " values, shape needs ", count));
+    }
+    if (fp64) {
+      for (double v : c.fp64_contents()) x->Add(static_cast<float>(v));
+    } else {
+      *x = c.fp32_contents();
+    }
+  }
+  auto pred = c_->Predict(preq);
+  if (!pred.ok()) return ToGrpcStatus(pred.status());
+  const int64_t n = pred->labels_size(), k = pred->num_classes();
+  bool want_p = req->outputs_size() == 0, want_l = req->outputs_size() == 0;
+  for (const auto& o : req->outputs()) {
+    if (o.name() == "probabilities") {
+      want_p = true;
+    } else if (o.name() == "label") {
+      want_l = true;
+    } else {
+      return Invalid(absl::StrCat("outputs: unknown output '", o.name(),
+                                  "' (the model has probabilities and label)"));
+    }
+  }
+  const bool raw = req->raw_input_contents_size() > 0;
+  resp->set_model_name(req->model_name());
+  resp->set_model_version("1");
+  resp->set_id(req->id());
+  if (want_p) {
+    auto* t = resp->add_outputs();
+    t->set_name("probabilities");
+    t->set_datatype("FP32");
+    t->add_shape(n);
+    t->add_shape(k);
+    if (raw) {
+      resp->add_raw_output_contents(
+          std::string(reinterpret_cast<const char*>(pred->probabilities().data()),
+                      sizeof(float) * pred->probabilities_size()));
+    } else {
+      *t->mutable_contents()->mutable_fp32_contents() = pred->probabilities();
+    }
+  }
+  if (want_l) {
+    auto* t = resp->add_outputs();
+    t->set_name("label");
+    t->set_datatype("INT64");
+    t->add_shape(n);
+    if (raw) {
+      resp->add_raw_output_contents(
+          std::string(reinterpret_cast<const char*>(pred->labels().data()), sizeof(int64_t) * n));
+    } else {
+      *t->mutable_contents()->mutable_int64_contents() = pred->labels();
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace logit

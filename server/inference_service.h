@@ -1,0 +1,33 @@
+// The Open Inference Protocol v2 (KServe / Triton) on top of the coordinator's models:
+// translates protocol tensors to Coordinator::Predict and back.
+#ifndef LOGIT_SERVER_INFERENCE_SERVICE_H_
+#define LOGIT_SERVER_INFERENCE_SERVICE_H_
+
+#include "inference/grpc_predict_v2.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace logit {
+
+class InferenceServiceImpl final : public inference::GRPCInferenceService::Service {
+ public:
+  explicit InferenceServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  grpc::Status ServerLive(grpc::ServerContext*, const inference::ServerLiveRequest*,
+                          inference::ServerLiveResponse*) override;
+  grpc::Status ServerReady(grpc::ServerContext*, const inference::ServerReadyRequest*,
+                           inference::ServerReadyResponse*) override;
+  grpc::Status ModelReady(grpc::ServerContext*, const inference::ModelReadyRequest*,
+                          inference::ModelReadyResponse*) override;
+  grpc::Status ServerMetadata(grpc::ServerContext*, const inference::ServerMetadataRequest*,
+                              inference::ServerMetadataResponse*) override;
+  grpc::Status ModelMetadata(grpc::ServerContext*, const inference::ModelMetadataRequest*,
+                             inference::ModelMetadataResponse*) override;
+  grpc::Status ModelInfer(grpc::ServerContext*, const inference::ModelInferRequest*,
+                          inference::ModelInferResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+}  // namespace logit
+
+#endif  // LOGIT_SERVER_INFERENCE_SERVICE_H_

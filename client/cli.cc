@@ -246,10 +246,13 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   upload->footer("Example:\n  logit upload iris.csv    # prints dataset:dataset-N for --data");
   CLI::App* model = app.add_subcommand("model", "trained models on the server");
   model->require_subcommand(1);
-  CLI::App* model_get = model->add_subcommand("get", "download a model (.npz)");
+  CLI::App* model_get =
+      model->add_subcommand("get", "download a model (.npz, .safetensors or .onnx)");
   model_get->add_option("MODEL", model_arg, "model id")->required();
-  model_get->add_option("FILE", model_file_arg, "output file (.npz)")->required();
-  model_get->footer("Example:\n  logit model get model-1 iris.npz");
+  model_get->add_option("FILE", model_file_arg, "output file; the extension picks the format")
+      ->required();
+  model_get->footer(
+      "Examples:\n  logit model get model-1 iris.npz\n  logit model get model-1 iris.onnx");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -331,10 +331,10 @@ int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out
 int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::string& file,
                 std::ostream& out, std::ostream& err) {
   if (!NeedServer(o, "model get", err)) return kExitUsage;
-  const bool convert = absl::EndsWith(file, ".safetensors");
+  const bool convert = absl::EndsWith(file, ".safetensors") || absl::EndsWith(file, ".onnx");
   if (!absl::EndsWith(file, ".npz") && !convert) {
     err << "logit model get: FILE: '" << file
-        << "': write .npz or .safetensors (.onnx export is not built yet)\n";
+        << "': the extension picks the format: .npz, .safetensors or .onnx\n";
     return kExitUsage;
   }
   grpc::ClientContext ctx;

@@ -2,6 +2,7 @@
 
 #include <zip.h>
 
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "onnx/onnx_pb.h"
 #include "worker/data/npy.h"
 
 namespace logit {
@@ -100,6 +102,90 @@ absl::StatusOr<LinearModel> LoadSafetensors(const std::string& path) {
   m.weights = std::move(*w);
   m.bias = std::move(*b);
   return m;
+}
+
+// ONNX: input "input" float [N, d]; Gemm with the W and b initializers; Softmax (K > 2) or
+// Sigmoid with [1 - s, s] (binary) gives "probabilities" [N, K]; ArgMax gives "label" int64 [N].
+// The classes come from libonnx_proto (the library LibTorch loads too), not a second copy.
+absl::Status SaveOnnx(const LinearModel& m, const std::string& path, const std::string& summary) {
+  const int64_t d = m.num_features, c = m.OutputColumns(), k = m.num_classes;
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.set_producer_name("logit");
+  model.set_producer_version("0.1.0");
+  auto* opset = model.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(13);
+  auto meta = [&](const std::string& key, const std::string& value) {
+    auto* p = model.add_metadata_props();
+    p->set_key(key);
+    p->set_value(value);
+  };
+  meta("classes", std::to_string(k));
+  meta("n_features", std::to_string(d));
+  if (!summary.empty()) meta("summary_json", summary);
+  onnx::GraphProto* g = model.mutable_graph();
+  g->set_name("logistic_regression");
+  auto tensor = [&](const std::string& name, const std::vector<int64_t>& dims,
+                    const std::vector<float>& values) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t dim : dims) t->add_dims(dim);
+    t->set_raw_data(
+        std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  };
+  tensor("W", {d, c}, m.weights);
+  tensor("b", {c}, m.bias);
+  auto value_info = [](onnx::ValueInfoProto* v, const std::string& name, int elem,
+                       const std::vector<std::string>& dims) {
+    v->set_name(name);
+    auto* tt = v->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(elem);
+    for (const std::string& dim : dims) {
+      auto* dd = tt->mutable_shape()->add_dim();
+      if (!dim.empty() && std::isdigit(static_cast<unsigned char>(dim[0]))) {
+        dd->set_dim_value(std::stoll(dim));
+      } else {
+        dd->set_dim_param(dim);
+      }
+    }
+  };
+  value_info(g->add_input(), "input", onnx::TensorProto::FLOAT, {"N", std::to_string(d)});
+  value_info(g->add_output(), "probabilities", onnx::TensorProto::FLOAT, {"N", std::to_string(k)});
+  value_info(g->add_output(), "label", onnx::TensorProto::INT64, {"N"});
+  auto node = [&](const std::string& op, const std::vector<std::string>& in,
+                  const std::vector<std::string>& out) {
+    auto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(op + "_" + out[0]);
+    for (const auto& i : in) n->add_input(i);
+    for (const auto& o : out) n->add_output(o);
+    return n;
+  };
+  auto int_attr = [](onnx::NodeProto* n, const std::string& name, int64_t v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(v);
+  };
+  node("Gemm", {"input", "W", "b"}, {"logits"});
+  if (m.IsBinary()) {
+    tensor("one", {1}, {1.0f});
+    node("Sigmoid", {"logits"}, {"p1"});
+    node("Sub", {"one", "p1"}, {"p0"});
+    int_attr(node("Concat", {"p0", "p1"}, {"probabilities"}), "axis", 1);
+  } else {
+    int_attr(node("Softmax", {"logits"}, {"probabilities"}), "axis", 1);
+  }
+  auto* argmax = node("ArgMax", {"probabilities"}, {"label"});
+  int_attr(argmax, "axis", 1);
+  int_attr(argmax, "keepdims", 0);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out || !model.SerializeToOstream(&out)) {
+    return absl::InternalError(absl::StrCat("save_model: cannot write ", path));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::string& summary) {
@@ -235,8 +321,10 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
                        const std::string& summary_json) {
   if (absl::EndsWith(path, ".npz")) return SaveNpz(model, path, summary_json);
   if (absl::EndsWith(path, ".safetensors")) return SaveSafetensors(model, path, summary_json);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "save_model: unsupported model file extension in '", path, "' (use .npz or .safetensors)"));
+  if (absl::EndsWith(path, ".onnx")) return SaveOnnx(model, path, summary_json);
+  return absl::InvalidArgumentError(
+      absl::StrCat("save_model: unsupported model file extension in '", path,
+                   "' (use .npz, .safetensors or .onnx)"));
 }
 
 absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {

@@ -1,11 +1,15 @@
 #include "worker/model_io.h"
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
+#include "worker/data/npy.h"
+#include "worker/kernel/trainer.h"
 
 namespace logit {
 namespace {
@@ -106,6 +110,43 @@ TEST(ModelIo, SafetensorsRoundTripsWithThePublicLayout) {
   const std::string bad =
       dir.Write("bad.safetensors", std::string("\xff\xff\xff\xff\0\0\0\0{}", 10));
   EXPECT_FALSE(LoadModel(bad).ok());
+}
+
+TEST(ModelIo, OnnxPassesTheCheckerAndReproducesTheProbabilities) {
+  TempDir dir;
+  for (int64_t classes : {2, 4}) {
+    SCOPED_TRACE(classes);
+    LinearModel m;
+    m.num_features = 5;
+    m.num_classes = classes;
+    const int64_t c = m.OutputColumns();
+    for (int64_t i = 0; i < 5 * c; ++i)
+      m.weights.push_back(0.3f * static_cast<float>(i % 7) - 0.9f);
+    for (int64_t i = 0; i < c; ++i) m.bias.push_back(0.1f * static_cast<float>(i) - 0.2f);
+    const std::string path = dir.Path("m" + std::to_string(classes) + ".onnx");
+    ASSERT_TRUE(SaveModel(m, path, "{}").ok());
+    Dataset x;
+    x.source = "rows";
+    x.storage = FeatureStorage::kDenseFloat32;
+    x.num_rows = 6;
+    x.total_rows = 6;
+    x.num_features = 5;
+    for (int i = 0; i < 30; ++i) x.dense_f32.push_back(static_cast<float>((i * 7) % 11) / 5 - 1);
+    auto proba = PredictProba(m, x);
+    ASSERT_TRUE(proba.ok());
+    const std::string in = dir.Write("x.npy", EncodeNpy("<f4", {6, 5}, x.dense_f32.data(), 120));
+    const std::string expected =
+        dir.Write("p.npy", EncodeNpy("<f4", {6, classes}, proba->data(), proba->size() * 4));
+    const std::string cmd = "/usr/bin/python3 " + ::logit::testing::TestData("check_onnx.py") +
+                            " " + path + " " + in + " " + expected + " > " + dir.Path("onnx.out") +
+                            " 2>&1";
+    const int st = std::system(cmd.c_str());
+    const int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (code == 77) GTEST_SKIP() << "python3-onnx is not installed";
+    std::ifstream log(dir.Path("onnx.out"));
+    std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(code, 0) << text;
+  }
 }
 
 }  // namespace

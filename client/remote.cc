@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <mutex>
 #include <ostream>
 
 #include "absl/strings/match.h"
@@ -22,6 +23,11 @@ namespace logit {
 namespace {
 
 constexpr size_t kChunkBytes = 1 << 20;
+
+// The watch being followed, for DetachFollow (Ctrl-C).
+std::mutex g_follow_mu;
+grpc::ClientContext* g_follow_ctx = nullptr;
+bool g_detached = false;
 
 bool Unreachable(const grpc::Status& st) {
   return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -67,6 +73,12 @@ std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
 int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std::string& job_id,
               int64_t from, std::ostream& out, std::ostream& err) {
   grpc::ClientContext ctx;
+  // Ctrl-C detaches (see DetachFollow): the watch is cancelled, the job keeps running.
+  {
+    std::lock_guard<std::mutex> lock(g_follow_mu);
+    g_follow_ctx = &ctx;
+    g_detached = false;
+  }
   v1::WatchJobRequest wr;
   wr.set_job_id(job_id);
   wr.set_from_sequence(from);
@@ -74,8 +86,16 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   v1::JobEvent ev;
   v1::Job final_job;
   final_job.set_id(job_id);
+  bool bar_open = false;
+  double epoch_seconds = 0;
+  int64_t epochs_seen = 0;
+  auto close_bar = [&] {
+    if (bar_open) out << "\n";
+    bar_open = false;
+  };
   while (reader->Read(&ev)) {
     if (ev.has_state_change() && !o.json) {
+      close_bar();
       out << "[" << job_id << "] " << StateName(ev.state_change().state()) << ": "
           << ev.state_change().reason() << std::endl;
     }
@@ -90,9 +110,46 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
         r.val_accuracy = m.val_accuracy();
       }
       r.seconds = m.seconds();
-      out << EpochLine(r, m.total_epochs()) << std::endl;
+      if (!o.tty) {
+        out << EpochLine(r, m.total_epochs()) << std::endl;
+        continue;
+      }
+      // One line redrawn in place: epoch i/N, a bar, loss, validation, throughput, ETA.
+      ++epochs_seen;
+      epoch_seconds += m.seconds();
+      const int64_t total = std::max<int64_t>(1, m.total_epochs());
+      const int width = 24;
+      const int filled = static_cast<int>(width * std::min<int64_t>(m.epoch(), total) / total);
+      std::string bar(filled, '#');
+      bar.resize(width, '.');
+      const double eta = epoch_seconds / epochs_seen * static_cast<double>(total - m.epoch());
+      out << "\r\033[K"
+          << "epoch " << m.epoch() << "/" << total << " [" << bar << "] loss "
+          << Fixed(m.train_loss(), 4);
+      if (m.has_validation()) {
+        out << "  val_loss " << Fixed(m.val_loss(), 4) << "  val_acc "
+            << Fixed(100 * m.val_accuracy(), 2) << "%";
+      }
+      if (m.samples_per_second() > 0) {
+        out << "  " << static_cast<int64_t>(m.samples_per_second()) << " samples/s";
+      }
+      out << "  ETA " << Fixed(eta, 1) << "s" << std::flush;
+      bar_open = true;
     }
     if (ev.has_job()) final_job = ev.job();
+  }
+  close_bar();
+  bool detached = false;
+  {
+    std::lock_guard<std::mutex> lock(g_follow_mu);
+    g_follow_ctx = nullptr;
+    detached = g_detached;
+  }
+  if (detached) {
+    reader->Finish();
+    err << "detached from " << job_id << "; it keeps running. Re-attach with: logit watch "
+        << job_id << "\n";
+    return kExitOk;
   }
   grpc::Status st = reader->Finish();
   if (!st.ok()) {
@@ -130,6 +187,14 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
 }
 
 }  // namespace
+
+bool DetachFollow() {
+  std::lock_guard<std::mutex> lock(g_follow_mu);
+  if (g_follow_ctx == nullptr) return false;
+  g_detached = true;
+  g_follow_ctx->TryCancel();
+  return true;
+}
 
 int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
                    std::ostream& err) {

@@ -16,12 +16,17 @@ struct RemoteOptions {
   std::string server;   // HOST:PORT
   bool json = false;    // -o json
   bool detach = false;  // print the job id only
+  bool tty = false;     // stdout is a terminal: draw a progress bar
 };
 
 // `logit train` against a server: local data files are uploaded first; then the job is
 // submitted and followed. Returns the CLI exit code.
 int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& options, std::ostream& out,
                    std::ostream& err);
+
+// Ctrl-C while a job is followed: stops following (the job keeps running) and returns true;
+// false when nothing is followed.
+bool DetachFollow();
 
 // The other server subcommands; each returns the CLI exit code (3: server unreachable).
 int RunJobs(const RemoteOptions& options, const std::string& state, int limit, std::ostream& out,
@@ -34,8 +39,8 @@ int RunCancel(const RemoteOptions& options, const std::string& job_id, std::ostr
               std::ostream& err);
 int RunUpload(const RemoteOptions& options, const std::string& file, std::ostream& out,
               std::ostream& err);
-int RunModelGet(const RemoteOptions& options, const std::string& model_id,
-                const std::string& file, std::ostream& out, std::ostream& err);
+int RunModelGet(const RemoteOptions& options, const std::string& model_id, const std::string& file,
+                std::ostream& out, std::ostream& err);
 
 // Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
 // requests of about 3 MiB. Unavailable when the server cannot be reached.

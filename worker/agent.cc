@@ -210,6 +210,7 @@ class Agent {
         m->set_val_accuracy(e.val_accuracy);
       }
       m->set_seconds(e.seconds);
+      if (e.seconds > 0) m->set_samples_per_second(static_cast<double>(e.samples) / e.seconds);
       Report(a, std::move(req));
     };
     auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_);

@@ -8,11 +8,13 @@
 
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
 
 namespace logit {
 namespace {
 
+using ::logit::testing::Subprocess;
 using ::logit::testing::TempDir;
 using ::logit::testing::TestData;
 
@@ -221,6 +223,36 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   CliRun missing = Logit(dir, srv + "status job-404");
   EXPECT_EQ(missing.code, 2);
   EXPECT_NE(missing.err.find("job-404"), std::string::npos);
+
+  // A terminal gets a progress bar redrawn in place; a pipe gets plain lines (checked above).
+  EXPECT_EQ(table.out.find('\r'), std::string::npos);
+  const std::string pty_cmd = "script -qc '" + std::string(std::getenv("LOGIT_CLI")) + " " + srv +
+                              "train --label-column target --optimizer adam --epochs 4 --data " +
+                              dataset + "' /dev/null > " + dir.Path("pty.out") + " 2>&1";
+  ASSERT_EQ(std::system(pty_cmd.c_str()), 0);
+  const std::string pty = Slurp(dir.Path("pty.out"));
+  EXPECT_NE(pty.find("\r\033[Kepoch 4/4 [########################]"), std::string::npos) << pty;
+  EXPECT_NE(pty.find("samples/s"), std::string::npos) << pty;
+
+  // Ctrl-C detaches: the CLI exits 0 saying how to re-attach; the job keeps running.
+  {
+    Subprocess follow({std::getenv("LOGIT_CLI"), "--server", address, "train", "--label-column",
+                       "target", "--optimizer", "sgd", "--epochs", "1000000", "--data", dataset},
+                      dir.Path("follow.out"), dir.Path("follow.err"));
+    for (int i = 0; i < 300 && follow.out().find("epoch 2/") == std::string::npos; ++i) {
+      usleep(20000);
+    }
+    follow.Kill(SIGINT);
+    ASSERT_TRUE(follow.Wait(std::chrono::seconds(10)));
+    EXPECT_EQ(follow.exit_code(), 0) << follow.err();
+    const std::string ferr = follow.err();
+    EXPECT_NE(ferr.find("Re-attach with: logit watch job-"), std::string::npos) << ferr;
+    const std::string running = ferr.substr(ferr.rfind("job-"));
+    const std::string id = running.substr(0, running.find_first_of(" \n;"));
+    CliRun st = Logit(dir, srv + "status " + id);
+    EXPECT_NE(st.out.find("RUNNING"), std::string::npos) << st.out;
+    EXPECT_EQ(Logit(dir, srv + "cancel " + id).code, 0);
+  }
 
   kill(server_pid, SIGTERM);
   for (int i = 0; i < 500 && kill(server_pid, 0) == 0; ++i) usleep(20000);

@@ -323,6 +323,10 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       if (d != nullptr && local.ok()) local = CheckLabels(*d, classes);
     }
     const int64_t nf = facts[0].item<int64_t>();
+    at::Tensor rows_t = at::full({1}, train.num_rows, at::kLong);
+    st = AllReduce(coll, rows_t, false);
+    if (!st.ok()) return st;
+    const int64_t global_rows = rows_t.item<int64_t>();
     if (local.ok() && nf != train.num_features && train.storage != FeatureStorage::kSparseCsr) {
       local = absl::InvalidArgumentError(absl::StrCat(train.source, ": has ", train.num_features,
                                                       " features, another shard has ", nf));
@@ -373,6 +377,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
         rec.val_accuracy = vs->accuracy;
       }
       rec.seconds = Seconds(epoch_start);
+      rec.samples = global_rows;
       result.history.push_back(rec);
       if (on_epoch) on_epoch(rec);
       return absl::OkStatus();
@@ -410,6 +415,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
                                     rec.train_loss = v.loss;
                                     rec.objective = f;
                                     rec.seconds = Seconds(epoch_start);
+                                    rec.samples = global_rows;
                                     epoch_start = Clock::now();
                                     result.history.push_back(rec);
                                     if (on_epoch) on_epoch(rec);

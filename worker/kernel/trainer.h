@@ -29,6 +29,7 @@ struct EpochRecord {
   double val_loss = std::numeric_limits<double>::quiet_NaN();      // NaN without validation
   double val_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN without validation
   double seconds = 0;                                              // wall time of the epoch
+  int64_t samples = 0;  // training rows processed in the epoch, over all ranks
 };
 
 struct TrainResult {

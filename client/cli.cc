@@ -13,11 +13,13 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/job_file.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
 #include "worker/job.h"
 #include "worker/job_cli.h"
 #include "worker/model_io.h"
+#include "worker/spec.h"
 
 namespace logit {
 
@@ -208,6 +210,9 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json");
   train->add_flag("--local", tf.local, "train in this process, without a server");
   train->add_flag("--detach", tf.detach, "submit, print the job id and return");
+  std::string job_file;
+  train->add_option("-f,--file", job_file,
+                    "job spec file (.yaml/.json, JobSpec fields); flags given too override it");
   AddJobFlags(train, &tf);
 
   PredictFlags pf;
@@ -254,6 +259,17 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->required();
   model_get->footer(
       "Examples:\n  logit model get model-1 iris.npz\n  logit model get model-1 iris.onnx");
+  // A job file fills the training flags first; flags on the command line then override it.
+  for (int i = 1; i + 1 < argc; ++i) {
+    const std::string a = argv[i];
+    if (a != "-f" && a != "--file") continue;
+    auto spec = LoadJobFile(argv[i + 1]);
+    if (!spec.ok()) {
+      err << "logit train: " << FlagMessage(spec.status()) << "\n";
+      return kExitUsage;
+    }
+    static_cast<JobFlags&>(tf) = JobFlagsFromSpec(*spec);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

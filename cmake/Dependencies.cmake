@@ -24,6 +24,7 @@ pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
 # ONNX export uses libonnx-dev's generated classes from libonnx_proto (LibTorch loads the same
 # library); compiling a second copy of onnx.proto would collide in the protobuf registry.
 find_package(ONNX CONFIG REQUIRED)
+find_package(yaml-cpp REQUIRED)
 
 # A header-only interface target that carries LibTorch's include dirs, libs and defines
 # (USE_C10D_GLOO among them). Only the few kernel sources link it.

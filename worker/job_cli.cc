@@ -12,7 +12,7 @@
 namespace logit {
 
 void AddJobFlags(CLI::App* app, JobFlags* f) {
-  app->add_option("--data", f->data, "training data file")->required();
+  app->add_option("--data", f->data, "training data file (or dataset:ID / server:PATH)");
   app->add_option("--labels", f->labels, "label file (.npy / IDX data)");
   app->add_option("--format", f->format, "csv|libsvm|npy|idx (default: from the file name)");
   app->add_option("--label-column", f->label_column,

@@ -136,6 +136,32 @@ TEST(CliHelp, EverySubcommandHasHelpWithExamples) {
   }
 }
 
+TEST(CliJobFile, YamlAndJsonSpecsWithFlagOverrides) {
+  TempDir dir;
+  const std::string yaml = dir.Write("job.yaml", "data: " + TestData("iris.csv") +
+                                                     "\nlabel_column: target\noptimizer: adam\n"
+                                                     "lr: 0.05\nepochs: 3\nbatch_size: 16\n");
+  CliRun r = Logit(dir, "train --local -f " + yaml);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("epoch 3/3"), std::string::npos) << r.out;
+  CliRun over = Logit(dir, "train --local -f " + yaml + " --epochs 2");
+  EXPECT_NE(over.out.find("epoch 2/2"), std::string::npos) << over.out;
+  const std::string json = dir.Write(
+      "job.json", "{\"data\": \"" + TestData("iris.csv") +
+                      "\", \"labelColumn\": \"target\", \"optimizer\": \"sgd\", \"epochs\": 2}");
+  CliRun j = Logit(dir, "train --local -f " + json);
+  EXPECT_EQ(j.code, 0) << j.err;
+  EXPECT_NE(j.out.find("epoch 2/2"), std::string::npos);
+  const std::string bad = dir.Write("bad.json", "{\"data\": \"x\", \"bogus\": 1}");
+  CliRun b = Logit(dir, "train --local -f " + bad);
+  EXPECT_EQ(b.code, 2);
+  EXPECT_NE(b.err.find("bogus"), std::string::npos) << b.err;
+  const std::string broken = dir.Write("broken.yaml", "data: [1,\n");
+  CliRun y = Logit(dir, "train --local -f " + broken);
+  EXPECT_EQ(y.code, 2);
+  EXPECT_NE(y.err.find("broken.yaml:2"), std::string::npos) << y.err;
+}
+
 // The CLI against a real logit-server with two local workers: upload, train, follow, predict.
 TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   TempDir dir;

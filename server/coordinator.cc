@@ -437,6 +437,7 @@ absl::Status Coordinator::DeleteModel(const std::string& model_id) {
 }
 
 absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictRequest& request) {
+  const auto start = Clock::now();
   std::shared_ptr<const LinearModel> model;
   std::string path;
   {
@@ -479,6 +480,8 @@ absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictReques
     const float* p = proba->data() + i * k;
     resp.add_labels(std::max_element(p, p + k) - p);
   }
+  resp.set_server_nanos(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
   return resp;
 }
 

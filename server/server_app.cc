@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <memory>
 #include <ostream>
@@ -29,6 +30,7 @@ struct ServerFlags {
   double worker_timeout_s = 10;
   int heartbeat_ms = 500;
   double collective_timeout_s = 60;
+  std::string advertise_host;
 };
 
 std::string HostOf(const std::string& address) {
@@ -55,6 +57,9 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->capture_default_str();
   app.add_option("--heartbeat-ms", f.heartbeat_ms, "worker heartbeat period")
       ->capture_default_str();
+  app.add_option("--advertise-host", f.advertise_host,
+                 "host name workers use to reach this server's c10d store (default: the "
+                 "--listen host; this machine's name when listening on 0.0.0.0)");
   app.add_option("--collective-timeout", f.collective_timeout_s,
                  "seconds a rank waits for its peers in a collective")
       ->capture_default_str();
@@ -78,7 +83,14 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CoordinatorConfig cfg;
   cfg.data_dir = f.data_dir;
   cfg.data_root = f.data_root;
-  cfg.store_host = HostOf(f.listen);
+  cfg.store_host = f.advertise_host;
+  if (cfg.store_host.empty()) {
+    const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+    char name[256] = {0};
+    cfg.store_host = (host == "0.0.0.0" || host == "[::]") && gethostname(name, 255) == 0
+                         ? std::string(name)
+                         : HostOf(f.listen);
+  }
   cfg.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
   cfg.worker_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.worker_timeout_s * 1000));
   cfg.collective_timeout =

@@ -1,5 +1,6 @@
 // The coordinator with real worker processes on loopback: jobs, scheduling, events, cancel,
 // datasets, models, predictions, errors, restarts. Each test starts its own logit-server.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
@@ -383,6 +384,33 @@ TEST(Server, OpenInferenceProtocolServesTheModel) {
   const grpc::Status st = oip->ModelInfer(&ctx, bad, &out);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("inputs[0]"), std::string::npos) << st.error_message();
+}
+
+// grpc.health.v1.Health/Check through a generic stub: the request (service "") is empty and
+// a SERVING reply is the bytes 08 01 (field 1 = 1).
+TEST(Server, HealthCheckSaysServing) {
+  TempDir dir;
+  Server server(dir, 0);
+  grpc::GenericStub stub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty;
+  request = grpc::ByteBuffer(&empty, 1);
+  auto call = stub.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", request, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+  cq.Shutdown();
 }
 
 TEST(Server, GangSchedulingRunsJobsInTurnAndWaitsForEnoughWorkers) {

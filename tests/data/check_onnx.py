@@ -2,6 +2,8 @@
 """Checks a logit .onnx model with onnx.checker and evaluates its graph with numpy (Gemm,
 Softmax, Sigmoid, Sub, Concat, ArgMax: the operators logit writes), comparing the outputs with
 expected probabilities.  usage: check_onnx.py MODEL.onnx INPUT.npy EXPECTED_PROBA.npy
+INPUT may also be a CSV with a header (its column named by --drop-column is dropped) and
+EXPECTED a `logit predict` CSV (label,p_0,...,p_K-1).
 Exit 0: valid and equal within 1e-6; 1: mismatch; 77: python3-onnx missing (skip)."""
 import sys
 
@@ -44,8 +46,17 @@ def run(model, x):
 def main():
     model = onnx.load(sys.argv[1])
     onnx.checker.check_model(model, full_check=True)
-    x = np.load(sys.argv[2])
-    expected = np.load(sys.argv[3])
+    drop = sys.argv[5] if len(sys.argv) > 5 and sys.argv[4] == "--drop-column" else None
+    if sys.argv[2].endswith(".csv"):
+        header = open(sys.argv[2]).readline().strip().split(",")
+        keep = [i for i, name in enumerate(header) if name != drop]
+        x = np.loadtxt(sys.argv[2], delimiter=",", skiprows=1, usecols=keep, dtype=np.float32)
+    else:
+        x = np.load(sys.argv[2])
+    if sys.argv[3].endswith(".csv"):
+        expected = np.loadtxt(sys.argv[3], delimiter=",", skiprows=1, dtype=np.float64)[:, 1:]
+    else:
+        expected = np.load(sys.argv[3])
     p, label = run(model, x)
     diff = float(np.abs(p - expected).max())
     print(f"onnx.checker ok; max |p - expected| = {diff:.3g}; outputs "

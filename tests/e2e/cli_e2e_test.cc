@@ -246,6 +246,17 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
                                  TestData("iris.csv") + " --label-column target");
   EXPECT_EQ(local.code, 0);
   EXPECT_EQ(local.out, remote.out);
+  // The third way: the exported ONNX graph, evaluated with numpy after onnx.checker.
+  ASSERT_EQ(Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.onnx")).code, 0);
+  std::ofstream(dir.Path("remote.csv")) << remote.out;
+  const int onnx =
+      std::system(("/usr/bin/python3 " + TestData("check_onnx.py") + " " + dir.Path("m.onnx") +
+                   " " + TestData("iris.csv") + " " + dir.Path("remote.csv") +
+                   " --drop-column target > " + dir.Path("onnx.log") + " 2>&1")
+                      .c_str());
+  if (WEXITSTATUS(onnx) != 77) {  // 77: python3-onnx missing
+    EXPECT_EQ(WEXITSTATUS(onnx), 0) << Slurp(dir.Path("onnx.log"));
+  }
   CliRun missing = Logit(dir, srv + "status job-404");
   EXPECT_EQ(missing.code, 2);
   EXPECT_NE(missing.err.find("job-404"), std::string::npos);

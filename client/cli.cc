@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -33,6 +34,7 @@ struct TrainFlags : JobFlags {
 
 struct PredictFlags {
   std::string model, model_file, input, format, out, labels, label_column;
+  int64_t piece_bytes = int64_t{64} << 20;
 };
 
 struct Globals {
@@ -141,22 +143,14 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     ro.classes = model->num_classes;
   }
   ro.require_labels = false;
-  auto data = ReadDataset(ro);
-  if (!data.ok()) {
-    err << "logit predict: " << data.status().message() << "\n";
-    return kExitJobFailed;
-  }
-  int64_t k = 0;
-  absl::StatusOr<std::vector<float>> proba;
-  if (model) {
-    proba = PredictProba(*model, *data);
-    k = model->num_classes;
-  } else {
-    proba = RemotePredict(g.server, f.model, *data, &k);
-  }
-  if (!proba.ok()) {
-    err << "logit predict: " << proba.status().message() << "\n";
-    return absl::IsUnavailable(proba.status()) ? kExitUnreachable : kExitJobFailed;
+  if (!model) {  // the server's model fixes the feature count (sparse rows may show fewer)
+    auto shape = RemoteModelShape(g.server, f.model);
+    if (!shape.ok()) {
+      err << "logit predict: " << shape.status().message() << "\n";
+      return absl::IsUnavailable(shape.status()) ? kExitUnreachable : kExitJobFailed;
+    }
+    ro.num_features = shape->first;
+    ro.classes = shape->second;
   }
   std::ofstream file;
   if (!f.out.empty()) {
@@ -167,17 +161,49 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     }
   }
   std::ostream& dst = f.out.empty() ? out : file;
-  if (g.output == "json") {
-    for (int64_t i = 0; i < data->num_rows; ++i) {
-      const float* p = proba->data() + i * k;
-      nlohmann::json row = {{"label", std::max_element(p, p + k) - p},
-                            {"probabilities", std::vector<float>(p, p + k)}};
-      dst << row.dump() << "\n";
+  // Large inputs go through in pieces of about --piece-bytes of file (the readers' row shards),
+  // so memory stays bounded whatever the input size.
+  std::error_code ec;
+  const uintmax_t bytes = std::filesystem::file_size(f.input, ec);
+  const uintmax_t piece_bytes = static_cast<uintmax_t>(std::max<int64_t>(1, f.piece_bytes));
+  const int pieces =
+      ec ? 1 : static_cast<int>(std::max<uintmax_t>(1, (bytes + piece_bytes - 1) / piece_bytes));
+  bool header = false;
+  for (int piece = 0; piece < pieces; ++piece) {
+    ro.rank = piece;
+    ro.world = pieces;
+    auto data = ReadDataset(ro);
+    if (!data.ok()) {
+      err << "logit predict: " << data.status().message() << "\n";
+      return kExitJobFailed;
     }
-  } else {
-    dst << "label";
-    for (int64_t j = 0; j < k; ++j) dst << ",p_" << j;
-    dst << "\n" << std::setprecision(9);
+    int64_t k = 0;
+    absl::StatusOr<std::vector<float>> proba;
+    if (model) {
+      proba = PredictProba(*model, *data);
+      k = model->num_classes;
+    } else {
+      proba = RemotePredict(g.server, f.model, *data, &k);
+    }
+    if (!proba.ok()) {
+      err << "logit predict: " << proba.status().message() << "\n";
+      return absl::IsUnavailable(proba.status()) ? kExitUnreachable : kExitJobFailed;
+    }
+    if (g.output == "json") {
+      for (int64_t i = 0; i < data->num_rows; ++i) {
+        const float* p = proba->data() + i * k;
+        nlohmann::json row = {{"label", std::max_element(p, p + k) - p},
+                              {"probabilities", std::vector<float>(p, p + k)}};
+        dst << row.dump() << "\n";
+      }
+      continue;
+    }
+    if (!header) {
+      dst << "label";
+      for (int64_t j = 0; j < k; ++j) dst << ",p_" << j;
+      dst << "\n" << std::setprecision(9);
+      header = true;
+    }
     for (int64_t i = 0; i < data->num_rows; ++i) {
       const float* p = proba->data() + i * k;
       dst << (std::max_element(p, p + k) - p);
@@ -229,6 +255,10 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   predict->add_option("--labels", pf.labels, "label file of .npy / IDX input (optional)");
   predict->add_option("--label-column", pf.label_column, "CSV label column to skip, if present");
   predict->add_option("--out", pf.out, "write predictions to this file");
+  predict
+      ->add_option("--piece-bytes", pf.piece_bytes,
+                   "read the input in pieces of about this many bytes of file")
+      ->capture_default_str();
 
   std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg;
   int jobs_limit = 100;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli.h"
 #include "google/protobuf/util/json_util.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "worker/model_io.h"
@@ -453,6 +454,31 @@ int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::
         << " bytes)\n";
   }
   return kExitOk;
+}
+
+absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& server,
+                                                             const std::string& model_id) {
+  if (server.empty()) {
+    return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
+  }
+  auto stub = inference::GRPCInferenceService::NewStub(
+      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  inference::ModelMetadataRequest req;
+  req.set_name(model_id);
+  inference::ModelMetadataResponse meta;
+  grpc::ClientContext ctx;
+  grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                        Unreachable(st) ? absl::StrCat("cannot reach the server at ", server, ": ",
+                                                       st.error_message())
+                                        : st.error_message());
+  }
+  if (meta.inputs_size() != 1 || meta.inputs(0).shape_size() != 2 || meta.outputs_size() < 1 ||
+      meta.outputs(0).shape_size() != 2) {
+    return absl::InternalError(absl::StrCat("model '", model_id, "': unexpected metadata"));
+  }
+  return std::make_pair(meta.inputs(0).shape(1), meta.outputs(0).shape(1));
 }
 
 absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,

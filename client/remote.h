@@ -42,6 +42,10 @@ int RunUpload(const RemoteOptions& options, const std::string& file, std::ostrea
 int RunModelGet(const RemoteOptions& options, const std::string& model_id, const std::string& file,
                 std::ostream& out, std::ostream& err);
 
+// (features, classes) of a server model, from the inference protocol's ModelMetadata.
+absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& server,
+                                                             const std::string& model_id);
+
 // Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
 // requests of about 3 MiB. Unavailable when the server cannot be reached.
 absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,

@@ -246,6 +246,14 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
                                  TestData("iris.csv") + " --label-column target");
   EXPECT_EQ(local.code, 0);
   EXPECT_EQ(local.out, remote.out);
+  // In pieces (3 here) the output is the same.
+  CliRun pieces = Logit(dir, srv + "predict --model " + model2 + " --piece-bytes 1000 --input " +
+                                 TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(pieces.out, remote.out);
+  CliRun local_pieces =
+      Logit(dir, "predict --piece-bytes 700 --model-file " + dir.Path("m.npz") + " --input " +
+                     TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(local_pieces.out, remote.out);
   // The third way: the exported ONNX graph, evaluated with numpy after onnx.checker.
   ASSERT_EQ(Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.onnx")).code, 0);
   std::ofstream(dir.Path("remote.csv")) << remote.out;

@@ -53,7 +53,7 @@ int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostr
     ro.server = g.server;
     ro.json = g.output == "json";
     ro.detach = f.detach;
-    ro.tty = &out == &std::cout && isatty(STDOUT_FILENO);
+    ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
     return RunRemoteTrain(f, ro, out, err);
   }
   absl::StatusOr<std::pair<DataConfig, TrainOptions>> job = BuildJob(f);
@@ -312,7 +312,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   RemoteOptions ro;
   ro.server = g.server;
   ro.json = g.output == "json";
-  ro.tty = &out == &std::cout && isatty(STDOUT_FILENO);
+  ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
   if (train->parsed()) return RunTrain(tf, g, out, err);
   if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
   if (status->parsed()) return RunStatus(ro, job_arg, out, err);

@@ -37,7 +37,7 @@ bool Unreachable(const grpc::Status& st) {
 
 // Uploads a local file; returns "dataset:ID".
 grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, std::string* ref,
-                    std::ostream& err) {
+                    std::ostream& err, bool tty) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -51,6 +51,8 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
   bool ok = writer->Write(head);
   std::string buf(kChunkBytes, '\0');
   int64_t sent = 0;
+  std::error_code ec;
+  const double total = static_cast<double>(std::filesystem::file_size(path, ec));
   while (ok && in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     const std::streamsize n = in.gcount();
@@ -59,7 +61,15 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
     chunk.set_chunk(buf.data(), static_cast<size_t>(n));
     ok = writer->Write(chunk);
     sent += n;
+    if (tty && total > 0) {  // a progress bar on terminals (stderr)
+      const int width = 24, filled = static_cast<int>(width * sent / total);
+      err << "\r\033[Kuploading " << std::filesystem::path(path).filename().string() << " ["
+          << std::string(filled, '#') << std::string(width - filled, '.') << "] "
+          << Fixed(100.0 * sent / total, 0) << "% of " << Fixed(total / 1048576.0, 1) << " MiB"
+          << std::flush;
+    }
   }
+  if (tty && total > 0) err << "\n";
   writer->WritesDone();
   grpc::Status st = writer->Finish();
   if (!st.ok()) return st;
@@ -69,6 +79,32 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
 }
 
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
+
+// The final metrics of a summary: ROC AUC for binary models, else per-class precision, recall,
+// F1 and support (test metrics when there is a test set, else validation, else training).
+void PrintMetricsTable(const std::string& summary_json, std::ostream& out) {
+  const auto j = nlohmann::json::parse(summary_json, nullptr, false);
+  if (!j.is_object() || !j.contains("metrics")) return;
+  const auto& all = j["metrics"];
+  const char* which = all.contains("test") ? "test" : all.contains("val") ? "val" : "train";
+  if (!all.contains(which)) return;
+  const auto& m = all[which];
+  if (m.contains("roc_auc")) {
+    out << which << ": roc_auc " << Fixed(m["roc_auc"].get<double>(), 4) << "  macro_f1 "
+        << Fixed(m.value("macro_f1", 0.0), 4) << "\n";
+    return;
+  }
+  if (!m.contains("precision")) return;
+  out << which << " metrics:\n  class  precision  recall  f1      support\n";
+  for (size_t k = 0; k < m["precision"].size(); ++k) {
+    out << "  " << std::left << std::setw(7) << k << std::setw(11)
+        << Fixed(m["precision"][k].get<double>(), 4) << std::setw(8)
+        << Fixed(m["recall"][k].get<double>(), 4) << std::setw(8)
+        << Fixed(m["f1"][k].get<double>(), 4) << m["support"][k].get<int64_t>() << "\n";
+  }
+  out << "  macro_f1 " << Fixed(m.value("macro_f1", 0.0), 4) << "  weighted_f1 "
+      << Fixed(m.value("weighted_f1", 0.0), 4) << "\n";
+}
 
 // Prints a job's events from `from` until it finishes; the exit code follows its state.
 int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std::string& job_id,
@@ -179,6 +215,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     if (r.has_test_accuracy()) {
       out << "test: accuracy " << Fixed(100 * r.test_accuracy(), 2) << "%\n";
     }
+    PrintMetricsTable(r.summary_json(), out);
     out << "model " << final_job.model_id() << "\n";
   } else {
     out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
@@ -217,7 +254,7 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
     if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
       continue;
     }
-    grpc::Status st = Upload(stub.get(), *p, p, err);
+    grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
     if (!st.ok()) {
       err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.server, ": ") : "")
           << st.error_message() << "\n";
@@ -384,7 +421,7 @@ int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out
               std::ostream& err) {
   if (!NeedServer(o, "upload", err)) return kExitUsage;
   std::string ref;
-  grpc::Status st = Upload(Connect(o).get(), file, &ref, err);
+  grpc::Status st = Upload(Connect(o).get(), file, &ref, err, o.tty);
   if (!st.ok()) return RpcError(o, "upload", st, err);
   if (o.json) {
     out << nlohmann::json{{"dataset", ref}}.dump() << "\n";

@@ -201,6 +201,7 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   EXPECT_EQ(table.code, 0) << table.err;
   EXPECT_NE(table.out.find("epoch 3/3"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("SUCCEEDED"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("precision  recall"), std::string::npos) << table.out;
 
   CliRun pred = Logit(dir, "--server " + address + " predict --model " + model + " --input " +
                                TestData("iris.csv") + " --label-column target");
@@ -246,6 +247,11 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
                                  TestData("iris.csv") + " --label-column target");
   EXPECT_EQ(local.code, 0);
   EXPECT_EQ(local.out, remote.out);
+  // .safetensors from the server predicts the same locally.
+  ASSERT_EQ(Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.safetensors")).code, 0);
+  CliRun st_local = Logit(dir, "predict --model-file " + dir.Path("m.safetensors") + " --input " +
+                                   TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(st_local.out, remote.out);
   // In pieces (3 here) the output is the same.
   CliRun pieces = Logit(dir, srv + "predict --model " + model2 + " --piece-bytes 1000 --input " +
                                  TestData("iris.csv") + " --label-column target");

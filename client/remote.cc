@@ -80,6 +80,31 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
 
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
 
+// "  loss 0.51  val_loss 0.50  val_acc 83.0%" of an epoch.
+std::string EpochSummary(const v1::EpochMetrics& m) {
+  std::string s = absl::StrCat("  loss ", Fixed(m.train_loss(), 4));
+  if (m.has_validation()) {
+    absl::StrAppend(&s, "  val_loss ", Fixed(m.val_loss(), 4), "  val_acc ",
+                    Fixed(100 * m.val_accuracy(), 2), "%");
+  }
+  return s;
+}
+
+std::string Throughput(double samples_per_second) {
+  if (samples_per_second <= 0) return "";
+  return absl::StrCat("  ", static_cast<int64_t>(samples_per_second), " samples/s");
+}
+
+// Redraws the progress line: "epoch 3/10 [#######.........] <text>".
+void DrawBar(std::ostream& out, int64_t epoch, int64_t total, double fraction,
+             const std::string& text) {
+  const int width = 24;
+  const int filled = static_cast<int>(width * std::min(1.0, std::max(0.0, fraction)));
+  out << "\r\033[K"
+      << "epoch " << epoch << "/" << total << " [" << std::string(filled, '#')
+      << std::string(width - filled, '.') << "] " << text << std::flush;
+}
+
 // The final metrics of a summary: ROC AUC for binary models, else per-class precision, recall,
 // F1 and support (test metrics when there is a test set, else validation, else training).
 void PrintMetricsTable(const std::string& summary_json, std::ostream& out) {
@@ -124,6 +149,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   v1::Job final_job;
   final_job.set_id(job_id);
   bool bar_open = false;
+  std::string last_line;
   double epoch_seconds = 0;
   int64_t epochs_seen = 0;
   auto close_bar = [&] {
@@ -154,23 +180,28 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
       // One line redrawn in place: epoch i/N, a bar, loss, validation, throughput, ETA.
       ++epochs_seen;
       epoch_seconds += m.seconds();
+      last_line = EpochSummary(m);
       const int64_t total = std::max<int64_t>(1, m.total_epochs());
-      const int width = 24;
-      const int filled = static_cast<int>(width * std::min<int64_t>(m.epoch(), total) / total);
-      std::string bar(filled, '#');
-      bar.resize(width, '.');
       const double eta = epoch_seconds / epochs_seen * static_cast<double>(total - m.epoch());
-      out << "\r\033[K"
-          << "epoch " << m.epoch() << "/" << total << " [" << bar << "] loss "
-          << Fixed(m.train_loss(), 4);
-      if (m.has_validation()) {
-        out << "  val_loss " << Fixed(m.val_loss(), 4) << "  val_acc "
-            << Fixed(100 * m.val_accuracy(), 2) << "%";
+      DrawBar(out, m.epoch(), total, static_cast<double>(m.epoch()) / total,
+              last_line + Throughput(m.samples_per_second()) + "  ETA " + Fixed(eta, 1) + "s");
+      bar_open = true;
+    }
+    if (ev.has_progress() && !o.json && o.tty) {
+      // Inside an epoch: the bar advances by steps; the last epoch's figures stay shown.
+      const v1::StepProgress& p = ev.progress();
+      const int64_t total = std::max<int64_t>(1, p.total_epochs());
+      const double done =
+          (static_cast<double>(p.epoch() - 1) +
+           static_cast<double>(p.step()) / std::max<int64_t>(1, p.steps_per_epoch())) /
+          total;
+      std::string eta;
+      if (epochs_seen > 0) {
+        eta = "  ETA " + Fixed(epoch_seconds / epochs_seen * total * (1 - done), 1) + "s";
       }
-      if (m.samples_per_second() > 0) {
-        out << "  " << static_cast<int64_t>(m.samples_per_second()) << " samples/s";
-      }
-      out << "  ETA " << Fixed(eta, 1) << "s" << std::flush;
+      DrawBar(out, p.epoch(), total, done,
+              absl::StrCat("step ", p.step(), "/", p.steps_per_epoch(), last_line,
+                           Throughput(p.samples_per_second()), eta));
       bar_open = true;
     }
     if (ev.has_job()) final_job = ev.job();

@@ -351,6 +351,12 @@ absl::Status Coordinator::WatchJob(const std::string& job_id, int64_t from_seque
                                    const std::function<bool(const v1::JobEvent&)>& send,
                                    const std::function<bool()>& cancelled) {
   size_t next = static_cast<size_t>(std::max<int64_t>(1, from_sequence) - 1);
+  int64_t seen_progress = -1;  // the first live progress is sent; older ones are not replayed
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it != jobs_.end()) seen_progress = it->second.progress_version;
+  }
   while (true) {
     std::vector<v1::JobEvent> batch;
     bool finished = false;
@@ -360,13 +366,23 @@ absl::Status Coordinator::WatchJob(const std::string& job_id, int64_t from_seque
       if (it == jobs_.end()) {
         return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
       }
-      if (next >= it->second.events.size() && !IsFinished(it->second.job.state())) {
+      JobEntry& entry = it->second;
+      if (next >= entry.events.size() && !IsFinished(entry.job.state()) &&
+          entry.progress_version == seen_progress) {
         changed_.wait_for(lock, std::chrono::milliseconds(200));
         if (stopping_) return absl::UnavailableError("the server is shutting down");
       }
-      const auto& events = it->second.events;
-      for (; next < events.size(); ++next) batch.push_back(events[next]);
-      finished = IsFinished(it->second.job.state());
+      for (; next < entry.events.size(); ++next) batch.push_back(entry.events[next]);
+      finished = IsFinished(entry.job.state());
+      if (!finished && entry.progress_version != seen_progress) {
+        seen_progress = entry.progress_version;
+        v1::JobEvent ev;
+        ev.set_job_id(job_id);
+        ev.set_sequence(static_cast<int64_t>(entry.events.size()));
+        *ev.mutable_time() = Now();
+        *ev.mutable_progress() = entry.progress;
+        batch.push_back(std::move(ev));
+      }
     }
     for (const v1::JobEvent& e : batch) {
       if (!send(e)) return absl::CancelledError("the watcher went away");
@@ -537,6 +553,15 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
   }
   JobEntry& entry = it->second;
   const bool current = request.attempt() == entry.job.attempt() && !IsFinished(entry.job.state());
+  if (request.has_progress()) {
+    if (current && request.rank() == 0) {
+      entry.progress = request.progress();
+      ++entry.progress_version;
+      changed_.notify_all();
+    }
+    resp.set_cancel(!current);
+    return resp;
+  }
   if (request.has_epoch()) {
     if (current && request.rank() == 0) {
       v1::JobEvent ev;

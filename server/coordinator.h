@@ -78,6 +78,9 @@ class Coordinator {
     v1::Job job;
     std::vector<v1::JobEvent> events;
     std::vector<bool> rank_done;
+    // The latest in-epoch progress (transient: not stored) and how often it changed.
+    v1::StepProgress progress;
+    int64_t progress_version = 0;
   };
   struct WorkerEntry {
     v1::RegisterWorkerRequest info;

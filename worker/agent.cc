@@ -213,7 +213,30 @@ class Agent {
       if (e.seconds > 0) m->set_samples_per_second(static_cast<double>(e.samples) / e.seconds);
       Report(a, std::move(req));
     };
-    auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_);
+    // Rank 0 reports progress inside epochs about twice a second.
+    auto last_report = std::chrono::steady_clock::now();
+    auto epoch_start = last_report;
+    int64_t current_epoch = 0;
+    auto on_step = [&](int64_t epoch, int64_t step, int64_t steps, int64_t rows_per_step) {
+      if (a.rank() != 0) return;
+      const auto now = std::chrono::steady_clock::now();
+      if (epoch != current_epoch) {
+        current_epoch = epoch;
+        epoch_start = now;
+      }
+      if (now - last_report < std::chrono::milliseconds(500)) return;
+      last_report = now;
+      v1::ReportProgressRequest req;
+      v1::StepProgress* p = req.mutable_progress();
+      p->set_epoch(epoch);
+      p->set_total_epochs(total);
+      p->set_step(step);
+      p->set_steps_per_epoch(steps);
+      const double secs = std::chrono::duration<double>(now - epoch_start).count();
+      if (secs > 0) p->set_samples_per_second(static_cast<double>(step * rows_per_step) / secs);
+      Report(a, std::move(req));
+    };
+    auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_, on_step);
     if (!outcome.ok()) return ReportOutcome(a, outcome.status(), "");
     const std::string summary = SummaryJson(*outcome, opts).dump();
     if (a.rank() == 0) {

@@ -33,7 +33,8 @@ absl::Status ValidateDataConfig(const DataConfig& c) {
 
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
                                           const EpochCallback& on_epoch, Collective* collective,
-                                          const std::atomic<bool>* stop) {
+                                          const std::atomic<bool>* stop,
+                                          const StepCallback& on_step) {
   absl::Status st = ValidateTrainOptions(options);
   if (!st.ok()) return st;
   st = ValidateDataConfig(data);
@@ -98,6 +99,7 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   in.val = has_val ? &val : nullptr;
   in.test = has_test ? &test : nullptr;
   in.stop = stop;
+  in.on_step = on_step;
   auto result = Train(options, in, on_epoch, collective);
   if (!result.ok()) return result.status();
   JobOutcome out;

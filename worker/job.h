@@ -38,7 +38,8 @@ struct JobOutcome {
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
                                           const EpochCallback& on_epoch = {},
                                           Collective* collective = nullptr,
-                                          const std::atomic<bool>* stop = nullptr);
+                                          const std::atomic<bool>* stop = nullptr,
+                                          const StepCallback& on_step = {});
 
 // The training summary: options, history, final metrics (also stored with exported models).
 nlohmann::json SummaryJson(const JobOutcome& outcome, const TrainOptions& options);

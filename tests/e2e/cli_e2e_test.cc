@@ -178,7 +178,7 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   ASSERT_EQ(fscanf(p, "%d", &server_pid), 1);
   pclose(p);
   std::string address;
-  for (int i = 0; i < 300 && address.empty(); ++i) {
+  for (int i = 0; i < 3000 && address.empty(); ++i) {  // up to 60 s: a cold start loads LibTorch
     const std::string out = Slurp(dir.Path("server.out"));
     const size_t at = out.find("listening on ");
     if (at != std::string::npos) address = out.substr(at + 13, out.find(' ', at + 13) - at - 13);
@@ -290,7 +290,7 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
     Subprocess follow({std::getenv("LOGIT_CLI"), "--server", address, "train", "--label-column",
                        "target", "--optimizer", "sgd", "--epochs", "1000000", "--data", dataset},
                       dir.Path("follow.out"), dir.Path("follow.err"));
-    for (int i = 0; i < 300 && follow.out().find("epoch 2/") == std::string::npos; ++i) {
+    for (int i = 0; i < 3000 && follow.out().find("epoch 2/") == std::string::npos; ++i) {
       usleep(20000);
     }
     follow.Kill(SIGINT);

@@ -47,7 +47,7 @@ class Server {
             Binary("LOGIT_WORKER", "logit-worker"), "--data-dir", dir.Path(data_dir_name),
             "--data-root", "/usr/share/datasets", "--worker-timeout", "3", "--heartbeat-ms", "100"},
         out, dir.Path(tag + ".err"));
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    const auto deadline = Clock::now() + std::chrono::seconds(90);
     while (Clock::now() < deadline && address_.empty() && proc_->running()) {
       const std::string text = ReadWholeFile(out);
       const std::string key = "listening on ";
@@ -460,6 +460,26 @@ TEST(Server, CancelsQueuedAndRunningJobsAndFreesTheWorkers) {
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (Clock::now() < deadline && Get(server.stub(), running->id()).last_sequence() < 3) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // A live watcher also gets transient in-epoch progress (about twice a second).
+  {
+    grpc::ClientContext wctx;
+    wctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::WatchJobRequest wreq;
+    wreq.set_job_id(running->id());
+    wreq.set_from_sequence(1);
+    auto reader = server.stub()->WatchJob(&wctx, wreq);
+    v1::JobEvent ev;
+    bool progress = false;
+    while (!progress && reader->Read(&ev)) {
+      if (!ev.has_progress()) continue;
+      progress = true;
+      EXPECT_GT(ev.progress().step(), 0);
+      EXPECT_EQ(ev.progress().steps_per_epoch(), (30000 + 127) / 128);  // per rank: 128 rows
+      EXPECT_GT(ev.progress().samples_per_second(), 0);
+    }
+    EXPECT_TRUE(progress);
+    wctx.TryCancel();
   }
   grpc::ClientContext c2;
   creq.set_job_id(running->id());

@@ -477,6 +477,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
           }
           loss_sum += v->loss;
           ++step_count;
+          if (inputs.on_step) inputs.on_step(epoch, s + 1, steps, options.batch_size);
           if (s + 1 < steps) {  // the next batch's rows load while this step updates
             const size_t nb = std::min<size_t>(order.size(), (s + 1) * local_batch);
             obj.PrefetchBatch(order, nb, std::min<size_t>(order.size(), nb + local_batch));

@@ -54,9 +54,14 @@ struct TrainInputs {
   // Optional stop request (a cancelled job): training returns Cancelled soon after it is set,
   // on every rank together.
   const std::atomic<bool>* stop = nullptr;
+  // Optional: called after every SGD/Adam step with (epoch, step, steps per epoch, rows per
+  // step over all ranks); keep it cheap (the agent throttles what it reports).
+  std::function<void(int64_t, int64_t, int64_t, int64_t)> on_step = {};  // a StepCallback
 };
 
 using EpochCallback = std::function<void(const EpochRecord&)>;
+using StepCallback =
+    std::function<void(int64_t epoch, int64_t step, int64_t steps, int64_t rows_per_step)>;
 
 // Trains with `options`. With a `collective` (one per rank), every shard contributes to global
 // sums through it; without one, the inputs are the whole dataset. Returns InvalidArgument for bad

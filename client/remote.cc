@@ -265,64 +265,6 @@ bool DetachFollow() {
   return true;
 }
 
-int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
-                   std::ostream& err) {
-  if (o.server.empty()) {
-    err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
-    return kExitUsage;
-  }
-  // Flag values are checked here first (a 0 in the JobSpec means "default" on the server).
-  auto built = BuildJob(flags);
-  if (!built.ok()) {
-    err << "logit train: " << FlagMessage(built.status()) << "\n";
-    return kExitUsage;
-  }
-  auto stub = v1::TrainingService::NewStub(
-      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
-  JobFlags f = flags;
-  for (std::string* p :
-       {&f.data, &f.labels, &f.val_data, &f.val_labels, &f.test_data, &f.test_labels}) {
-    if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
-      continue;
-    }
-    grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
-    if (!st.ok()) {
-      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.server, ": ") : "")
-          << st.error_message() << "\n";
-      return Unreachable(st) ? kExitUnreachable : kExitUsage;
-    }
-  }
-  v1::SubmitJobRequest req;
-  *req.mutable_spec() = SpecFromJobFlags(f);
-  v1::Job job;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = stub->SubmitJob(&ctx, req, &job);
-    if (!st.ok()) {
-      if (Unreachable(st)) {
-        err << "logit train: cannot reach the server at " << o.server << ": " << st.error_message()
-            << "\n";
-        return kExitUnreachable;
-      }
-      err << "logit train: " << st.error_message() << "\n";
-      return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
-                     st.error_code() == grpc::StatusCode::NOT_FOUND ||
-                     st.error_code() == grpc::StatusCode::PERMISSION_DENIED
-                 ? kExitUsage
-                 : kExitJobFailed;
-    }
-  }
-  if (o.detach) {
-    out << job.id() << "\n";
-    return kExitOk;
-  }
-  err << "submitted " << job.id()
-      << "; following it (Ctrl-C detaches; re-attach with "
-         "'logit watch "
-      << job.id() << "')\n";
-  return FollowJob(stub.get(), o, job.id(), 1, out, err);
-}
-
 namespace {
 
 std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
@@ -366,6 +308,51 @@ bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
 }
 
 }  // namespace
+
+int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
+                   std::ostream& err) {
+  if (o.server.empty()) {
+    err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
+    return kExitUsage;
+  }
+  // Flag values are checked here first (a 0 in the JobSpec means "default" on the server).
+  auto built = BuildJob(flags);
+  if (!built.ok()) {
+    err << "logit train: " << FlagMessage(built.status()) << "\n";
+    return kExitUsage;
+  }
+  auto stub = Connect(o);
+  JobFlags f = flags;
+  for (std::string* p :
+       {&f.data, &f.labels, &f.val_data, &f.val_labels, &f.test_data, &f.test_labels}) {
+    if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
+      continue;
+    }
+    grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
+    if (!st.ok()) {
+      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.server, ": ") : "")
+          << st.error_message() << "\n";
+      return Unreachable(st) ? kExitUnreachable : kExitUsage;
+    }
+  }
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = SpecFromJobFlags(f);
+  v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->SubmitJob(&ctx, req, &job);
+    if (!st.ok()) return RpcError(o, "train", st, err);
+  }
+  if (o.detach) {
+    out << job.id() << "\n";
+    return kExitOk;
+  }
+  err << "submitted " << job.id()
+      << "; following it (Ctrl-C detaches; re-attach with "
+         "'logit watch "
+      << job.id() << "')\n";
+  return FollowJob(stub.get(), o, job.id(), 1, out, err);
+}
 
 int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::ostream& out,
             std::ostream& err) {

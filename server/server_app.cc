@@ -4,11 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <memory>
 #include <ostream>
-#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -16,6 +14,7 @@
 #include "server/grpc_services.h"
 #include "server/inference_service.h"
 #include "server/worker_pool.h"
+#include "worker/dist/process_group.h"
 
 namespace logit {
 
@@ -86,10 +85,7 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   cfg.store_host = f.advertise_host;
   if (cfg.store_host.empty()) {
     const std::string host = f.listen.substr(0, f.listen.rfind(':'));
-    char name[256] = {0};
-    cfg.store_host = (host == "0.0.0.0" || host == "[::]") && gethostname(name, 255) == 0
-                         ? std::string(name)
-                         : HostOf(f.listen);
+    cfg.store_host = host == "0.0.0.0" || host == "[::]" ? LocalHostName() : HostOf(f.listen);
   }
   cfg.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
   cfg.worker_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.worker_timeout_s * 1000));
@@ -121,10 +117,9 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
 
   std::unique_ptr<WorkerPool> pool;
   if (f.local_workers > 0) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     pool = std::make_unique<WorkerPool>(
         f.worker_binary.empty() ? DefaultWorkerBinary() : f.worker_binary, address, f.local_workers,
-        std::max(1, cores / f.local_workers));
+        ThreadsPerRank(f.local_workers));
     pool->Start();
   }
 

@@ -24,17 +24,9 @@ namespace {
 
 constexpr size_t kChunkBytes = 1 << 20;
 
-std::string HostName() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof(buf) - 1);
-  return buf;
-}
-
 void SetDeadline(grpc::ClientContext* ctx, int seconds) {
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
 }
-
-int StatusCodeNumber(const absl::Status& st) { return static_cast<int>(st.code()); }
 
 class Agent {
  public:
@@ -69,7 +61,7 @@ class Agent {
 
   bool Register() {
     v1::RegisterWorkerRequest req;
-    req.set_hostname(HostName());
+    req.set_hostname(LocalHostName());
     req.set_device(options_.device);
     req.set_threads(options_.threads);
     req.set_pid(getpid());
@@ -140,7 +132,7 @@ class Agent {
     v1::ReportProgressRequest req;
     v1::RankOutcome* out = req.mutable_outcome();
     out->set_ok(st.ok());
-    out->set_code(StatusCodeNumber(st));
+    out->set_code(static_cast<int>(st.code()));
     out->set_message(std::string(st.message()));
     out->set_summary_json(summary);
     Report(a, std::move(req));
@@ -191,9 +183,7 @@ class Agent {
     auto conn = ConnectProcessGroup(ro);
     if (!conn.ok()) return ReportOutcome(a, conn.status(), "");
     if (opts.threads == 0) {
-      const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      opts.threads = options_.threads > 0 ? options_.threads
-                                          : std::max(1, cores / std::max(1, conn->local_ranks));
+      opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
     }
     const int64_t total = EffectiveEpochs(opts);
     auto on_epoch = [&](const EpochRecord& e) {

@@ -87,10 +87,7 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
     return absl::IsInvalidArgument(conn.status()) ? kExitUsage : kExitFailed;
   }
   // Ranks that share a host share its cores (two 2-thread ranks on 2 cores thrash).
-  if (opts.threads == 0) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    opts.threads = std::max(1, cores / std::max(1, conn->local_ranks));
-  }
+  if (opts.threads == 0) opts.threads = ThreadsPerRank(conn->local_ranks);
   err << who << ": joined (" << conn->backend << ", " << conn->local_ranks
       << " rank(s) on this host, " << opts.threads << " thread(s), "
       << Fixed(conn->connect_seconds, 3) << "s) " << DescribeComputeBackend() << "\n";

@@ -168,15 +168,9 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   const char* server_bin = std::getenv("LOGIT_SERVER_BIN");
   const char* worker_bin = std::getenv("LOGIT_WORKER");
   ASSERT_TRUE(server_bin && worker_bin);
-  const std::string cmd = std::string(server_bin) +
-                          " --listen 127.0.0.1:0 --local-workers 2 --worker-binary " + worker_bin +
-                          " --data-dir " + dir.Path("data") + " > " + dir.Path("server.out") +
-                          " 2> " + dir.Path("server.err") + " & echo $!";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  int server_pid = 0;
-  ASSERT_EQ(fscanf(p, "%d", &server_pid), 1);
-  pclose(p);
+  Subprocess server({server_bin, "--listen", "127.0.0.1:0", "--local-workers", "2",
+                     "--worker-binary", worker_bin, "--data-dir", dir.Path("data")},
+                    dir.Path("server.out"), dir.Path("server.err"));
   std::string address;
   for (int i = 0; i < 3000 && address.empty(); ++i) {  // up to 60 s: a cold start loads LibTorch
     const std::string out = Slurp(dir.Path("server.out"));
@@ -305,9 +299,8 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
     EXPECT_EQ(Logit(dir, srv + "cancel " + id).code, 0);
   }
 
-  kill(server_pid, SIGTERM);
-  for (int i = 0; i < 500 && kill(server_pid, 0) == 0; ++i) usleep(20000);
-  EXPECT_NE(kill(server_pid, 0), 0) << "the server did not stop";
+  server.Kill(SIGTERM);
+  EXPECT_TRUE(server.Wait(std::chrono::seconds(10))) << "the server did not stop";
 }
 
 TEST(CliAgainstServer, UnreachableServerExitsThreeNamingTheAddress) {

@@ -43,7 +43,8 @@ nlohmann::json LastJsonLine(const std::string& out) {
   return nlohmann::json::parse(lines.back(), nullptr, /*allow_exceptions=*/false);
 }
 
-Args RankArgs(int rank, int world, int port, const std::string& prefix, const Args& job) {
+Args RankArgs(int rank, int world, int port, const std::string& prefix, const Args& job,
+              const std::string& timeout_s = "20") {
   Args a = {WorkerBinary(),
             "run",
             "--rank",
@@ -55,23 +56,52 @@ Args RankArgs(int rank, int world, int port, const std::string& prefix, const Ar
             "--store-prefix",
             prefix,
             "--timeout",
-            "20",
+            timeout_s,
             "-o",
             "json"};
   a.insert(a.end(), job.begin(), job.end());
   return a;
 }
 
-// Starts `world` ranks against the store on `port` and waits for all of them.
-std::vector<RankRun> RunRanks(const TempDir& dir, int world, int port, const std::string& prefix,
-                              const Args& job, const Args& rank0_extra = {}) {
+// Starts `world` ranks against the store on `port`; output goes to PREFIX-rankR.out/.err.
+std::vector<std::unique_ptr<Subprocess>> StartRanks(const TempDir& dir, int world, int port,
+                                                    const std::string& prefix, const Args& job,
+                                                    const Args& rank0_extra = {},
+                                                    const std::string& timeout_s = "20") {
   std::vector<std::unique_ptr<Subprocess>> procs;
   for (int r = 0; r < world; ++r) {
-    Args a = RankArgs(r, world, port, prefix, job);
+    Args a = RankArgs(r, world, port, prefix, job, timeout_s);
     if (r == 0) a.insert(a.end(), rank0_extra.begin(), rank0_extra.end());
     const std::string base = dir.Path(absl::StrCat(prefix, "-rank", r));
     procs.push_back(std::make_unique<Subprocess>(a, base + ".out", base + ".err"));
   }
+  return procs;
+}
+
+// Waits until `rank` has joined its process group, then long enough to be inside the epochs.
+void WaitUntilTraining(const Subprocess& rank) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (rank.err().find("joined") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+}
+
+// A Fashion-MNIST SGD job that runs far longer than any test waits.
+Args LongFashionJob() {
+  return {"--data",       FashionDir() + "/train-images-idx3-ubyte.gz",
+          "--labels",     FashionDir() + "/train-labels-idx1-ubyte.gz",
+          "--optimizer",  "sgd",
+          "--batch-size", "64",
+          "--epochs",     "1000"};
+}
+
+// Starts `world` ranks and waits for all of them.
+std::vector<RankRun> RunRanks(const TempDir& dir, int world, int port, const std::string& prefix,
+                              const Args& job, const Args& rank0_extra = {}) {
+  std::vector<std::unique_ptr<Subprocess>> procs =
+      StartRanks(dir, world, port, prefix, job, rank0_extra);
   std::vector<RankRun> runs(world);
   for (int r = 0; r < world; ++r) {
     EXPECT_TRUE(procs[r]->Wait(std::chrono::seconds(240))) << "rank " << r << " hangs";
@@ -251,25 +281,8 @@ TEST_F(Distributed, BadLineInOneShardStopsEveryRankWithItsReason) {
 }
 
 TEST_F(Distributed, KilledRankStopsTheOthersWithAnErrorNamingIt) {
-  const Args job = {"--data",       FashionDir() + "/train-images-idx3-ubyte.gz",
-                    "--labels",     FashionDir() + "/train-labels-idx1-ubyte.gz",
-                    "--optimizer",  "sgd",
-                    "--batch-size", "64",
-                    "--epochs",     "1000"};
-  const std::string prefix = Prefix();
-  std::vector<std::unique_ptr<Subprocess>> procs;
-  for (int r = 0; r < 3; ++r) {
-    const std::string base = dir_.Path(absl::StrCat(prefix, "-rank", r));
-    procs.push_back(std::make_unique<Subprocess>(RankArgs(r, 3, port(), prefix, job), base + ".out",
-                                                 base + ".err"));
-  }
-  // Wait until rank 1 has joined, give it time to enter the epoch loop, then kill it.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (procs[1]->err().find("joined") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // inside the epoch loop by now
+  auto procs = StartRanks(dir_, 3, port(), Prefix(), LongFashionJob());
+  WaitUntilTraining(*procs[1]);
   ASSERT_TRUE(procs[1]->running()) << procs[1]->err();
   procs[1]->Kill(SIGKILL);
   const auto killed_at = std::chrono::steady_clock::now();
@@ -286,25 +299,8 @@ TEST_F(Distributed, KilledRankStopsTheOthersWithAnErrorNamingIt) {
 TEST_F(Distributed, HungRankStopsTheOthersAfterTheTimeout) {
   // SIGSTOP freezes rank 1 (and its heartbeat): the others fail when the collective timeout
   // (--timeout 4 here) passes, naming rank 1; then the test kills the frozen rank.
-  const Args job = {"--data",       FashionDir() + "/train-images-idx3-ubyte.gz",
-                    "--labels",     FashionDir() + "/train-labels-idx1-ubyte.gz",
-                    "--optimizer",  "sgd",
-                    "--batch-size", "64",
-                    "--epochs",     "1000"};
-  const std::string prefix = Prefix();
-  std::vector<std::unique_ptr<Subprocess>> procs;
-  for (int r = 0; r < 2; ++r) {
-    Args a = RankArgs(r, 2, port(), prefix, job);
-    a[std::find(a.begin(), a.end(), "--timeout") - a.begin() + 1] = "4";
-    const std::string base = dir_.Path(absl::StrCat(prefix, "-rank", r));
-    procs.push_back(std::make_unique<Subprocess>(a, base + ".out", base + ".err"));
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (procs[1]->err().find("joined") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto procs = StartRanks(dir_, 2, port(), Prefix(), LongFashionJob(), {}, "4");
+  WaitUntilTraining(*procs[1]);
   ASSERT_TRUE(procs[1]->running()) << procs[1]->err();
   procs[1]->Kill(SIGSTOP);
   const auto stopped_at = std::chrono::steady_clock::now();
@@ -322,8 +318,7 @@ TEST_F(Distributed, HungRankStopsTheOthersAfterTheTimeout) {
 TEST_F(Distributed, RankThatNeverJoinsIsNamedAfterTheTimeout) {
   // Only rank 0 of 2 starts: the rendezvous fails after --timeout, naming rank 1.
   const std::string prefix = Prefix();
-  Args a = RankArgs(0, 2, port(), prefix, {"--data", TestData("iris.csv")});
-  a[a.size() - 5] = "2";  // "--timeout" value; see RankArgs
+  Args a = RankArgs(0, 2, port(), prefix, {"--data", TestData("iris.csv")}, "2");
   Subprocess p(a, dir_.Path("alone.out"), dir_.Path("alone.err"));
   ASSERT_TRUE(p.Wait(std::chrono::seconds(30)));
   EXPECT_EQ(p.exit_code(), 1);

@@ -61,12 +61,6 @@ c10::intrusive_ptr<c10d::TCPStore> StoreClient(const std::string& host, int port
   return c10::make_intrusive<c10d::TCPStore>(host, o);
 }
 
-std::string HostName() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
-
 class ProcessGroupCollective : public Collective {
  public:
   ProcessGroupCollective(RendezvousOptions options, c10::intrusive_ptr<c10d::Store> store,
@@ -281,7 +275,7 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
   }
 
   // Our own join step first, so that a rank that never comes is named.
-  const std::string host = HostName();
+  const std::string host = LocalHostName();
   try {
     store->set(absl::StrCat("joined/", options.rank), Bytes(host));
     std::vector<std::string> keys;
@@ -339,6 +333,17 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
   conn.collective = std::make_unique<ProcessGroupCollective>(options, store, pg, device);
   conn.connect_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return conn;
+}
+
+std::string LocalHostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+int ThreadsPerRank(int ranks_on_host) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / std::max(1, ranks_on_host));
 }
 
 struct StoreServer::Impl {

@@ -50,6 +50,12 @@ struct ProcessGroupConnection {
 // passes (DeadlineExceeded naming the ranks that never came). InvalidArgument for bad options.
 absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptions& options);
 
+// This machine's host name ("unknown" when it cannot be read).
+std::string LocalHostName();
+
+// Compute threads for one of `ranks_on_host` processes sharing this machine's cores (at least 1).
+int ThreadsPerRank(int ranks_on_host);
+
 // A standalone TCPStore server (the coordinator or a test harness hosts one for many jobs).
 class StoreServer {
  public:

@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <ostream>
@@ -182,6 +182,7 @@ class Agent {
     ro.device = opts.device;
     auto conn = ConnectProcessGroup(ro);
     if (!conn.ok()) return ReportOutcome(a, conn.status(), "");
+    opts.device = conn->device;
     if (opts.threads == 0) {
       opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
     }
@@ -230,14 +231,13 @@ class Agent {
     if (!outcome.ok()) return ReportOutcome(a, outcome.status(), "");
     const std::string summary = SummaryJson(*outcome, opts).dump();
     if (a.rank() == 0) {
-      const std::string path =
-          (std::filesystem::temp_directory_path() /
-           absl::StrCat("logit-", getpid(), "-", a.job_id(), "-", a.attempt(), ".npz"))
-              .string();
+      // POSIX rather than std::filesystem, which a pip LibTorch interposes (see test_util.h).
+      const char* tmp = std::getenv("TMPDIR");
+      const std::string path = absl::StrCat(tmp != nullptr && *tmp != 0 ? tmp : "/tmp", "/logit-",
+                                            getpid(), "-", a.job_id(), "-", a.attempt(), ".npz");
       absl::Status st = SaveModel(outcome->result.model, path, summary);
       if (st.ok()) st = Upload(a, path);
-      std::error_code ec;
-      std::filesystem::remove(path, ec);
+      unlink(path.c_str());
       if (!st.ok()) return ReportOutcome(a, st, "");
     }
     ReportOutcome(a, absl::OkStatus(), summary);

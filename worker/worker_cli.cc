@@ -88,6 +88,7 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
   }
   // Ranks that share a host share its cores (two 2-thread ranks on 2 cores thrash).
   if (opts.threads == 0) opts.threads = ThreadsPerRank(conn->local_ranks);
+  opts.device = conn->device;
   err << who << ": joined (" << conn->backend << ", " << conn->local_ranks
       << " rank(s) on this host, " << opts.threads << " thread(s), "
       << Fixed(conn->connect_seconds, 3) << "s) " << DescribeComputeBackend() << "\n";

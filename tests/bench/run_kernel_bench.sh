@@ -20,6 +20,8 @@ row("full-batch gradient, float32 (s)", ours["full_gradient_seconds_f32"], peer[
 row("full-batch gradient, float64 (s)", ours["full_gradient_seconds_f64"], 0)
 for b in ("16", "256", "1024"):
     row(f"Adam epoch, batch {b} (s)", ours["adam_epoch_seconds"][b], peer["adam_epoch_seconds"][b])
+print("logit's training loss after 2 Adam epochs: " +
+      ", ".join(f"batch {b}: {ours['adam_train_loss'][b]:.4f}" for b in ("16", "256", "1024")))
 if "lbfgs" in ours:
     l = ours["lbfgs"]
     for g in ("1e-4", "1e-5", "1e-6"):

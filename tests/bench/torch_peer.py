@@ -2,7 +2,10 @@
 """The peer: a plain PyTorch loop equivalent to Lightning Bolts' LogisticRegression
 (nn.Linear + CrossEntropyLoss + Adam, shuffled DataLoader), on Fashion-MNIST (pixels / 255).
 Prints one JSON object: seconds per Adam epoch at batch 16/256/1024, seconds per full-batch
-forward+backward (float32, autograd), peak RSS. Run with Debian's /usr/bin/python3."""
+forward+backward (float32, autograd), peak RSS. Run with Debian's /usr/bin/python3.
+    torch_peer.py [THREADS] [DEVICE] [DATA_DIR]
+On a GPU (DEVICE cuda) the data live on the device and batches are drawn with randperm (no
+DataLoader), the fastest plain loop there; every timing ends with a device synchronise."""
 import gzip
 import json
 import resource
@@ -14,7 +17,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-D = "/usr/share/datasets/fashion-mnist"
+D = sys.argv[3] if len(sys.argv) > 3 else "/usr/share/datasets/fashion-mnist"
+DEV = torch.device(sys.argv[2] if len(sys.argv) > 2 else "cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def idx(path, offset):
@@ -28,9 +37,10 @@ def main():
     torch.manual_seed(0)
     X = torch.from_numpy(idx(f"{D}/train-images-idx3-ubyte.gz", 16).reshape(-1, 784).astype(np.float32) / 255.0)
     y = torch.from_numpy(idx(f"{D}/train-labels-idx1-ubyte.gz", 8).astype(np.int64))
-    out = {"threads": threads, "torch": torch.__version__}
+    out = {"threads": threads, "torch": torch.__version__, "device": str(DEV)}
+    X, y = X.to(DEV), y.to(DEV)
 
-    model = nn.Linear(784, 10)
+    model = nn.Linear(784, 10).to(DEV)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(2):  # warm-up + timed
         t = time.perf_counter()
@@ -38,19 +48,34 @@ def main():
             model.zero_grad()
             loss = loss_fn(model(X), y) + 0.5 / 60000 * (model.weight ** 2).sum()
             loss.backward()
+        sync()
         full = (time.perf_counter() - t) / 5
     out["full_gradient_seconds_f32"] = full
 
     epochs = {}
     for batch in (16, 256, 1024):
-        model = nn.Linear(784, 10)
+        model = nn.Linear(784, 10).to(DEV)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loader = DataLoader(TensorDataset(X, y), batch_size=batch, shuffle=True)
+        if DEV.type == "cuda":
+            def batches():
+                perm = torch.randperm(X.shape[0], device=DEV)
+                for i in range(0, X.shape[0], batch):
+                    idx = perm[i:i + batch]
+                    yield X[idx], y[idx]
+            for xb, yb in batches():  # warm-up epoch (kernels, allocator)
+                opt.zero_grad()
+                loss_fn(model(xb), yb).backward()
+                opt.step()
+            sync()
+        else:
+            loader = DataLoader(TensorDataset(X, y), batch_size=batch, shuffle=True)
+            batches = lambda: iter(loader)
         t = time.perf_counter()
-        for xb, yb in loader:
+        for xb, yb in batches():
             opt.zero_grad()
             loss_fn(model(xb), yb).backward()
             opt.step()
+        sync()
         epochs[str(batch)] = time.perf_counter() - t
     out["adam_epoch_seconds"] = epochs
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -2,10 +2,13 @@
 #ifndef LOGIT_TESTS_UNIT_TEST_UTIL_H_
 #define LOGIT_TESTS_UNIT_TEST_UTIL_H_
 
+#include <ftw.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -42,16 +45,34 @@ inline std::string SourceDir() {
 
 inline std::string TestData(const std::string& name) { return SourceDir() + "/tests/data/" + name; }
 
-inline std::string FashionDir() { return "/usr/share/datasets/fashion-mnist"; }
+// The Fashion-MNIST files (Debian's dataset-fashion-mnist; LOGIT_FMNIST_DIR elsewhere).
+inline std::string FashionDir() {
+  const char* d = std::getenv("LOGIT_FMNIST_DIR");
+  return d ? d : "/usr/share/datasets/fashion-mnist";
+}
 
-// A fresh directory removed at destruction.
+// A fresh directory removed at destruction. POSIX calls, not std::filesystem: a pip LibTorch
+// exports its own std::filesystem symbols, and remove_all resolved to that copy crashed there.
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "logit-test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl =
+        std::string(tmp != nullptr && *tmp != 0 ? tmp : "/tmp") + "/logit-test-XXXXXX";
+    const char* made = mkdtemp(tmpl.data());
+    if (made == nullptr) {
+      ADD_FAILURE() << "mkdtemp " << tmpl << ": " << std::strerror(errno);
+      path_ = "/nonexistent-logit-test-dir";
+      return;
+    }
+    path_ = made;
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() {
+    nftw(
+        path_.c_str(),
+        [](const char* p, const struct stat*, int, struct FTW*) { return remove(p); }, 16,
+        FTW_DEPTH | FTW_PHYS);
+  }
   std::string Write(const std::string& name, const std::string& content) const {
     const std::string p = path_ + "/" + name;
     std::ofstream(p, std::ios::binary) << content;

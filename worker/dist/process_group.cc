@@ -2,10 +2,30 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+// LibTorch 2.x splits ProcessGroup into a front and per-device Backends (Gloo, NCCL); 1.13
+// (Debian 12) has ProcessGroupGloo derive from ProcessGroup. Either way one object holds the
+// allreduce.
+#include <torch/version.h>  // in torch/csrc/api/include
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+namespace logit {
+using PgBackend = c10d::Backend;
+}
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+namespace logit {
+using PgBackend = c10d::ProcessGroup;
+}
+#endif
+// A pip LibTorch ships without Gloo's headers: such a build has NCCL only.
+#if __has_include(<gloo/algorithm.h>)
+#define LOGIT_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -64,7 +84,7 @@ c10::intrusive_ptr<c10d::TCPStore> StoreClient(const std::string& host, int port
 class ProcessGroupCollective : public Collective {
  public:
   ProcessGroupCollective(RendezvousOptions options, c10::intrusive_ptr<c10d::Store> store,
-                         c10::intrusive_ptr<c10d::ProcessGroup> pg, at::Device device)
+                         c10::intrusive_ptr<PgBackend> pg, at::Device device)
       : options_(std::move(options)),
         store_(std::move(store)),
         pg_(std::move(pg)),
@@ -75,6 +95,20 @@ class ProcessGroupCollective : public Collective {
   ~ProcessGroupCollective() override {
     stop_ = true;
     if (heartbeat_.joinable()) heartbeat_.join();
+#ifdef USE_C10D_NCCL
+    // NCCL communicators are released explicitly (a broken one is aborted: a lost peer never
+    // answers a finalize).
+    if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(pg_.get())) {
+      try {
+        if (broken_.ok()) {
+          nccl->shutdown();
+        } else {
+          nccl->abort();
+        }
+      } catch (const std::exception&) {
+      }
+    }
+#endif
   }
 
   int rank() const override { return options_.rank; }
@@ -210,7 +244,7 @@ class ProcessGroupCollective : public Collective {
 
   const RendezvousOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<PgBackend> pg_;
   const at::Device device_;
   std::thread heartbeat_;
   std::atomic<bool> stop_{false};
@@ -245,7 +279,7 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
   at::Device device(at::kCPU);
   try {
     if (options.device == "auto") {
-      if (at::hasCUDA()) device = at::Device(at::kCUDA, 0);
+      if (at::hasCUDA()) device = at::Device(at::kCUDA);  // the index comes after the join
     } else if (options.device != "cpu") {
       device = at::Device(options.device);
     }
@@ -256,6 +290,12 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
   if (device.is_cuda() && !at::hasCUDA()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "device: '", options.device, "' requested but this LibTorch build has no CUDA device"));
+  }
+  if (device.is_cuda() && device.has_index() &&
+      static_cast<size_t>(device.index()) >= torch::cuda::device_count()) {
+    return absl::InvalidArgumentError(absl::StrCat("device: '", options.device,
+                                                   "': this machine has ",
+                                                   torch::cuda::device_count(), " CUDA device(s)"));
   }
 
   ProcessGroupConnection conn;
@@ -293,12 +333,23 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
           options.store_port, " within ", options.timeout.count() / 1000.0, " s"));
     }
     conn.local_ranks = 0;
-    for (const std::string& k : keys) conn.local_ranks += String(store->get(k)) == host;
+    int local_index = 0;  // this rank's place among the ranks on its host
+    for (int r = 0; r < options.world_size; ++r) {
+      const bool here = String(store->get(keys[r])) == host;
+      conn.local_ranks += here;
+      local_index += here && r < options.rank;
+    }
+    // "cuda" / "auto" without an index: the ranks on a host take its GPUs in turn (NCCL needs
+    // one GPU per rank).
+    if (device.is_cuda() && !device.has_index()) {
+      const size_t gpus = std::max<size_t>(1, torch::cuda::device_count());
+      device = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(local_index % gpus));
+    }
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rendezvous: ", ErrorText(e)));
   }
 
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  c10::intrusive_ptr<PgBackend> pg;
   try {
 #ifdef USE_C10D_NCCL
     if (device.is_cuda()) {
@@ -309,6 +360,7 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
       conn.backend = "nccl";
     }
 #endif
+#ifdef LOGIT_HAVE_GLOO
     if (!pg) {
       auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
       if (!options.interface.empty()) {
@@ -325,11 +377,18 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
                                                        gloo_options);
       conn.backend = "gloo";
     }
+#else
+    if (!pg) {
+      return absl::UnimplementedError(
+          "rendezvous: this LibTorch build has no Gloo (CPU) process group; use a CUDA device");
+    }
+#endif
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rendezvous: connecting the ",
                                                device.is_cuda() ? "NCCL" : "Gloo",
                                                " process group failed: ", ErrorText(e)));
   }
+  conn.device = device.str();
   conn.collective = std::make_unique<ProcessGroupCollective>(options, store, pg, device);
   conn.connect_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return conn;

@@ -43,6 +43,9 @@ struct ProcessGroupConnection {
   std::unique_ptr<Collective> collective;
   int local_ranks = 1;  // ranks of this job on this host (for the default thread count)
   std::string backend;  // "gloo" or "nccl"
+  // Where this rank computes: "cpu" or "cuda:N" ("cuda" and "auto" resolved; ranks sharing a
+  // host take its GPUs in turn). Pass it on as the training device.
+  std::string device = "cpu";
   double connect_seconds = 0;
 };
 

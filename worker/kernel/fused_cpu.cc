@@ -22,7 +22,8 @@ namespace logit::fused {
 namespace {
 
 constexpr int64_t kLanes = 8;
-constexpr int64_t kGroup = 4;  // rows processed together (W / gradient rows loaded once)
+constexpr int64_t kGroup = 4;   // rows whose logits are computed together (W loaded once)
+constexpr int64_t kChunk = 32;  // rows whose gradient sums are added together (x in L2)
 
 }  // namespace
 
@@ -66,96 +67,144 @@ inline v8f Load8(const float* p) {
 }
 inline void Store8(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
 
-// z[r][0..cp) = b + x_r W for kGroup rows (padded columns; rows beyond the batch are zeros).
-// Columns go 16 at a time where possible: 8 independent accumulators hide the FMA latency.
-// A feature that is zero in all four rows (image borders) is skipped.
-LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float* b, int64_t cp,
+// Scalars are broadcast by writing `scalar * vector` (one vbroadcastss); a v8f{v, v, ...}
+// literal compiled to a chain of inserts.
+constexpr v8f kZero8 = {0, 0, 0, 0, 0, 0, 0, 0};
+inline float Sum8(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// z[r * c + k] = b[k] + x_r . w_k for kGroup rows (rows beyond the batch are zeros) and the c
+// class rows of W^T. Two classes at a time: 4 rows x 2 classes = 8 independent accumulators hide
+// the FMA latency, and each step loads 6 vectors for 8 FMAs.
+LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float* b, int64_t c,
                          float* z) {
   const float* x0 = x;
   const float* x1 = x + d;
   const float* x2 = x + 2 * d;
   const float* x3 = x + 3 * d;
-  int64_t c0 = 0;
-  for (; c0 + 2 * kLanes <= cp; c0 += 2 * kLanes) {
-    v8f a0 = Load8(b + c0), a1 = a0, a2 = a0, a3 = a0;
-    v8f e0 = Load8(b + c0 + kLanes), e1 = e0, e2 = e0, e3 = e0;
-    for (int64_t j = 0; j < d; ++j) {
-      const v8f w0 = Load8(w + j * cp + c0), w1 = Load8(w + j * cp + c0 + kLanes);
-      a0 += x0[j] * w0;
-      e0 += x0[j] * w1;
-      a1 += x1[j] * w0;
-      e1 += x1[j] * w1;
-      a2 += x2[j] * w0;
-      e2 += x2[j] * w1;
-      a3 += x3[j] * w0;
-      e3 += x3[j] * w1;
+  const int64_t dv = d / kLanes * kLanes;
+  int64_t k = 0;
+  for (; k + 2 <= c; k += 2) {
+    const float* wa = w + k * d;
+    const float* wb = wa + d;
+    v8f a0 = kZero8, a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+    for (int64_t j = 0; j < dv; j += kLanes) {
+      const v8f p = Load8(wa + j), q = Load8(wb + j);
+      const v8f u0 = Load8(x0 + j), u1 = Load8(x1 + j), u2 = Load8(x2 + j), u3 = Load8(x3 + j);
+      a0 += u0 * p;
+      e0 += u0 * q;
+      a1 += u1 * p;
+      e1 += u1 * q;
+      a2 += u2 * p;
+      e2 += u2 * q;
+      a3 += u3 * p;
+      e3 += u3 * q;
     }
-    Store8(z + c0, a0);
-    Store8(z + c0 + kLanes, e0);
-    Store8(z + cp + c0, a1);
-    Store8(z + cp + c0 + kLanes, e1);
-    Store8(z + 2 * cp + c0, a2);
-    Store8(z + 2 * cp + c0 + kLanes, e2);
-    Store8(z + 3 * cp + c0, a3);
-    Store8(z + 3 * cp + c0 + kLanes, e3);
-  }
-  for (; c0 < cp; c0 += kLanes) {
-    v8f a0 = Load8(b + c0), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t j = 0; j < d; ++j) {
-      const v8f wj = Load8(w + j * cp + c0);
-      a0 += x0[j] * wj;
-      a1 += x1[j] * wj;
-      a2 += x2[j] * wj;
-      a3 += x3[j] * wj;
+    float sa[kGroup] = {Sum8(a0), Sum8(a1), Sum8(a2), Sum8(a3)};
+    float se[kGroup] = {Sum8(e0), Sum8(e1), Sum8(e2), Sum8(e3)};
+    for (int64_t j = dv; j < d; ++j) {
+      for (int64_t r = 0; r < kGroup; ++r) {
+        sa[r] += x[r * d + j] * wa[j];
+        se[r] += x[r * d + j] * wb[j];
+      }
     }
-    Store8(z + c0, a0);
-    Store8(z + cp + c0, a1);
-    Store8(z + 2 * cp + c0, a2);
-    Store8(z + 3 * cp + c0, a3);
-  }
-}
-
-// gw[j][0..cp) += sum_r x_r[j] * res_r over kGroup rows (padded rows are zeros).
-LOGIT_CLONES void AddOuter(const float* x, int64_t d, const float* res, int64_t cp, float* gw) {
-  const float* x0 = x;
-  const float* x1 = x + d;
-  const float* x2 = x + 2 * d;
-  const float* x3 = x + 3 * d;
-  int64_t c0 = 0;
-  for (; c0 + 2 * kLanes <= cp; c0 += 2 * kLanes) {
-    const v8f r0 = Load8(res + c0), r1 = Load8(res + cp + c0), r2 = Load8(res + 2 * cp + c0),
-              r3 = Load8(res + 3 * cp + c0);
-    const v8f s0 = Load8(res + c0 + kLanes), s1 = Load8(res + cp + c0 + kLanes),
-              s2 = Load8(res + 2 * cp + c0 + kLanes), s3 = Load8(res + 3 * cp + c0 + kLanes);
-    for (int64_t j = 0; j < d; ++j) {
-      float* gj = gw + j * cp + c0;
-      Store8(gj, Load8(gj) + x0[j] * r0 + x1[j] * r1 + x2[j] * r2 + x3[j] * r3);
-      Store8(gj + kLanes, Load8(gj + kLanes) + x0[j] * s0 + x1[j] * s1 + x2[j] * s2 + x3[j] * s3);
+    for (int64_t r = 0; r < kGroup; ++r) {
+      z[r * c + k] = b[k] + sa[r];
+      z[r * c + k + 1] = b[k + 1] + se[r];
     }
   }
-  for (; c0 < cp; c0 += kLanes) {
-    const v8f r0 = Load8(res + c0), r1 = Load8(res + cp + c0), r2 = Load8(res + 2 * cp + c0),
-              r3 = Load8(res + 3 * cp + c0);
-    for (int64_t j = 0; j < d; ++j) {
-      float* gj = gw + j * cp + c0;
-      Store8(gj, Load8(gj) + x0[j] * r0 + x1[j] * r1 + x2[j] * r2 + x3[j] * r3);
+  if (k < c) {
+    const float* wa = w + k * d;
+    v8f a0 = kZero8, a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < dv; j += kLanes) {
+      const v8f p = Load8(wa + j);
+      a0 += Load8(x0 + j) * p;
+      a1 += Load8(x1 + j) * p;
+      a2 += Load8(x2 + j) * p;
+      a3 += Load8(x3 + j) * p;
     }
+    float sa[kGroup] = {Sum8(a0), Sum8(a1), Sum8(a2), Sum8(a3)};
+    for (int64_t j = dv; j < d; ++j) {
+      for (int64_t r = 0; r < kGroup; ++r) sa[r] += x[r * d + j] * wa[j];
+    }
+    for (int64_t r = 0; r < kGroup; ++r) z[r * c + k] = b[k] + sa[r];
   }
 }
 
-// dst[0..n) = src[0..n): vectors of 8, then single floats (a memcpy call per short row of the
-// model costs more than the copy).
-inline void CopyRow(const float* src, int64_t n, float* dst) {
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes) Store8(dst + c, Load8(src + c));
-  for (; c < n; ++c) dst[c] = src[c];
+// gw[k0 + t][j] += sum_{r < m} res[r * c + k0 + t] * x_r[j] for t < KT: one register tile of
+// KT classes x 16 features accumulated over all m rows of the chunk, so that each gradient entry
+// is loaded and stored once per chunk (it was once per 4 rows, and that traffic dominated).
+// Inlined into the cloned callers, so it is compiled for each target.
+template <int KT>
+__attribute__((always_inline)) inline void GradTile(const float* x, int64_t m, int64_t d,
+                                                    const float* res, int64_t c, int64_t k0,
+                                                    float* gw) {
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= d; j += 2 * kLanes) {
+    v8f a[KT], e[KT];
+    for (int t = 0; t < KT; ++t) {
+      a[t] = Load8(gw + (k0 + t) * d + j);
+      e[t] = Load8(gw + (k0 + t) * d + j + kLanes);
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      const v8f u = Load8(x + r * d + j), v = Load8(x + r * d + j + kLanes);
+      const float* rr = res + r * c + k0;
+      for (int t = 0; t < KT; ++t) {
+        a[t] += rr[t] * u;
+        e[t] += rr[t] * v;
+      }
+    }
+    for (int t = 0; t < KT; ++t) {
+      Store8(gw + (k0 + t) * d + j, a[t]);
+      Store8(gw + (k0 + t) * d + j + kLanes, e[t]);
+    }
+  }
+  for (; j < d; ++j) {
+    float a[KT];
+    for (int t = 0; t < KT; ++t) a[t] = gw[(k0 + t) * d + j];
+    for (int64_t r = 0; r < m; ++r) {
+      for (int t = 0; t < KT; ++t) a[t] += x[r * d + j] * res[r * c + k0 + t];
+    }
+    for (int t = 0; t < KT; ++t) gw[(k0 + t) * d + j] = a[t];
+  }
+}
+
+// gw (c x d) += res^T (c x m) x (m x d): the gradient sums of a chunk of m rows. Class tiles of
+// at most 5 (10 accumulators: each FMA chain waits 4 cycles per row, so fewer than 8 chains
+// leave the FMA units idle), as even as possible (10 classes: 5 + 5; 7: 4 + 3).
+LOGIT_CLONES void AddOuter(const float* x, int64_t m, int64_t d, const float* res, int64_t c,
+                           float* gw) {
+  const int64_t tiles = (c + 4) / 5;
+  int64_t k0 = 0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t kt = (c - k0) / (tiles - t);  // the remaining classes, spread evenly
+    switch (kt) {
+      case 5:
+        GradTile<5>(x, m, d, res, c, k0, gw);
+        break;
+      case 4:
+        GradTile<4>(x, m, d, res, c, k0, gw);
+        break;
+      case 3:
+        GradTile<3>(x, m, d, res, c, k0, gw);
+        break;
+      case 2:
+        GradTile<2>(x, m, d, res, c, k0, gw);
+        break;
+      default:
+        GradTile<1>(x, m, d, res, c, k0, gw);
+        break;
+    }
+    k0 += kt;
+  }
 }
 
 // dst[0..n) += src[0..n).
-inline void AddRow(const float* src, int64_t n, float* dst) {
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes) Store8(dst + c, Load8(dst + c) + Load8(src + c));
-  for (; c < n; ++c) dst[c] += src[c];
+LOGIT_CLONES void AddRow(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) Store8(dst + i, Load8(dst + i) + Load8(src + i));
+  for (; i < n; ++i) dst[i] += src[i];
 }
 
 // Threads OpenMP would use here (LibTorch's at::set_num_threads sets it).
@@ -190,43 +239,39 @@ inline double Softplus(double z) {
 
 }  // namespace
 
-MinibatchKernel::MinibatchKernel(int64_t d, int64_t c)
-    : d_(d), c_(c), cp_(c == 1 ? 1 : (c + kLanes - 1) / kLanes * kLanes) {
-  w_.assign(d_ * cp_, 0.0f);
-  b_.assign(cp_, 0.0f);
-}
+MinibatchKernel::MinibatchKernel(int64_t d, int64_t c) : d_(d), c_(c) { b_.assign(c_, 0.0f); }
 
 MinibatchKernel::Part& MinibatchKernel::PartFor(int t) {
   Part& p = parts_[t];
   if (p.gw.empty()) {
-    p.gw.assign(d_ * cp_, 0.0f);
-    p.gb.assign(cp_, 0.0f);
-    p.x.assign(kGroup * d_, 0.0f);
-    p.z.assign(kGroup * cp_, 0.0f);
+    p.gw.assign(d_ * c_, 0.0f);
+    p.gb.assign(c_, 0.0f);
+    p.x.assign(kChunk * d_, 0.0f);
+    p.z.assign(kChunk * c_, 0.0f);
   }
   p.used = true;
   return p;
 }
 
-void MinibatchKernel::SetParams(const float* w, const float* b, const float* mu,
+void MinibatchKernel::SetParams(const float* wt, const float* b, const float* mu,
                                 const float* sigma) {
-  for (int64_t j = 0; j < d_; ++j) {
-    if (sigma == nullptr) {
-      CopyRow(w + j * c_, c_, &w_[j * cp_]);
-      continue;
-    }
-    const float inv = 1.0f / sigma[j];
-    for (int64_t c = 0; c < c_; ++c) w_[j * cp_ + c] = w[j * c_ + c] * inv;
+  if (sigma == nullptr) {
+    w_ = wt;  // used in place: no copy per step
+    std::copy(b, b + c_, b_.begin());
+    return;
   }
-  for (int64_t c = 0; c < c_; ++c) {
-    double bc = b[c];
-    if (mu != nullptr) {
-      for (int64_t j = 0; j < d_; ++j) bc -= static_cast<double>(mu[j]) * w_[j * cp_ + c];
+  weff_.resize(d_ * c_);
+  for (int64_t k = 0; k < c_; ++k) {
+    const float* src = wt + k * d_;
+    float* dst = &weff_[k * d_];
+    double bk = b[k];
+    for (int64_t j = 0; j < d_; ++j) {
+      dst[j] = src[j] / sigma[j];
+      if (mu != nullptr) bk -= static_cast<double>(mu[j]) * dst[j];
     }
-    b_[c] = static_cast<float>(bc);
+    b_[k] = static_cast<float>(bk);
   }
-  // Padded columns get a very negative bias: exp() of them is 0 in the softmax.
-  for (int64_t c = c_; c < cp_; ++c) b_[c] = -1e30f;
+  w_ = weff_.data();
 }
 
 void MinibatchKernel::Accumulate(const DenseRows& data, const int64_t* rows, int64_t m) {
@@ -256,38 +301,40 @@ void MinibatchKernel::Accumulate(const DenseRows& data, const int64_t* rows, int
 void MinibatchKernel::AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows,
                                         int64_t m) const {
   PrefetchRows(data, rows, std::min(m, 2 * kGroup));
-  float* x = part.x.data();
+  float* xs = part.x.data();
   float* zs = part.z.data();
-  for (int64_t i0 = 0; i0 < m; i0 += kGroup) {
-    const int64_t g = std::min(kGroup, m - i0);
-    if (i0 + 2 * kGroup < m) {
-      PrefetchRows(data, rows + i0 + 2 * kGroup, std::min(kGroup, m - i0 - 2 * kGroup));
-    }
-    LoadRows(data, rows + i0, g, x);
-    if (g < kGroup) std::fill(x + g * d_, x + kGroup * d_, 0.0f);
-    Logits(x, d_, w_.data(), b_.data(), cp_, zs);
-    for (int64_t r = 0; r < g; ++r) {
-      const int64_t row = rows[i0 + r];
-      const int64_t y = data.labels[row];
-      const float sw = data.weights != nullptr ? data.weights[row] : 1.0f;
-      float* z = zs + r * cp_;
-      const float zmax = *std::max_element(z, z + c_);
-      const double zy = static_cast<double>(z[y]) - zmax;
-      double sum = 0;
-      for (int64_t c = 0; c < c_; ++c) {
-        z[c] = std::exp(z[c] - zmax);
-        sum += z[c];
+  for (int64_t c0 = 0; c0 < m; c0 += kChunk) {
+    const int64_t cm = std::min(kChunk, m - c0);
+    // Logits and residuals, kGroup rows at a time (rows past the chunk are zeros).
+    for (int64_t i0 = 0; i0 < cm; i0 += kGroup) {
+      const int64_t g = std::min(kGroup, cm - i0);
+      const int64_t next = c0 + i0 + 2 * kGroup;
+      if (next < m) PrefetchRows(data, rows + next, std::min(kGroup, m - next));
+      float* x = xs + i0 * d_;
+      LoadRows(data, rows + c0 + i0, g, x);
+      if (g < kGroup) std::fill(x + g * d_, x + kGroup * d_, 0.0f);
+      Logits(x, d_, w_, b_.data(), c_, zs + i0 * c_);
+      for (int64_t r = 0; r < g; ++r) {
+        const int64_t row = rows[c0 + i0 + r];
+        const int64_t y = data.labels[row];
+        const float sw = data.weights != nullptr ? data.weights[row] : 1.0f;
+        float* z = zs + (i0 + r) * c_;
+        const float zmax = *std::max_element(z, z + c_);
+        const double zy = static_cast<double>(z[y]) - zmax;
+        double sum = 0;
+        for (int64_t k = 0; k < c_; ++k) {
+          z[k] = std::exp(z[k] - zmax);
+          sum += z[k];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        part.loss += sw * (std::log(sum) - zy);  // cross-entropy: log sum exp - z_y
+        part.weight += sw;
+        for (int64_t k = 0; k < c_; ++k) z[k] = sw * z[k] * inv;
+        z[y] -= sw;
+        for (int64_t k = 0; k < c_; ++k) part.gb[k] += z[k];
       }
-      const float inv = static_cast<float>(1.0 / sum);
-      part.loss += sw * (std::log(sum) - zy);  // cross-entropy: log sum exp - z_y
-      part.weight += sw;
-      for (int64_t c = 0; c < c_; ++c) z[c] = sw * z[c] * inv;
-      for (int64_t c = c_; c < cp_; ++c) z[c] = 0;
-      z[y] -= sw;
-      for (int64_t c = 0; c < c_; ++c) part.gb[c] += z[c];
     }
-    std::fill(zs + g * cp_, zs + kGroup * cp_, 0.0f);  // padded rows add nothing
-    AddOuter(x, d_, zs, cp_, part.gw.data());
+    AddOuter(xs, cm, d_, zs, c_, part.gw.data());
   }
 }
 
@@ -299,7 +346,7 @@ void MinibatchKernel::AccumulateBinary(Part& part, const DenseRows& data, const 
     const int64_t row = rows[i];
     if (i + 4 < m) PrefetchRows(data, rows + i + 4, 1);
     LoadRows(data, rows + i, 1, x);
-    const double z = Dot(x, w_.data(), d_) + b_[0];
+    const double z = Dot(x, w_, d_) + b_[0];
     const double y = data.labels[row] == 1 ? 1.0 : 0.0;
     const double sw = data.weights != nullptr ? data.weights[row] : 1.0;
     part.loss += sw * (Softplus(z) - y * z);
@@ -313,26 +360,26 @@ void MinibatchKernel::AccumulateBinary(Part& part, const DenseRows& data, const 
 
 void MinibatchKernel::Flush(float* out) {
   const int64_t nw = d_ * c_;
-  std::fill(out, out + nw + c_ + 2, 0.0f);
+  bool first = true;
   double loss = 0, weight = 0;
   for (Part& p : parts_) {
     if (!p.used) continue;
-    for (int64_t j = 0; j < d_; ++j) {
-      float* row = &p.gw[j * cp_];
-      AddRow(row, c_, out + j * c_);
-      if (cp_ % kLanes == 0) {
-        for (int64_t c = 0; c < cp_; c += kLanes) Store8(row + c, v8f{});
-      } else {
-        for (int64_t c = 0; c < cp_; ++c) row[c] = 0;
-      }
+    if (first) {
+      std::copy(p.gw.begin(), p.gw.end(), out);
+      std::copy(p.gb.begin(), p.gb.end(), out + nw);
+      first = false;
+    } else {
+      AddRow(p.gw.data(), nw, out);
+      AddRow(p.gb.data(), c_, out + nw);
     }
-    for (int64_t c = 0; c < c_; ++c) out[nw + c] += p.gb[c];
+    std::fill(p.gw.begin(), p.gw.end(), 0.0f);
     std::fill(p.gb.begin(), p.gb.end(), 0.0f);
     loss += p.loss;
     weight += p.weight;
     p.loss = p.weight = 0;
     p.used = false;
   }
+  if (first) std::fill(out, out + nw + c_, 0.0f);
   out[nw + c_] = static_cast<float>(loss);
   out[nw + c_ + 1] = static_cast<float>(weight);
 }
@@ -344,9 +391,10 @@ LOGIT_CLONES double FinishGradient(const float* sums, float inv_weight, const fl
   for (int64_t k = 0; k < nw + c; ++k) grad[k] = sums[k] * inv_weight;
   float* gb = grad + nw;
   if (sigma != nullptr) {
-    for (int64_t j = 0; j < d; ++j) {
-      const float s = 1.0f / sigma[j];
-      for (int64_t k = 0; k < c; ++k) grad[j * c + k] = (grad[j * c + k] - mu[j] * gb[k]) * s;
+    for (int64_t k = 0; k < c; ++k) {
+      float* g = grad + k * d;
+      const float bk = gb[k];
+      for (int64_t j = 0; j < d; ++j) g[j] = (g[j] - mu[j] * bk) / sigma[j];
     }
   }
   if (!fit_bias) std::fill(gb, gb + c, 0.0f);

@@ -1,7 +1,8 @@
 // Fused CPU kernels for small minibatches of dense float32 / uint8 rows: gather, logits,
 // softmax/sigmoid, cross-entropy and gradient sums in one pass over each row, plus the Adam and
-// SGD updates, on raw pointers. At batch 16 a LibTorch step is ~30 small ops whose dispatch
-// costs more than the arithmetic; here a step is a few loops. No LibTorch in this file.
+// SGD updates, on raw pointers, with class-major parameters. At batch 16 a LibTorch step is ~30
+// small ops whose dispatch costs more than the arithmetic; here a step is a few loops. No
+// LibTorch in this file.
 #ifndef LOGIT_WORKER_KERNEL_FUSED_CPU_H_
 #define LOGIT_WORKER_KERNEL_FUSED_CPU_H_
 
@@ -25,29 +26,30 @@ struct DenseRows {
 void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count);
 
 // Loss and gradient sums of a binary (c = 1, sigmoid) or softmax (c = K) model over gathered
-// rows. Parameters and gradient sums are kept padded to a multiple of 8 columns so that the
-// inner loops vectorise.
+// rows. Parameters are class-major: W^T (c x d, one row of d weights per class), then b (c), so
+// that the products run along the features (8 lanes at a time, no padding of the K columns).
 class MinibatchKernel {
  public:
   MinibatchKernel(int64_t d, int64_t c);
 
-  // Loads W (d x c, row-major) and b (c). With mu/sigma (length d, may be null) the effective
-  // raw-space parameters W / sigma and b - mu . (W / sigma) are loaded instead.
-  void SetParams(const float* w, const float* b, const float* mu, const float* sigma);
+  // Uses W^T (c x d, class-major) and b (c); `wt` must stay valid until the next call. With
+  // mu/sigma (length d, may be null) the effective raw-space parameters W^T / sigma and
+  // b - (W^T / sigma) mu are used instead.
+  void SetParams(const float* wt, const float* b, const float* mu, const float* sigma);
 
   // Adds rows[0..m) of `data` to the gradient, loss and weight sums.
   void Accumulate(const DenseRows& data, const int64_t* rows, int64_t m);
 
-  // Writes the sums into out[0 .. d*c + c + 2): gradient wrt (W_eff, b_eff), then the loss sum
-  // and the weight sum; then clears them.
+  // Writes the sums into out[0 .. c*d + c + 2): gradient wrt (W_eff^T class-major, b_eff), then
+  // the loss sum and the weight sum; then clears them.
   void Flush(float* out);
 
  private:
   // One thread's sums and scratch rows.
   struct Part {
-    std::vector<float> gw, gb;  // padded gradient sums
-    std::vector<float> x;       // converted rows (4 x d)
-    std::vector<float> z;       // logits / residuals (4 x cp)
+    std::vector<float> gw, gb;  // gradient sums (c x d, c)
+    std::vector<float> x;       // converted rows of a chunk (32 x d)
+    std::vector<float> z;       // logits / residuals of a chunk (32 x c)
     double loss = 0, weight = 0;
     bool used = false;  // holds sums since the last Flush
   };
@@ -55,14 +57,17 @@ class MinibatchKernel {
   void AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
   void AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
 
-  int64_t d_, c_, cp_;        // cp_: c rounded up to a multiple of 8 (softmax only)
-  std::vector<float> w_, b_;  // padded parameters (d x cp, cp)
+  int64_t d_, c_;
+  const float* w_ = nullptr;  // W_eff^T in use: the caller's, or weff_ when standardising
+  std::vector<float> weff_;   // W^T / sigma (standardised training only)
+  std::vector<float> b_;      // b_eff
   std::vector<Part> parts_;   // one per thread that took part
 };
 
-// The minibatch gradient from the (allreduced) sums of Flush: divides by the weight total, maps
-// it back to the standardised space (mu/sigma may be null), zeroes the bias gradient without a
-// bias, and adds l2 * W. Returns |W|^2 (for the objective) when l2 > 0, else 0.
+// The minibatch gradient (class-major, as theta) from the (allreduced) sums of Flush: divides by
+// the weight total, maps it back to the standardised space (mu/sigma may be null), zeroes the
+// bias gradient without a bias, and adds l2 * W. Returns |W|^2 (for the objective) when l2 > 0,
+// else 0.
 double FinishGradient(const float* sums, float inv_weight, const float* mu, const float* sigma,
                       bool fit_bias, float l2, const float* theta, int64_t d, int64_t c,
                       float* grad);

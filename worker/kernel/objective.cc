@@ -60,6 +60,12 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   std::unique_ptr<LogisticObjective> obj(new LogisticObjective());
   obj->data_ = &data;
   obj->config_ = config;
+  if (obj->config_.block_rows <= 0) {
+    const int64_t row_bytes =
+        std::max<int64_t>(1, num_features) * (config.dtype == at::kDouble ? 8 : 4);
+    obj->config_.block_rows =
+        config.device.is_cuda() ? std::max<int64_t>(2048, (int64_t{256} << 20) / row_bytes) : 2048;
+  }
   obj->collective_ = collective;
   obj->n_ = data.num_rows;
   obj->d_ = num_features;
@@ -77,8 +83,8 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
                     .to(config.device);
       break;
     case FeatureStorage::kSparseCsr:
-      for (int64_t b = 0; b < n; b += config.block_rows) {
-        const int64_t rows = std::min(config.block_rows, n - b);
+      for (int64_t b = 0; b < n; b += obj->config_.block_rows) {
+        const int64_t rows = std::min(obj->config_.block_rows, n - b);
         at::Tensor x = SparseRowsToCoo(data, nullptr, rows, b, obj->d_, opts);
         obj->sparse_blocks_t_.push_back(x.t().coalesce());
         obj->sparse_blocks_.push_back(std::move(x));
@@ -279,14 +285,46 @@ absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(const at::Ten
                                                                    const std::vector<int64_t>& rows,
                                                                    size_t begin, size_t end,
                                                                    at::Tensor& grad) {
-  if (fused_ && theta.is_contiguous() && grad.is_contiguous()) {
-    return FusedBatch(theta, rows, begin, end, grad);
+  if (fused_) {  // the fused kernel works class-major: convert in and out
+    at::Tensor theta_cm = ToClassMajor(theta);
+    at::Tensor grad_cm = at::empty_like(theta_cm);
+    auto v = FusedBatch(theta_cm, rows, begin, end, grad_cm);
+    if (v.ok()) FromClassMajor(grad_cm, grad);
+    return v;
   }
   acc_.zero_();
   at::Tensor w_eff, b_eff;
   EffectiveParams(theta, &w_eff, &b_eff);
   if (end > begin) Accumulate(MakeGatherBlock(rows, begin, end), w_eff, b_eff);
   return Finish(theta, grad);
+}
+
+absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradientClassMajor(
+    const at::Tensor& theta_cm, const std::vector<int64_t>& rows, size_t begin, size_t end,
+    at::Tensor& grad_cm) {
+  if (!fused_) {
+    at::Tensor theta = at::empty_like(theta_cm);
+    FromClassMajor(theta_cm, theta);
+    at::Tensor grad = at::empty_like(theta);
+    auto v = BatchValueAndGradient(theta, rows, begin, end, grad);
+    if (v.ok()) grad_cm.copy_(ToClassMajor(grad));
+    return v;
+  }
+  return FusedBatch(theta_cm, rows, begin, end, grad_cm);
+}
+
+at::Tensor LogisticObjective::ToClassMajor(const at::Tensor& theta) const {
+  at::Tensor out = at::empty_like(theta);
+  out.narrow(0, 0, d_ * c_).view({c_, d_}).copy_(theta.narrow(0, 0, d_ * c_).view({d_, c_}).t());
+  out.narrow(0, d_ * c_, c_).copy_(theta.narrow(0, d_ * c_, c_));
+  return out;
+}
+
+void LogisticObjective::FromClassMajor(const at::Tensor& theta_cm, at::Tensor& theta) const {
+  theta.narrow(0, 0, d_ * c_)
+      .view({d_, c_})
+      .copy_(theta_cm.narrow(0, 0, d_ * c_).view({c_, d_}).t());
+  theta.narrow(0, d_ * c_, c_).copy_(theta_cm.narrow(0, d_ * c_, c_));
 }
 
 absl::StatusOr<PassValue> LogisticObjective::FusedBatch(const at::Tensor& theta,

@@ -32,7 +32,9 @@ struct ObjectiveConfig {
   // Columns of the model; 0 = data.num_features. Sparse shards may see fewer columns than the
   // global feature count and are widened here instead of being copied.
   int64_t num_features = 0;
-  int64_t block_rows = 2048;  // rows per block of a full pass
+  // Rows per block of a full pass; 0 = auto: 2048 on a CPU (cache-sized), on a GPU up to
+  // 256 MiB of converted rows (launches, not memory, bound a pass there).
+  int64_t block_rows = 0;
 };
 
 // Per-pass results (global over all ranks when a collective is given).
@@ -77,6 +79,18 @@ class LogisticObjective {
                                                   const std::vector<int64_t>& rows, size_t begin,
                                                   size_t end, at::Tensor& grad);
 
+  // The same over class-major parameters and gradient: [W^T (C x d, row-major), b]. The fused
+  // CPU minibatch path (dense float32/uint8 rows, float32 math) runs in this layout, so that
+  // SGD/Adam keep their parameters and moments class-major for a whole epoch.
+  bool ClassMajorMinibatch() const { return fused_ != nullptr; }
+  absl::StatusOr<PassValue> BatchValueAndGradientClassMajor(const at::Tensor& theta_cm,
+                                                            const std::vector<int64_t>& rows,
+                                                            size_t begin, size_t end,
+                                                            at::Tensor& grad_cm);
+  // theta (feature-major, the model's layout) <-> class-major.
+  at::Tensor ToClassMajor(const at::Tensor& theta) const;
+  void FromClassMajor(const at::Tensor& theta_cm, at::Tensor& theta) const;
+
   // Hints that rows[begin, end) come next (the fused CPU path prefetches them).
   void PrefetchBatch(const std::vector<int64_t>& rows, size_t begin, size_t end) const {
     if (fused_ && end > begin) {
@@ -103,8 +117,8 @@ class LogisticObjective {
   // Adds the block's gradient sums and loss/weight sums into acc_.
   void Accumulate(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff);
   absl::StatusOr<PassValue> Finish(const at::Tensor& theta, at::Tensor& grad);
-  // The fused CPU path of BatchValueAndGradient (dense float32 / uint8 rows, float32 math).
-  absl::StatusOr<PassValue> FusedBatch(const at::Tensor& theta, const std::vector<int64_t>& rows,
+  // The fused CPU minibatch (dense float32 / uint8 rows, float32 math), class-major.
+  absl::StatusOr<PassValue> FusedBatch(const at::Tensor& theta_cm, const std::vector<int64_t>& rows,
                                        size_t begin, size_t end, at::Tensor& grad);
 
   // Constant after construction.

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <link.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -47,7 +48,14 @@ absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
         absl::StrCat("device: '", name, "' requested but this LibTorch build has no CUDA device"));
   }
   try {
-    return at::Device(name);
+    at::Device device(name);
+    if (!device.has_index()) device = at::Device(at::kCUDA, 0);
+    const size_t count = torch::cuda::device_count();
+    if (device.has_index() && static_cast<size_t>(device.index()) >= count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device: '", name, "': this machine has ", count, " CUDA device(s)"));
+    }
+    return device;
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("device: '", name, "': ", e.what()));
   }
@@ -272,12 +280,18 @@ std::string DescribeComputeBackend() {
         return 0;
       },
       &libs);
-  std::string blas = libs.empty() ? "none" : absl::StrJoin(libs, ",");
-  std::string warn;
-  if (blas.find("openblas") == std::string::npos && blas.find("mkl") == std::string::npos &&
-      blas.find("blis") == std::string::npos) {
-    warn = " WARNING=reference-BLAS-is-~25x-slower;install-libopenblas0-openmp";
+  // A CPU BLAS that is none of the fast ones is the reference BLAS (Debian's default
+  // libblas.so.3). No BLAS library at all: LibTorch carries its own (pip builds link MKL in).
+  bool slow = false;
+  for (const std::string& lib : libs) {
+    const bool fast =
+        lib.find("openblas") != std::string::npos || lib.find("mkl") != std::string::npos ||
+        lib.find("blis") != std::string::npos || lib.find("cublas") != std::string::npos;
+    slow = slow || !fast;
   }
+  std::string blas = libs.empty() ? "builtin" : absl::StrJoin(libs, ",");
+  std::string warn;
+  if (slow) warn = " WARNING=reference-BLAS-is-~25x-slower;install-libopenblas0-openmp";
   return absl::StrCat("blas=", blas, " torch_threads=", at::get_num_threads(),
                       " cuda=", at::hasCUDA() ? "yes" : "no", warn);
 }
@@ -436,12 +450,16 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     } else {
       const double lr = EffectiveLearningRate(options);
       const bool adam = options.optimizer == OptimizerKind::kAdam;
-      at::Tensor grad = at::zeros_like(theta);
-      at::Tensor m1 = at::zeros_like(theta), m2 = adam ? at::zeros_like(theta) : at::Tensor();
-      at::Tensor denom = adam ? at::empty_like(theta) : at::Tensor();
+      // The fused CPU path keeps the parameters (and the moments) class-major during an epoch;
+      // theta gets them back at every epoch's end. The update is elementwise either way.
+      const bool class_major = obj.ClassMajorMinibatch();
+      at::Tensor params = class_major ? obj.ToClassMajor(theta) : theta;
+      at::Tensor grad = at::zeros_like(params);
+      at::Tensor m1 = at::zeros_like(params), m2 = adam ? at::zeros_like(params) : at::Tensor();
+      at::Tensor denom = adam ? at::empty_like(params) : at::Tensor();
       const int64_t nw = obj.num_weights();
       // On the CPU in float32 the update is one fused loop instead of ~8 tensor ops.
-      const bool fused_update = theta.device().is_cpu() && theta.scalar_type() == at::kFloat;
+      const bool fused_update = params.device().is_cpu() && params.scalar_type() == at::kFloat;
       std::vector<int64_t> order(train.num_rows);
       std::iota(order.begin(), order.end(), 0);
       std::mt19937_64 rng(options.seed);
@@ -469,7 +487,8 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
           }
           const size_t b = std::min<size_t>(order.size(), s * local_batch);
           const size_t e = std::min<size_t>(order.size(), b + local_batch);
-          auto v = obj.BatchValueAndGradient(theta, order, b, e, grad);
+          auto v = class_major ? obj.BatchValueAndGradientClassMajor(params, order, b, e, grad)
+                               : obj.BatchValueAndGradient(params, order, b, e, grad);
           if (!v.ok()) {
             // A global batch with no weight (possible with uneven shards) is skipped.
             if (coll != nullptr && absl::IsInvalidArgument(v.status())) continue;
@@ -484,23 +503,25 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
           }
           if (fused_update) {
             if (adam) {
-              fused::AdamStep(theta.data_ptr<float>(), grad.data_ptr<float>(), m1.data_ptr<float>(),
-                              m2.data_ptr<float>(), theta.numel(), nw, lr, options.beta1,
-                              options.beta2, options.adam_eps, step_count, options.l1);
+              fused::AdamStep(params.data_ptr<float>(), grad.data_ptr<float>(),
+                              m1.data_ptr<float>(), m2.data_ptr<float>(), params.numel(), nw, lr,
+                              options.beta1, options.beta2, options.adam_eps, step_count,
+                              options.l1);
             } else {
-              fused::SgdStep(theta.data_ptr<float>(), grad.data_ptr<float>(), m1.data_ptr<float>(),
-                             theta.numel(), nw, lr, options.momentum, options.nesterov, options.l1);
+              fused::SgdStep(params.data_ptr<float>(), grad.data_ptr<float>(), m1.data_ptr<float>(),
+                             params.numel(), nw, lr, options.momentum, options.nesterov,
+                             options.l1);
             }
             continue;
           }
-          at::Tensor w = theta.narrow(0, 0, nw);
+          at::Tensor w = params.narrow(0, 0, nw);
           if (adam) {
             m1.mul_(options.beta1).add_(grad, 1 - options.beta1);
             m2.mul_(options.beta2).addcmul_(grad, grad, 1 - options.beta2);
             const double bc1 = 1 - std::pow(options.beta1, static_cast<double>(step_count));
             const double bc2 = 1 - std::pow(options.beta2, static_cast<double>(step_count));
             at::sqrt_out(denom, m2).div_(std::sqrt(bc2)).add_(options.adam_eps);
-            theta.addcdiv_(m1, denom, -lr / bc1);
+            params.addcdiv_(m1, denom, -lr / bc1);
             if (options.l1 > 0) {  // proximal step with Adam's per-coordinate step size
               at::Tensor thresh = (lr * options.l1) / denom.narrow(0, 0, nw);
               w.copy_(w.sign() * (w.abs() - thresh).clamp_min(0));
@@ -509,16 +530,17 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
             if (options.momentum > 0) {
               m1.mul_(options.momentum).add_(grad);
               if (options.nesterov) {
-                theta.add_(grad, -lr).add_(m1, -lr * options.momentum);
+                params.add_(grad, -lr).add_(m1, -lr * options.momentum);
               } else {
-                theta.add_(m1, -lr);
+                params.add_(m1, -lr);
               }
             } else {
-              theta.add_(grad, -lr);
+              params.add_(grad, -lr);
             }
             if (options.l1 > 0) w.copy_(w.sign() * (w.abs() - lr * options.l1).clamp_min(0));
           }
         }
+        if (class_major) obj.FromClassMajor(params, theta);
         const double train_loss = loss_sum / static_cast<double>(steps);
         const double objective_value = train_loss + obj.Penalty(theta, options.l1);
         st = record_epoch(epoch, train_loss, objective_value, epoch_start);

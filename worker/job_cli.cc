@@ -48,7 +48,7 @@ void AddJobFlags(CLI::App* app, JobFlags* f) {
   app->add_option("--early-stopping-patience", f->patience, "epochs without improvement (0 = off)");
   app->add_option("--save-model", f->save_model, "write the model (.npz)");
   app->add_option("--threads", f->threads, "compute threads (0 = all cores, shared by the ranks)");
-  app->add_option("--precision", f->precision, "auto|float32|float64")->capture_default_str();
+  app->add_option("--precision", f->precision, "auto|float32|float64|mixed")->capture_default_str();
   app->add_option("--lbfgs-history", f->lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")
       ->capture_default_str();
   app->add_flag("--no-pixel-scale", f->no_pixel_scale, "keep uint8 features unscaled");

@@ -1,5 +1,6 @@
 // Kernel benchmark on Fashion-MNIST (a command, not a test). Prints one JSON object.
 //   kernel_bench [--threads N] [--lbfgs-iters N] [--skip-lbfgs] [--device cpu|cuda]
+//                [--lbfgs-precision mixed|float64]   (default: both)
 //                [--data-dir DIR]   (default: Debian's /usr/share/datasets/fashion-mnist)
 // Run through tests/bench/run_kernel_bench.sh, which also runs the PyTorch peer and prints ratios.
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "worker/data/readers.h"
@@ -35,12 +37,13 @@ double PeakRssMb() {
 }
 
 double FullGradientSeconds(const Dataset& train, at::ScalarType dtype, const at::Device& device,
-                           int reps) {
+                           int reps, bool mixed = false) {
   logit::ObjectiveConfig cfg;
   cfg.classes = 10;
   cfg.l2 = 1.0 / 60000;
   cfg.dtype = dtype;
   cfg.device = device;
+  cfg.mixed_products = mixed;
   auto obj = logit::LogisticObjective::Create(train, cfg, at::Tensor(), at::Tensor(), at::Tensor(),
                                               nullptr);
   at::Tensor theta = at::zeros({(*obj)->num_params()}, (*obj)->options());
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   int64_t lbfgs_iters = 1500;
   bool skip_lbfgs = false;
   std::string device = "cpu";
+  std::vector<std::string> lbfgs_precisions = {"mixed", "float64"};
   std::string dir = "/usr/share/datasets/fashion-mnist";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -66,6 +70,8 @@ int main(int argc, char** argv) {
       lbfgs_iters = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--skip-lbfgs"))
       skip_lbfgs = true;
+    else if (!std::strcmp(argv[i], "--lbfgs-precision") && i + 1 < argc)
+      lbfgs_precisions = {argv[++i]};
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc)
       device = argv[++i];
     else if (!std::strcmp(argv[i], "--data-dir") && i + 1 < argc)
@@ -93,6 +99,7 @@ int main(int argc, char** argv) {
   out["read_seconds"] = Since(t0);
   out["full_gradient_seconds_f32"] = FullGradientSeconds(*train, at::kFloat, dev, 10);
   out["full_gradient_seconds_f64"] = FullGradientSeconds(*train, at::kDouble, dev, 5);
+  out["full_gradient_seconds_mixed"] = FullGradientSeconds(*train, at::kDouble, dev, 5, true);
 
   for (int64_t batch : {16, 256, 1024}) {
     logit::TrainOptions o;
@@ -117,8 +124,10 @@ int main(int argc, char** argv) {
     out["adam_train_loss"][std::to_string(batch)] = r->train_loss;
   }
 
-  if (!skip_lbfgs) {
+  for (const std::string& precision : lbfgs_precisions) {
+    if (skip_lbfgs) break;
     logit::TrainOptions o;
+    o.precision = *logit::ParsePrecision(precision);
     o.l2 = 1.0 / 60000;
     o.tol = 1e-12;
     o.epochs = lbfgs_iters;
@@ -146,17 +155,17 @@ int main(int argc, char** argv) {
       std::cerr << r.status() << "\n";
       return 1;
     }
-    out["lbfgs"] = {{"seconds_to_gap_1e-4", t4},
-                    {"iterations_to_gap_1e-4", i4},
-                    {"seconds_to_gap_1e-5", t5},
-                    {"iterations_to_gap_1e-5", i5},
-                    {"seconds_to_gap_1e-6", t6},
-                    {"iterations_to_gap_1e-6", i6},
-                    {"final_objective", r->objective},
-                    {"iterations", r->epochs_run},
-                    {"evaluations", r->function_evaluations},
-                    {"stop_reason", r->stop_reason},
-                    {"train_accuracy", r->train_metrics->accuracy}};
+    out["lbfgs"][precision] = {{"seconds_to_gap_1e-4", t4},
+                               {"iterations_to_gap_1e-4", i4},
+                               {"seconds_to_gap_1e-5", t5},
+                               {"iterations_to_gap_1e-5", i5},
+                               {"seconds_to_gap_1e-6", t6},
+                               {"iterations_to_gap_1e-6", i6},
+                               {"final_objective", r->objective},
+                               {"iterations", r->epochs_run},
+                               {"evaluations", r->function_evaluations},
+                               {"stop_reason", r->stop_reason},
+                               {"train_accuracy", r->train_metrics->accuracy}};
   }
   out["peak_rss_mb"] = PeakRssMb();
   std::cout << out.dump() << std::endl;

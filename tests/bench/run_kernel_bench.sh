@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kernel benchmark: logit's kernel and the PyTorch peer, measured in the same invocation.
-#   bash tests/bench/run_kernel_bench.sh [--skip-lbfgs] [--lbfgs-iters N]
+#   bash tests/bench/run_kernel_bench.sh [--skip-lbfgs] [--lbfgs-iters N] [--lbfgs-precision P]
 # Needs a build (bash tests/run_all.sh, or cmake --build build) and Debian's python3-torch.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -22,10 +22,10 @@ for b in ("16", "256", "1024"):
     row(f"Adam epoch, batch {b} (s)", ours["adam_epoch_seconds"][b], peer["adam_epoch_seconds"][b])
 print("logit's training loss after 2 Adam epochs: " +
       ", ".join(f"batch {b}: {ours['adam_train_loss'][b]:.4f}" for b in ("16", "256", "1024")))
-if "lbfgs" in ours:
-    l = ours["lbfgs"]
+row("full-batch gradient, mixed (s)", ours["full_gradient_seconds_mixed"], 0)
+for prec, l in ours.get("lbfgs", {}).items():
     for g in ("1e-4", "1e-5", "1e-6"):
-        print(f"{'L-BFGS C=1 to gap ' + g + ' (s / iters)':<42}{l['seconds_to_gap_' + g]:>12.1f}{'':>12}  {l['iterations_to_gap_' + g]} it")
-    print(f"L-BFGS final objective {l['final_objective']:.10f} after {l['iterations']} it ({l['stop_reason']}); sklearn optimum 0.3498933953")
+        print(f"{'L-BFGS ' + prec + ' C=1 to gap ' + g + ' (s / iters)':<42}{l['seconds_to_gap_' + g]:>12.1f}{'':>12}  {l['iterations_to_gap_' + g]} it")
+    print(f"L-BFGS {prec}: final objective {l['final_objective']:.10f} after {l['iterations']} it ({l['stop_reason']}); sklearn optimum 0.3498933953")
 print(f"{'peak RSS (MB)':<42}{ours['peak_rss_mb']:>12.0f}{peer['peak_rss_mb']:>12.0f}")
 PY

@@ -61,7 +61,7 @@ done
 
 step "kernel benchmark, GPU"
 unset OMP_NUM_THREADS
-"$BUILD/tests/kernel_bench" --device cuda --threads 8 --lbfgs-iters 1000 --data-dir "$FMNIST" >"$OUT/bench_gpu.json" &&
+"$BUILD/tests/kernel_bench" --device cuda --threads 8 --lbfgs-iters 1000 --lbfgs-precision float64 --data-dir "$FMNIST" >"$OUT/bench_gpu.json" &&
   cat "$OUT/bench_gpu.json"
 "$PY" "$ROOT/tests/bench/torch_peer.py" 8 cuda "$FMNIST" >"$OUT/peer_gpu.json" && cat "$OUT/peer_gpu.json"
 step "kernel benchmark, CPU (same machine)"

@@ -223,6 +223,22 @@ TEST_P(FusedMinibatch, MatchesTheFloat64TensorPath) {
     EXPECT_TRUE(at::equal(g_back, g32));
     EXPECT_EQ(v_cm->loss, v32->loss);
   }
+  // Full passes: float32 runs the fused kernel with float64 sums, and so does float64 with
+  // mixed_products; both within float32 rounding of the float64 tensor path.
+  at::Tensor f64 = at::zeros_like(theta), f32 = at::zeros_like(theta32),
+             fmix = at::zeros_like(theta);
+  cfg.dtype = at::kDouble;
+  cfg.mixed_products = true;
+  auto mixed = LogisticObjective::Create(data, cfg, sw, mu, sigma, nullptr);
+  ASSERT_TRUE(mixed.ok());
+  auto full64 = (*ref)->ValueAndGradient(theta, f64);
+  auto full32 = (*fused)->ValueAndGradient(theta32, f32);
+  auto full_mixed = (*mixed)->ValueAndGradient(theta, fmix);
+  ASSERT_TRUE(full64.ok() && full32.ok() && full_mixed.ok());
+  EXPECT_NEAR(full32->objective, full64->objective, 2e-6 * (1 + full64->objective));
+  EXPECT_NEAR(full_mixed->objective, full64->objective, 2e-6 * (1 + full64->objective));
+  EXPECT_LT((f32.to(at::kDouble) - f64).abs().max().item<double>(), 2e-6);
+  EXPECT_LT((fmix - f64).abs().max().item<double>(), 2e-6);
 }
 
 TEST(Objective, ClassMajorLayoutRoundTrips) {

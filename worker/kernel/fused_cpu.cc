@@ -24,6 +24,9 @@ namespace {
 constexpr int64_t kLanes = 8;
 constexpr int64_t kGroup = 4;   // rows whose logits are computed together (W loaded once)
 constexpr int64_t kChunk = 32;  // rows whose gradient sums are added together (x in L2)
+// double_sums: float32 sums of at most this many rows are added into the float64 ones (each
+// fold costs a pass over the c x d sums; after every chunk it was 7% of a full pass).
+constexpr int64_t kFoldRows = 128;
 
 }  // namespace
 
@@ -239,13 +242,29 @@ inline double Softplus(double z) {
 
 }  // namespace
 
-MinibatchKernel::MinibatchKernel(int64_t d, int64_t c) : d_(d), c_(c) { b_.assign(c_, 0.0f); }
+MinibatchKernel::MinibatchKernel(int64_t d, int64_t c, bool double_sums)
+    : d_(d), c_(c), double_sums_(double_sums) {
+  b_.assign(c_, 0.0f);
+}
+
+void MinibatchKernel::Fold(Part& p) const {
+  if (!double_sums_) return;
+  p.unfolded = 0;
+  for (size_t i = 0; i < p.gw.size(); ++i) p.gw64[i] += p.gw[i];
+  for (size_t i = 0; i < p.gb.size(); ++i) p.gb64[i] += p.gb[i];
+  std::fill(p.gw.begin(), p.gw.end(), 0.0f);
+  std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+}
 
 MinibatchKernel::Part& MinibatchKernel::PartFor(int t) {
   Part& p = parts_[t];
   if (p.gw.empty()) {
     p.gw.assign(d_ * c_, 0.0f);
     p.gb.assign(c_, 0.0f);
+    if (double_sums_) {
+      p.gw64.assign(d_ * c_, 0.0);
+      p.gb64.assign(c_, 0.0);
+    }
     p.x.assign(kChunk * d_, 0.0f);
     p.z.assign(kChunk * c_, 0.0f);
   }
@@ -335,6 +354,8 @@ void MinibatchKernel::AccumulateSoftmax(Part& part, const DenseRows& data, const
       }
     }
     AddOuter(xs, cm, d_, zs, c_, part.gw.data());
+    part.unfolded += cm;
+    if (part.unfolded >= kFoldRows) Fold(part);
   }
 }
 
@@ -355,6 +376,7 @@ void MinibatchKernel::AccumulateBinary(Part& part, const DenseRows& data, const 
     const float g = static_cast<float>(sw * (p - y));
     Axpy(g, x, part.gw.data(), d_);
     part.gb[0] += g;
+    if (++part.unfolded >= kFoldRows) Fold(part);
   }
 }
 
@@ -382,6 +404,23 @@ void MinibatchKernel::Flush(float* out) {
   if (first) std::fill(out, out + nw + c_, 0.0f);
   out[nw + c_] = static_cast<float>(loss);
   out[nw + c_ + 1] = static_cast<float>(weight);
+}
+
+void MinibatchKernel::FlushDouble(double* out) {
+  const int64_t nw = d_ * c_;
+  std::fill(out, out + nw + c_ + 2, 0.0);
+  for (Part& p : parts_) {
+    if (!p.used) continue;
+    Fold(p);
+    for (int64_t i = 0; i < nw; ++i) out[i] += p.gw64[i];
+    for (int64_t k = 0; k < c_; ++k) out[nw + k] += p.gb64[k];
+    std::fill(p.gw64.begin(), p.gw64.end(), 0.0);
+    std::fill(p.gb64.begin(), p.gb64.end(), 0.0);
+    out[nw + c_] += p.loss;
+    out[nw + c_ + 1] += p.weight;
+    p.loss = p.weight = 0;
+    p.used = false;
+  }
 }
 
 LOGIT_CLONES double FinishGradient(const float* sums, float inv_weight, const float* mu,

@@ -30,7 +30,9 @@ void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count);
 // that the products run along the features (8 lanes at a time, no padding of the K columns).
 class MinibatchKernel {
  public:
-  MinibatchKernel(int64_t d, int64_t c);
+  // With `double_sums` the float32 sums of every chunk of rows are added into float64 ones (full
+  // passes: float32 products, float64 sums over the whole dataset); read them with FlushDouble.
+  MinibatchKernel(int64_t d, int64_t c, bool double_sums = false);
 
   // Uses W^T (c x d, class-major) and b (c); `wt` must stay valid until the next call. With
   // mu/sigma (length d, may be null) the effective raw-space parameters W^T / sigma and
@@ -43,21 +45,27 @@ class MinibatchKernel {
   // Writes the sums into out[0 .. c*d + c + 2): gradient wrt (W_eff^T class-major, b_eff), then
   // the loss sum and the weight sum; then clears them.
   void Flush(float* out);
+  void FlushDouble(double* out);
 
  private:
   // One thread's sums and scratch rows.
   struct Part {
-    std::vector<float> gw, gb;  // gradient sums (c x d, c)
-    std::vector<float> x;       // converted rows of a chunk (32 x d)
-    std::vector<float> z;       // logits / residuals of a chunk (32 x c)
+    std::vector<float> gw, gb;       // gradient sums (c x d, c) since the last fold
+    std::vector<double> gw64, gb64;  // folded sums (double_sums only)
+    std::vector<float> x;            // converted rows of a chunk (32 x d)
+    std::vector<float> z;            // logits / residuals of a chunk (32 x c)
     double loss = 0, weight = 0;
-    bool used = false;  // holds sums since the last Flush
+    int64_t unfolded = 0;  // rows in gw / gb since the last fold
+    bool used = false;     // holds sums since the last Flush
   };
   Part& PartFor(int thread);
   void AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
   void AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
+  // double_sums: moves the float32 sums into the float64 ones.
+  void Fold(Part& part) const;
 
   int64_t d_, c_;
+  bool double_sums_;
   const float* w_ = nullptr;  // W_eff^T in use: the caller's, or weff_ when standardising
   std::vector<float> weff_;   // W^T / sigma (standardised training only)
   std::vector<float> b_;      // b_eff

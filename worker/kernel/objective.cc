@@ -1,6 +1,7 @@
 #include "worker/kernel/objective.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -100,9 +101,11 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     obj->sigma_ = sigma.to(opts);
   }
   obj->acc_ = at::zeros({obj->num_params() + 2}, opts);
-  if (data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu() &&
-      config.dtype == at::kFloat) {
-    obj->fused_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_);
+  // Dense rows on the CPU go through the fused kernels: minibatches in float32 arithmetic, full
+  // passes with float32 products and float64 sums (for float32, and for float64 with
+  // mixed_products).
+  const bool dense_cpu = data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu();
+  if (dense_cpu && (config.dtype == at::kFloat || config.mixed_products)) {
     fused::DenseRows& v = obj->fused_rows_;
     if (data.storage == FeatureStorage::kDenseUint8) {
       v.u8 = data.dense_u8.data();
@@ -112,7 +115,22 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     }
     v.d = obj->d_;
     v.labels = data.labels.data();
-    v.weights = obj->sw_.defined() ? obj->sw_.data_ptr<float>() : nullptr;
+    auto to_floats = [](const at::Tensor& t) {
+      at::Tensor f = t.to(at::kFloat).contiguous();
+      return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+    };
+    if (obj->sw_.defined()) obj->sw32_ = to_floats(obj->sw_);
+    if (obj->sigma_.defined()) {
+      obj->mu32_ = to_floats(obj->mu_);
+      obj->sigma32_ = to_floats(obj->sigma_);
+    }
+    v.weights = obj->sw32_.empty() ? nullptr : obj->sw32_.data();
+    if (config.dtype == at::kFloat) {
+      obj->fused_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_);
+    }
+    obj->fused_full_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_, true);
+    obj->all_rows_.resize(n);
+    std::iota(obj->all_rows_.begin(), obj->all_rows_.end(), 0);
   }
   return obj;
 }
@@ -272,6 +290,21 @@ absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at:
 
 absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
                                                               at::Tensor& grad) {
+  if (fused_full_) {
+    // float32 class-major parameters in, float64 sums out, back to acc_'s layout and dtype.
+    const int64_t nw = d_ * c_;
+    const at::Tensor theta_cm = ToClassMajor(theta).to(at::kFloat);
+    const float* th = theta_cm.data_ptr<float>();
+    fused_full_->SetParams(th, th + nw, mu32_.empty() ? nullptr : mu32_.data(),
+                           sigma32_.empty() ? nullptr : sigma32_.data());
+    fused_full_->Accumulate(fused_rows_, all_rows_.data(), n_);
+    full_sums_.resize(nw + c_ + 2);
+    fused_full_->FlushDouble(full_sums_.data());
+    const at::Tensor sums = at::from_blob(full_sums_.data(), {nw + c_ + 2}, at::kDouble);
+    acc_.narrow(0, 0, nw).view({d_, c_}).copy_(sums.narrow(0, 0, nw).view({c_, d_}).t());
+    acc_.narrow(0, nw, c_ + 2).copy_(sums.narrow(0, nw, c_ + 2));
+    return Finish(theta, grad);
+  }
   acc_.zero_();
   at::Tensor w_eff, b_eff;
   EffectiveParams(theta, &w_eff, &b_eff);
@@ -333,8 +366,8 @@ absl::StatusOr<PassValue> LogisticObjective::FusedBatch(const at::Tensor& theta,
                                                         at::Tensor& grad) {
   const int64_t nw = d_ * c_, p = num_params();
   const float* th = theta.data_ptr<float>();
-  const float* mu = sigma_.defined() ? mu_.data_ptr<float>() : nullptr;
-  const float* sigma = sigma_.defined() ? sigma_.data_ptr<float>() : nullptr;
+  const float* mu = mu32_.empty() ? nullptr : mu32_.data();
+  const float* sigma = sigma32_.empty() ? nullptr : sigma32_.data();
   fused_->SetParams(th, th + nw, mu, sigma);
   if (end > begin) {
     fused_->Accumulate(fused_rows_, rows.data() + begin, static_cast<int64_t>(end - begin));

@@ -17,8 +17,9 @@ enum class OptimizerKind { kSgd, kAdam, kLbfgs };
 absl::StatusOr<OptimizerKind> ParseOptimizer(const std::string& name);
 const char* OptimizerName(OptimizerKind k);
 
-// Floating-point type of the kernel's arithmetic.
-enum class Precision { kAuto, kFloat32, kFloat64 };
+// Floating-point type of the kernel's arithmetic. kMixed: float64 parameters, optimizer state
+// and sums, float32 products in full passes over dense rows on the CPU (the fused kernel).
+enum class Precision { kAuto, kFloat32, kFloat64, kMixed };
 absl::StatusOr<Precision> ParsePrecision(const std::string& name);
 
 struct TrainOptions {
@@ -79,6 +80,7 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text);
 double EffectiveLearningRate(const TrainOptions& o);
 int64_t EffectiveEpochs(const TrainOptions& o);
 bool UsesFloat64(const TrainOptions& o);
+bool UsesMixedProducts(const TrainOptions& o);
 
 }  // namespace logit
 

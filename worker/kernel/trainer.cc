@@ -360,6 +360,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     cfg.fit_bias = options.fit_bias;
     cfg.l2 = options.l2;
     cfg.dtype = UsesFloat64(options) ? at::kDouble : at::kFloat;
+    cfg.mixed_products = UsesMixedProducts(options);
     cfg.device = *device;
     cfg.num_features = nf;  // sparse shards may see fewer columns than the global count
     auto objective = LogisticObjective::Create(train, cfg, *weights, mu, sigma, coll);

@@ -290,7 +290,7 @@ absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at:
 
 absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
                                                               at::Tensor& grad) {
-  if (fused_full_) {
+  if (fused_full_ && (config_.dtype == at::kFloat || config_.mixed_products)) {
     // float32 class-major parameters in, float64 sums out, back to acc_'s layout and dtype.
     const int64_t nw = d_ * c_;
     const at::Tensor theta_cm = ToClassMajor(theta).to(at::kFloat);

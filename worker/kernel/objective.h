@@ -94,6 +94,13 @@ class LogisticObjective {
   at::Tensor ToClassMajor(const at::Tensor& theta) const;
   void FromClassMajor(const at::Tensor& theta_cm, at::Tensor& theta) const;
 
+  // Whether full passes run the fused kernel with float32 products on float64 parameters
+  // (ObjectiveConfig::mixed_products on dense CPU rows); switchable (the float64 polish).
+  bool mixed_products() const {
+    return fused_full_ != nullptr && config_.dtype == at::kDouble && config_.mixed_products;
+  }
+  void set_mixed_products(bool on) { config_.mixed_products = on; }
+
   // Hints that rows[begin, end) come next (the fused CPU path prefetches them).
   void PrefetchBatch(const std::vector<int64_t>& rows, size_t begin, size_t end) const {
     if (fused_ && end > begin) {

@@ -59,6 +59,7 @@ struct TrainOptions {
   // (Fashion-MNIST needs ~3x fewer iterations than with 20), down to 10 for huge models.
   int64_t lbfgs_history = 0;
   // Kernel arithmetic: auto = float64 for L-BFGS (reaches 1e-6 gaps), float32 for SGD/Adam.
+  // mixed (L-BFGS): float32 products on dense CPU rows until L-BFGS stalls, then float64.
   Precision precision = Precision::kAuto;
   // Intra-op threads; 0 = all cores.
   int threads = 0;
@@ -81,6 +82,8 @@ double EffectiveLearningRate(const TrainOptions& o);
 int64_t EffectiveEpochs(const TrainOptions& o);
 bool UsesFloat64(const TrainOptions& o);
 bool UsesMixedProducts(const TrainOptions& o);
+// mixed precision with L-BFGS: the mixed phase is followed by a float64 phase.
+bool PolishesInFloat64(const TrainOptions& o);
 
 }  // namespace logit
 

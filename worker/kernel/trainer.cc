@@ -421,22 +421,36 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       lo.l1 = options.l1;
       lo.initial_step = EffectiveLearningRate(options);
       auto epoch_start = Clock::now();
-      auto report = MinimizeLbfgs(obj, theta, lo,
-                                  [&](int64_t it, const PassValue& v, double f) -> absl::Status {
-                                    // theta is updated only at the end; evaluate validation on the
-                                    // final point.
-                                    EpochRecord rec;
-                                    rec.epoch = it;
-                                    rec.train_loss = v.loss;
-                                    rec.objective = f;
-                                    rec.seconds = Seconds(epoch_start);
-                                    rec.samples = global_rows;
-                                    epoch_start = Clock::now();
-                                    result.history.push_back(rec);
-                                    if (on_epoch) on_epoch(rec);
-                                    return check_stop();
-                                  });
+      int64_t offset = 0;  // iterations of earlier phases
+      auto on_iteration = [&](int64_t it, const PassValue& v, double f) -> absl::Status {
+        // theta is updated only at the end; evaluate validation on the final point.
+        EpochRecord rec;
+        rec.epoch = offset + it;
+        rec.train_loss = v.loss;
+        rec.objective = f;
+        rec.seconds = Seconds(epoch_start);
+        rec.samples = global_rows;
+        epoch_start = Clock::now();
+        result.history.push_back(rec);
+        if (on_epoch) on_epoch(rec);
+        return check_stop();
+      };
+      // --precision mixed on dense CPU rows: float32 products (fast) until L-BFGS stalls, then a
+      // float64 polish from there (fresh history) to the tolerance.
+      auto report = MinimizeLbfgs(obj, theta, lo, on_iteration);
       if (!report.ok()) return report.status();
+      if (PolishesInFloat64(options) && obj.mixed_products() &&
+          report->stop_reason != "max_epochs" && report->iterations < epochs) {
+        obj.set_mixed_products(false);
+        LbfgsOptions polish = lo;
+        polish.max_iterations = epochs - report->iterations;
+        offset = report->iterations;
+        auto second = MinimizeLbfgs(obj, theta, polish, on_iteration);
+        if (!second.ok()) return second.status();
+        second->iterations += report->iterations;
+        second->evaluations += report->evaluations;
+        report = std::move(second);
+      }
       result.stop_reason = report->stop_reason;
       result.epochs_run = report->iterations;
       result.function_evaluations = report->evaluations;

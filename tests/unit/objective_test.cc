@@ -241,6 +241,23 @@ TEST_P(FusedMinibatch, MatchesTheFloat64TensorPath) {
   EXPECT_LT((fmix - f64).abs().max().item<double>(), 2e-6);
 }
 
+TEST(Objective, HugeModelsSkipTheFusedKernelsAndStillTrain) {
+  // Per-thread K x d sums would not fit: above 4M parameters the ATen path runs.
+  const Dataset data = RandomDense(3, (int64_t{1} << 22) + 1, 2, 5);
+  ObjectiveConfig cfg;
+  cfg.classes = 2;
+  cfg.dtype = at::kFloat;
+  auto obj =
+      LogisticObjective::Create(data, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  ASSERT_TRUE(obj.ok());
+  EXPECT_FALSE((*obj)->ClassMajorMinibatch());
+  at::Tensor theta = at::zeros({(*obj)->num_params()}, at::kFloat);
+  at::Tensor grad = at::zeros_like(theta);
+  auto v = (*obj)->BatchValueAndGradient(theta, {0, 1, 2}, 0, 3, grad);
+  ASSERT_TRUE(v.ok());
+  EXPECT_NEAR(v->loss, std::log(2.0), 1e-6);  // zero weights: p = 1/2 for every row
+}
+
 TEST(Objective, ClassMajorLayoutRoundTrips) {
   const Dataset data = RandomDense(8, 5, 3, 4);
   ObjectiveConfig cfg;

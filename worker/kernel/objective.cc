@@ -104,7 +104,11 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   // Dense rows on the CPU go through the fused kernels: minibatches in float32 arithmetic, full
   // passes with float32 products and float64 sums (for float32, and for float64 with
   // mixed_products).
-  const bool dense_cpu = data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu();
+  // Each thread of the fused kernels keeps its own K x d sums, so they serve small models only
+  // (Fashion-MNIST: 7,850 values); ImageNet-sized ones (150M values) go through ATen's GEMMs.
+  constexpr int64_t kFusedMaxParams = int64_t{4} << 20;
+  const bool dense_cpu = data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu() &&
+                         obj->d_ * obj->c_ <= kFusedMaxParams;
   if (dense_cpu && (config.dtype == at::kFloat || config.mixed_products)) {
     fused::DenseRows& v = obj->fused_rows_;
     if (data.storage == FeatureStorage::kDenseUint8) {

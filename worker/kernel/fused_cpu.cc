@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #ifdef _OPENMP
 #include <omp.h>
 #else
@@ -21,7 +22,7 @@ namespace logit::fused {
 
 namespace {
 
-constexpr int64_t kLanes = 8;
+constexpr int64_t kLanes = 8;   // floats per vector (FinishGradient)
 constexpr int64_t kGroup = 4;   // rows whose logits are computed together (W loaded once)
 constexpr int64_t kChunk = 32;  // rows whose gradient sums are added together (x in L2)
 // double_sums: float32 sums of at most this many rows are added into the float64 ones (each
@@ -43,58 +44,89 @@ void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count) {
 
 namespace {
 
-// Converts `count` rows into dst (count x d floats).
-LOGIT_CLONES void LoadRows(const DenseRows& data, const int64_t* rows, int64_t count, float* dst) {
-  const int64_t d = data.d;
-  for (int64_t r = 0; r < count; ++r) {
-    float* out = dst + r * d;
-    if (data.u8 != nullptr) {
-      const uint8_t* in = data.u8 + rows[r] * d;
-      const float s = data.scale;
-      for (int64_t j = 0; j < d; ++j) out[j] = static_cast<float>(in[j]) * s;
-    } else {
-      std::memcpy(out, data.f32 + rows[r] * d, sizeof(float) * d);
-    }
-  }
+// Vectors of 32 bytes (GCC/Clang vector extension): 8 floats or 4 doubles, AVX in the
+// x86-64-v3 clone, two SSE registers in the baseline one. Explicit vectors keep the compiler
+// from vectorising the wrong loop (it did: across j, with shuffles, 5x slower).
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename Simd<T>::V;
+template <typename T>
+constexpr int64_t Lanes() {
+  return 32 / sizeof(T);
 }
 
-// Eight floats in one vector (GCC/Clang vector extension): AVX in the x86-64-v3 clone, two SSE
-// registers in the baseline one. Explicit vectors keep the compiler from vectorising the wrong
-// loop (it did: across j, with shuffles, 5x slower).
-typedef float v8f __attribute__((vector_size(32)));
+// The templates below are inlined into cloned, non-template wrappers (target_clones does not
+// take templates), so each is compiled for both targets.
+#define LOGIT_INLINE __attribute__((always_inline)) inline
 
-inline v8f Load8(const float* p) {
-  v8f v;
+template <typename T>
+LOGIT_INLINE Vec<T> LoadV(const T* p) {
+  Vec<T> v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline void Store8(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
+template <typename T>
+LOGIT_INLINE void StoreV(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+LOGIT_INLINE T SumV(Vec<T> v) {
+  if constexpr (Lanes<T>() == 8) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+  } else {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  }
+}
+// Scalars are broadcast by writing `scalar * vector` (one vbroadcast); a Vec{v, v, ...} literal
+// compiled to a chain of inserts.
 
-// Scalars are broadcast by writing `scalar * vector` (one vbroadcastss); a v8f{v, v, ...}
-// literal compiled to a chain of inserts.
-constexpr v8f kZero8 = {0, 0, 0, 0, 0, 0, 0, 0};
-inline float Sum8(v8f v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+// Converts `count` rows into dst (count x d).
+template <typename T>
+LOGIT_INLINE void LoadRowsT(const DenseRows& data, const int64_t* rows, int64_t count, T* dst) {
+  const int64_t d = data.d;
+  for (int64_t r = 0; r < count; ++r) {
+    T* out = dst + r * d;
+    if (data.u8 != nullptr) {
+      const uint8_t* in = data.u8 + rows[r] * d;
+      const T s = static_cast<T>(data.scale);
+      for (int64_t j = 0; j < d; ++j) out[j] = static_cast<T>(in[j]) * s;
+    } else if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(out, data.f32 + rows[r] * d, sizeof(float) * d);
+    } else {
+      const float* in = data.f32 + rows[r] * d;
+      for (int64_t j = 0; j < d; ++j) out[j] = in[j];
+    }
+  }
 }
 
 // z[r * c + k] = b[k] + x_r . w_k for kGroup rows (rows beyond the batch are zeros) and the c
 // class rows of W^T. Two classes at a time: 4 rows x 2 classes = 8 independent accumulators hide
 // the FMA latency, and each step loads 6 vectors for 8 FMAs.
-LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float* b, int64_t c,
-                         float* z) {
-  const float* x0 = x;
-  const float* x1 = x + d;
-  const float* x2 = x + 2 * d;
-  const float* x3 = x + 3 * d;
-  const int64_t dv = d / kLanes * kLanes;
+template <typename T>
+LOGIT_INLINE void LogitsT(const T* x, int64_t d, const T* w, const T* b, int64_t c, T* z) {
+  constexpr int64_t L = Lanes<T>();
+  const T* x0 = x;
+  const T* x1 = x + d;
+  const T* x2 = x + 2 * d;
+  const T* x3 = x + 3 * d;
+  const int64_t dv = d / L * L;
   int64_t k = 0;
   for (; k + 2 <= c; k += 2) {
-    const float* wa = w + k * d;
-    const float* wb = wa + d;
-    v8f a0 = kZero8, a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
-    for (int64_t j = 0; j < dv; j += kLanes) {
-      const v8f p = Load8(wa + j), q = Load8(wb + j);
-      const v8f u0 = Load8(x0 + j), u1 = Load8(x1 + j), u2 = Load8(x2 + j), u3 = Load8(x3 + j);
+    const T* wa = w + k * d;
+    const T* wb = wa + d;
+    Vec<T> a0{}, a1{}, a2{}, a3{}, e0{}, e1{}, e2{}, e3{};
+    for (int64_t j = 0; j < dv; j += L) {
+      const Vec<T> p = LoadV(wa + j), q = LoadV(wb + j);
+      const Vec<T> u0 = LoadV(x0 + j), u1 = LoadV(x1 + j), u2 = LoadV(x2 + j), u3 = LoadV(x3 + j);
       a0 += u0 * p;
       e0 += u0 * q;
       a1 += u1 * p;
@@ -104,8 +136,8 @@ LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float*
       a3 += u3 * p;
       e3 += u3 * q;
     }
-    float sa[kGroup] = {Sum8(a0), Sum8(a1), Sum8(a2), Sum8(a3)};
-    float se[kGroup] = {Sum8(e0), Sum8(e1), Sum8(e2), Sum8(e3)};
+    T sa[kGroup] = {SumV<T>(a0), SumV<T>(a1), SumV<T>(a2), SumV<T>(a3)};
+    T se[kGroup] = {SumV<T>(e0), SumV<T>(e1), SumV<T>(e2), SumV<T>(e3)};
     for (int64_t j = dv; j < d; ++j) {
       for (int64_t r = 0; r < kGroup; ++r) {
         sa[r] += x[r * d + j] * wa[j];
@@ -118,16 +150,16 @@ LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float*
     }
   }
   if (k < c) {
-    const float* wa = w + k * d;
-    v8f a0 = kZero8, a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t j = 0; j < dv; j += kLanes) {
-      const v8f p = Load8(wa + j);
-      a0 += Load8(x0 + j) * p;
-      a1 += Load8(x1 + j) * p;
-      a2 += Load8(x2 + j) * p;
-      a3 += Load8(x3 + j) * p;
+    const T* wa = w + k * d;
+    Vec<T> a0{}, a1{}, a2{}, a3{};
+    for (int64_t j = 0; j < dv; j += L) {
+      const Vec<T> p = LoadV(wa + j);
+      a0 += LoadV(x0 + j) * p;
+      a1 += LoadV(x1 + j) * p;
+      a2 += LoadV(x2 + j) * p;
+      a3 += LoadV(x3 + j) * p;
     }
-    float sa[kGroup] = {Sum8(a0), Sum8(a1), Sum8(a2), Sum8(a3)};
+    T sa[kGroup] = {SumV<T>(a0), SumV<T>(a1), SumV<T>(a2), SumV<T>(a3)};
     for (int64_t j = dv; j < d; ++j) {
       for (int64_t r = 0; r < kGroup; ++r) sa[r] += x[r * d + j] * wa[j];
     }
@@ -136,35 +168,35 @@ LOGIT_CLONES void Logits(const float* x, int64_t d, const float* w, const float*
 }
 
 // gw[k0 + t][j] += sum_{r < m} res[r * c + k0 + t] * x_r[j] for t < KT: one register tile of
-// KT classes x 16 features accumulated over all m rows of the chunk, so that each gradient entry
-// is loaded and stored once per chunk (it was once per 4 rows, and that traffic dominated).
-// Inlined into the cloned callers, so it is compiled for each target.
-template <int KT>
-__attribute__((always_inline)) inline void GradTile(const float* x, int64_t m, int64_t d,
-                                                    const float* res, int64_t c, int64_t k0,
-                                                    float* gw) {
+// KT classes x 2 vectors of features accumulated over all m rows of the chunk, so that each
+// gradient entry is loaded and stored once per chunk (it was once per 4 rows, and that traffic
+// dominated).
+template <typename T, int KT>
+LOGIT_INLINE void GradTile(const T* x, int64_t m, int64_t d, const T* res, int64_t c, int64_t k0,
+                           T* gw) {
+  constexpr int64_t L = Lanes<T>();
   int64_t j = 0;
-  for (; j + 2 * kLanes <= d; j += 2 * kLanes) {
-    v8f a[KT], e[KT];
+  for (; j + 2 * L <= d; j += 2 * L) {
+    Vec<T> a[KT], e[KT];
     for (int t = 0; t < KT; ++t) {
-      a[t] = Load8(gw + (k0 + t) * d + j);
-      e[t] = Load8(gw + (k0 + t) * d + j + kLanes);
+      a[t] = LoadV(gw + (k0 + t) * d + j);
+      e[t] = LoadV(gw + (k0 + t) * d + j + L);
     }
     for (int64_t r = 0; r < m; ++r) {
-      const v8f u = Load8(x + r * d + j), v = Load8(x + r * d + j + kLanes);
-      const float* rr = res + r * c + k0;
+      const Vec<T> u = LoadV(x + r * d + j), v = LoadV(x + r * d + j + L);
+      const T* rr = res + r * c + k0;
       for (int t = 0; t < KT; ++t) {
         a[t] += rr[t] * u;
         e[t] += rr[t] * v;
       }
     }
     for (int t = 0; t < KT; ++t) {
-      Store8(gw + (k0 + t) * d + j, a[t]);
-      Store8(gw + (k0 + t) * d + j + kLanes, e[t]);
+      StoreV(gw + (k0 + t) * d + j, a[t]);
+      StoreV(gw + (k0 + t) * d + j + L, e[t]);
     }
   }
   for (; j < d; ++j) {
-    float a[KT];
+    T a[KT];
     for (int t = 0; t < KT; ++t) a[t] = gw[(k0 + t) * d + j];
     for (int64_t r = 0; r < m; ++r) {
       for (int t = 0; t < KT; ++t) a[t] += x[r * d + j] * res[r * c + k0 + t];
@@ -176,27 +208,27 @@ __attribute__((always_inline)) inline void GradTile(const float* x, int64_t m, i
 // gw (c x d) += res^T (c x m) x (m x d): the gradient sums of a chunk of m rows. Class tiles of
 // at most 5 (10 accumulators: each FMA chain waits 4 cycles per row, so fewer than 8 chains
 // leave the FMA units idle), as even as possible (10 classes: 5 + 5; 7: 4 + 3).
-LOGIT_CLONES void AddOuter(const float* x, int64_t m, int64_t d, const float* res, int64_t c,
-                           float* gw) {
+template <typename T>
+LOGIT_INLINE void AddOuterT(const T* x, int64_t m, int64_t d, const T* res, int64_t c, T* gw) {
   const int64_t tiles = (c + 4) / 5;
   int64_t k0 = 0;
   for (int64_t t = 0; t < tiles; ++t) {
     const int64_t kt = (c - k0) / (tiles - t);  // the remaining classes, spread evenly
     switch (kt) {
       case 5:
-        GradTile<5>(x, m, d, res, c, k0, gw);
+        GradTile<T, 5>(x, m, d, res, c, k0, gw);
         break;
       case 4:
-        GradTile<4>(x, m, d, res, c, k0, gw);
+        GradTile<T, 4>(x, m, d, res, c, k0, gw);
         break;
       case 3:
-        GradTile<3>(x, m, d, res, c, k0, gw);
+        GradTile<T, 3>(x, m, d, res, c, k0, gw);
         break;
       case 2:
-        GradTile<2>(x, m, d, res, c, k0, gw);
+        GradTile<T, 2>(x, m, d, res, c, k0, gw);
         break;
       default:
-        GradTile<1>(x, m, d, res, c, k0, gw);
+        GradTile<T, 1>(x, m, d, res, c, k0, gw);
         break;
     }
     k0 += kt;
@@ -204,11 +236,50 @@ LOGIT_CLONES void AddOuter(const float* x, int64_t m, int64_t d, const float* re
 }
 
 // dst[0..n) += src[0..n).
-LOGIT_CLONES void AddRow(const float* src, int64_t n, float* dst) {
+template <typename T>
+LOGIT_INLINE void AddRowT(const T* src, int64_t n, T* dst) {
+  constexpr int64_t L = Lanes<T>();
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) Store8(dst + i, Load8(dst + i) + Load8(src + i));
+  for (; i + L <= n; i += L) StoreV(dst + i, LoadV(dst + i) + LoadV(src + i));
   for (; i < n; ++i) dst[i] += src[i];
 }
+
+template <typename T>
+LOGIT_INLINE T DotT(const T* a, const T* b, int64_t n) {
+  constexpr int64_t L = Lanes<T>();
+  Vec<T> acc{};
+  int64_t j = 0;
+  for (; j + L <= n; j += L) acc += LoadV(a + j) * LoadV(b + j);
+  T s = 0;
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s + SumV<T>(acc);
+}
+
+template <typename T>
+LOGIT_INLINE void AxpyT(T alpha, const T* x, T* y, int64_t n) {
+  constexpr int64_t L = Lanes<T>();
+  int64_t j = 0;
+  for (; j + L <= n; j += L) StoreV(y + j, LoadV(y + j) + alpha * LoadV(x + j));
+  for (; j < n; ++j) y[j] += alpha * x[j];
+}
+
+// The cloned entry points, one per arithmetic type.
+#define LOGIT_FUSED_WRAPPERS(T)                                                                   \
+  LOGIT_CLONES void LoadRows(const DenseRows& data, const int64_t* rows, int64_t count, T* dst) { \
+    LoadRowsT<T>(data, rows, count, dst);                                                         \
+  }                                                                                               \
+  LOGIT_CLONES void Logits(const T* x, int64_t d, const T* w, const T* b, int64_t c, T* z) {      \
+    LogitsT<T>(x, d, w, b, c, z);                                                                 \
+  }                                                                                               \
+  LOGIT_CLONES void AddOuter(const T* x, int64_t m, int64_t d, const T* res, int64_t c, T* gw) {  \
+    AddOuterT<T>(x, m, d, res, c, gw);                                                            \
+  }                                                                                               \
+  LOGIT_CLONES void AddRow(const T* src, int64_t n, T* dst) { AddRowT<T>(src, n, dst); }          \
+  LOGIT_CLONES T Dot(const T* a, const T* b, int64_t n) { return DotT<T>(a, b, n); }              \
+  LOGIT_CLONES void Axpy(T alpha, const T* x, T* y, int64_t n) { AxpyT<T>(alpha, x, y, n); }
+LOGIT_FUSED_WRAPPERS(float)
+LOGIT_FUSED_WRAPPERS(double)
+#undef LOGIT_FUSED_WRAPPERS
 
 // Threads OpenMP would use here (LibTorch's at::set_num_threads sets it).
 int MaxThreads() {
@@ -219,22 +290,6 @@ int MaxThreads() {
 #endif
 }
 
-LOGIT_CLONES float Dot(const float* a, const float* b, int64_t n) {
-  v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) acc += Load8(a + j) * Load8(b + j);
-  float s = 0;
-  for (; j < n; ++j) s += a[j] * b[j];
-  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
-}
-
-LOGIT_CLONES void Axpy(float alpha, const float* x, float* y, int64_t n) {
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) Store8(y + j, Load8(y + j) + alpha * Load8(x + j));
-  for (; j < n; ++j) y[j] += alpha * x[j];
-}
-
 // log(1 + exp(z)) without overflow.
 inline double Softplus(double z) {
   return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
@@ -242,38 +297,41 @@ inline double Softplus(double z) {
 
 }  // namespace
 
-MinibatchKernel::MinibatchKernel(int64_t d, int64_t c, bool double_sums)
-    : d_(d), c_(c), double_sums_(double_sums) {
-  b_.assign(c_, 0.0f);
+template <typename T>
+FusedKernel<T>::FusedKernel(int64_t d, int64_t c, bool double_sums)
+    : d_(d), c_(c), double_sums_(double_sums && std::is_same_v<T, float>) {
+  b_.assign(c_, T(0));
 }
 
-void MinibatchKernel::Fold(Part& p) const {
-  if (!double_sums_) return;
+template <typename T>
+void FusedKernel<T>::Fold(Part& p) const {
   p.unfolded = 0;
+  if (!double_sums_) return;
   for (size_t i = 0; i < p.gw.size(); ++i) p.gw64[i] += p.gw[i];
   for (size_t i = 0; i < p.gb.size(); ++i) p.gb64[i] += p.gb[i];
-  std::fill(p.gw.begin(), p.gw.end(), 0.0f);
-  std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+  std::fill(p.gw.begin(), p.gw.end(), T(0));
+  std::fill(p.gb.begin(), p.gb.end(), T(0));
 }
 
-MinibatchKernel::Part& MinibatchKernel::PartFor(int t) {
+template <typename T>
+typename FusedKernel<T>::Part& FusedKernel<T>::PartFor(int t) {
   Part& p = parts_[t];
   if (p.gw.empty()) {
-    p.gw.assign(d_ * c_, 0.0f);
-    p.gb.assign(c_, 0.0f);
+    p.gw.assign(d_ * c_, T(0));
+    p.gb.assign(c_, T(0));
     if (double_sums_) {
       p.gw64.assign(d_ * c_, 0.0);
       p.gb64.assign(c_, 0.0);
     }
-    p.x.assign(kChunk * d_, 0.0f);
-    p.z.assign(kChunk * c_, 0.0f);
+    p.x.assign(kChunk * d_, T(0));
+    p.z.assign(kChunk * c_, T(0));
   }
   p.used = true;
   return p;
 }
 
-void MinibatchKernel::SetParams(const float* wt, const float* b, const float* mu,
-                                const float* sigma) {
+template <typename T>
+void FusedKernel<T>::SetParams(const T* wt, const T* b, const T* mu, const T* sigma) {
   if (sigma == nullptr) {
     w_ = wt;  // used in place: no copy per step
     std::copy(b, b + c_, b_.begin());
@@ -281,19 +339,20 @@ void MinibatchKernel::SetParams(const float* wt, const float* b, const float* mu
   }
   weff_.resize(d_ * c_);
   for (int64_t k = 0; k < c_; ++k) {
-    const float* src = wt + k * d_;
-    float* dst = &weff_[k * d_];
+    const T* src = wt + k * d_;
+    T* dst = &weff_[k * d_];
     double bk = b[k];
     for (int64_t j = 0; j < d_; ++j) {
       dst[j] = src[j] / sigma[j];
       if (mu != nullptr) bk -= static_cast<double>(mu[j]) * dst[j];
     }
-    b_[k] = static_cast<float>(bk);
+    b_[k] = static_cast<T>(bk);
   }
   w_ = weff_.data();
 }
 
-void MinibatchKernel::Accumulate(const DenseRows& data, const int64_t* rows, int64_t m) {
+template <typename T>
+void FusedKernel<T>::Accumulate(const DenseRows& data, const int64_t* rows, int64_t m) {
   // Threads take contiguous slices of the batch, each into its own sums (no sharing, no
   // atomics); Flush adds them up. Below 32 rows per thread the fork costs more than it saves
   // (measured: batch 16 on 2 threads took 47 us a step against 33 us on one).
@@ -317,11 +376,12 @@ void MinibatchKernel::Accumulate(const DenseRows& data, const int64_t* rows, int
   run(omp_get_thread_num(), omp_get_num_threads());
 }
 
-void MinibatchKernel::AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows,
-                                        int64_t m) const {
+template <typename T>
+void FusedKernel<T>::AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows,
+                                       int64_t m) const {
   PrefetchRows(data, rows, std::min(m, 2 * kGroup));
-  float* xs = part.x.data();
-  float* zs = part.z.data();
+  T* xs = part.x.data();
+  T* zs = part.z.data();
   for (int64_t c0 = 0; c0 < m; c0 += kChunk) {
     const int64_t cm = std::min(kChunk, m - c0);
     // Logits and residuals, kGroup rows at a time (rows past the chunk are zeros).
@@ -329,23 +389,23 @@ void MinibatchKernel::AccumulateSoftmax(Part& part, const DenseRows& data, const
       const int64_t g = std::min(kGroup, cm - i0);
       const int64_t next = c0 + i0 + 2 * kGroup;
       if (next < m) PrefetchRows(data, rows + next, std::min(kGroup, m - next));
-      float* x = xs + i0 * d_;
+      T* x = xs + i0 * d_;
       LoadRows(data, rows + c0 + i0, g, x);
-      if (g < kGroup) std::fill(x + g * d_, x + kGroup * d_, 0.0f);
+      if (g < kGroup) std::fill(x + g * d_, x + kGroup * d_, T(0));
       Logits(x, d_, w_, b_.data(), c_, zs + i0 * c_);
       for (int64_t r = 0; r < g; ++r) {
         const int64_t row = rows[c0 + i0 + r];
         const int64_t y = data.labels[row];
-        const float sw = data.weights != nullptr ? data.weights[row] : 1.0f;
-        float* z = zs + (i0 + r) * c_;
-        const float zmax = *std::max_element(z, z + c_);
+        const T sw = data.weights != nullptr ? data.weights[row] : T(1);
+        T* z = zs + (i0 + r) * c_;
+        const T zmax = *std::max_element(z, z + c_);
         const double zy = static_cast<double>(z[y]) - zmax;
         double sum = 0;
         for (int64_t k = 0; k < c_; ++k) {
           z[k] = std::exp(z[k] - zmax);
           sum += z[k];
         }
-        const float inv = static_cast<float>(1.0 / sum);
+        const T inv = static_cast<T>(1.0 / sum);
         part.loss += sw * (std::log(sum) - zy);  // cross-entropy: log sum exp - z_y
         part.weight += sw;
         for (int64_t k = 0; k < c_; ++k) z[k] = sw * z[k] * inv;
@@ -359,10 +419,11 @@ void MinibatchKernel::AccumulateSoftmax(Part& part, const DenseRows& data, const
   }
 }
 
-void MinibatchKernel::AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows,
-                                       int64_t m) const {
+template <typename T>
+void FusedKernel<T>::AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows,
+                                      int64_t m) const {
   PrefetchRows(data, rows, std::min<int64_t>(m, 4));
-  float* x = part.x.data();
+  T* x = part.x.data();
   for (int64_t i = 0; i < m; ++i) {
     const int64_t row = rows[i];
     if (i + 4 < m) PrefetchRows(data, rows + i + 4, 1);
@@ -373,14 +434,15 @@ void MinibatchKernel::AccumulateBinary(Part& part, const DenseRows& data, const 
     part.loss += sw * (Softplus(z) - y * z);
     part.weight += sw;
     const double p = z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z));
-    const float g = static_cast<float>(sw * (p - y));
+    const T g = static_cast<T>(sw * (p - y));
     Axpy(g, x, part.gw.data(), d_);
     part.gb[0] += g;
     if (++part.unfolded >= kFoldRows) Fold(part);
   }
 }
 
-void MinibatchKernel::Flush(float* out) {
+template <typename T>
+void FusedKernel<T>::Flush(T* out) {
   const int64_t nw = d_ * c_;
   bool first = true;
   double loss = 0, weight = 0;
@@ -394,34 +456,45 @@ void MinibatchKernel::Flush(float* out) {
       AddRow(p.gw.data(), nw, out);
       AddRow(p.gb.data(), c_, out + nw);
     }
-    std::fill(p.gw.begin(), p.gw.end(), 0.0f);
-    std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+    std::fill(p.gw.begin(), p.gw.end(), T(0));
+    std::fill(p.gb.begin(), p.gb.end(), T(0));
     loss += p.loss;
     weight += p.weight;
     p.loss = p.weight = 0;
     p.used = false;
   }
-  if (first) std::fill(out, out + nw + c_, 0.0f);
-  out[nw + c_] = static_cast<float>(loss);
-  out[nw + c_ + 1] = static_cast<float>(weight);
+  if (first) std::fill(out, out + nw + c_, T(0));
+  out[nw + c_] = static_cast<T>(loss);
+  out[nw + c_ + 1] = static_cast<T>(weight);
 }
 
-void MinibatchKernel::FlushDouble(double* out) {
+template <typename T>
+void FusedKernel<T>::FlushDouble(double* out) {
   const int64_t nw = d_ * c_;
   std::fill(out, out + nw + c_ + 2, 0.0);
   for (Part& p : parts_) {
     if (!p.used) continue;
     Fold(p);
-    for (int64_t i = 0; i < nw; ++i) out[i] += p.gw64[i];
-    for (int64_t k = 0; k < c_; ++k) out[nw + k] += p.gb64[k];
-    std::fill(p.gw64.begin(), p.gw64.end(), 0.0);
-    std::fill(p.gb64.begin(), p.gb64.end(), 0.0);
+    if (double_sums_) {
+      for (int64_t i = 0; i < nw; ++i) out[i] += p.gw64[i];
+      for (int64_t k = 0; k < c_; ++k) out[nw + k] += p.gb64[k];
+      std::fill(p.gw64.begin(), p.gw64.end(), 0.0);
+      std::fill(p.gb64.begin(), p.gb64.end(), 0.0);
+    } else {
+      for (int64_t i = 0; i < nw; ++i) out[i] += p.gw[i];
+      for (int64_t k = 0; k < c_; ++k) out[nw + k] += p.gb[k];
+      std::fill(p.gw.begin(), p.gw.end(), T(0));
+      std::fill(p.gb.begin(), p.gb.end(), T(0));
+    }
     out[nw + c_] += p.loss;
     out[nw + c_ + 1] += p.weight;
     p.loss = p.weight = 0;
     p.used = false;
   }
 }
+
+template class FusedKernel<float>;
+template class FusedKernel<double>;
 
 LOGIT_CLONES double FinishGradient(const float* sums, float inv_weight, const float* mu,
                                    const float* sigma, bool fit_bias, float l2, const float* theta,

@@ -26,34 +26,37 @@ struct DenseRows {
 void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count);
 
 // Loss and gradient sums of a binary (c = 1, sigmoid) or softmax (c = K) model over gathered
-// rows. Parameters are class-major: W^T (c x d, one row of d weights per class), then b (c), so
-// that the products run along the features (8 lanes at a time, no padding of the K columns).
-class MinibatchKernel {
+// rows, in arithmetic T (float: 8 lanes; double: 4 lanes). Parameters are class-major: W^T (c x
+// d, one row of d weights per class), then b (c), so that the products run along the features
+// (no padding of the K columns).
+template <typename T>
+class FusedKernel {
  public:
-  // With `double_sums` the float32 sums of every chunk of rows are added into float64 ones (full
-  // passes: float32 products, float64 sums over the whole dataset); read them with FlushDouble.
-  MinibatchKernel(int64_t d, int64_t c, bool double_sums = false);
+  // With `double_sums` (T = float) the float32 sums of every 128 rows are added into float64
+  // ones (full passes: float32 products, float64 sums over the whole dataset). T = double sums
+  // in double anyway. Read float64 sums with FlushDouble.
+  FusedKernel(int64_t d, int64_t c, bool double_sums = false);
 
   // Uses W^T (c x d, class-major) and b (c); `wt` must stay valid until the next call. With
   // mu/sigma (length d, may be null) the effective raw-space parameters W^T / sigma and
   // b - (W^T / sigma) mu are used instead.
-  void SetParams(const float* wt, const float* b, const float* mu, const float* sigma);
+  void SetParams(const T* wt, const T* b, const T* mu, const T* sigma);
 
-  // Adds rows[0..m) of `data` to the gradient, loss and weight sums.
+  // Adds rows[0..m) of `data` to the gradient, loss and weight sums (threads split m >= 64).
   void Accumulate(const DenseRows& data, const int64_t* rows, int64_t m);
 
   // Writes the sums into out[0 .. c*d + c + 2): gradient wrt (W_eff^T class-major, b_eff), then
   // the loss sum and the weight sum; then clears them.
-  void Flush(float* out);
+  void Flush(T* out);
   void FlushDouble(double* out);
 
  private:
   // One thread's sums and scratch rows.
   struct Part {
-    std::vector<float> gw, gb;       // gradient sums (c x d, c) since the last fold
-    std::vector<double> gw64, gb64;  // folded sums (double_sums only)
-    std::vector<float> x;            // converted rows of a chunk (32 x d)
-    std::vector<float> z;            // logits / residuals of a chunk (32 x c)
+    std::vector<T> gw, gb;           // gradient sums (c x d, c) since the last fold
+    std::vector<double> gw64, gb64;  // folded sums (float with double_sums only)
+    std::vector<T> x;                // converted rows of a chunk (32 x d)
+    std::vector<T> z;                // logits / residuals of a chunk (32 x c)
     double loss = 0, weight = 0;
     int64_t unfolded = 0;  // rows in gw / gb since the last fold
     bool used = false;     // holds sums since the last Flush
@@ -66,11 +69,15 @@ class MinibatchKernel {
 
   int64_t d_, c_;
   bool double_sums_;
-  const float* w_ = nullptr;  // W_eff^T in use: the caller's, or weff_ when standardising
-  std::vector<float> weff_;   // W^T / sigma (standardised training only)
-  std::vector<float> b_;      // b_eff
-  std::vector<Part> parts_;   // one per thread that took part
+  const T* w_ = nullptr;     // W_eff^T in use: the caller's, or weff_ when standardising
+  std::vector<T> weff_;      // W^T / sigma (standardised training only)
+  std::vector<T> b_;         // b_eff
+  std::vector<Part> parts_;  // one per thread that took part
 };
+
+// The minibatch kernel (float32) and the float64 full-pass kernel.
+using MinibatchKernel = FusedKernel<float>;
+using FusedKernel64 = FusedKernel<double>;
 
 // The minibatch gradient (class-major, as theta) from the (allreduced) sums of Flush: divides by
 // the weight total, maps it back to the standardised space (mu/sigma may be null), zeroes the

@@ -109,7 +109,7 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   constexpr int64_t kFusedMaxParams = int64_t{4} << 20;
   const bool dense_cpu = data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu() &&
                          obj->d_ * obj->c_ <= kFusedMaxParams;
-  if (dense_cpu && (config.dtype == at::kFloat || config.mixed_products)) {
+  if (dense_cpu) {
     fused::DenseRows& v = obj->fused_rows_;
     if (data.storage == FeatureStorage::kDenseUint8) {
       v.u8 = data.dense_u8.data();
@@ -133,6 +133,9 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
       obj->fused_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_);
     }
     obj->fused_full_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_, true);
+    if (config.dtype == at::kDouble) {
+      obj->fused_full64_ = std::make_unique<fused::FusedKernel64>(obj->d_, obj->c_);
+    }
     obj->all_rows_.resize(n);
     std::iota(obj->all_rows_.begin(), obj->all_rows_.end(), 0);
   }
@@ -292,8 +295,29 @@ absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at:
   return v;
 }
 
+absl::StatusOr<PassValue> LogisticObjective::FinishFromClassMajorSums(const at::Tensor& theta,
+                                                                      at::Tensor& grad) {
+  const int64_t nw = d_ * c_;
+  const at::Tensor sums = at::from_blob(full_sums_.data(), {nw + c_ + 2}, at::kDouble);
+  acc_.narrow(0, 0, nw).view({d_, c_}).copy_(sums.narrow(0, 0, nw).view({c_, d_}).t());
+  acc_.narrow(0, nw, c_ + 2).copy_(sums.narrow(0, nw, c_ + 2));
+  return Finish(theta, grad);
+}
+
 absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
                                                               at::Tensor& grad) {
+  if (fused_full64_ && !config_.mixed_products) {
+    // float64 throughout: class-major parameters in, sums out, back to acc_'s layout.
+    const int64_t nw = d_ * c_;
+    const at::Tensor theta_cm = ToClassMajor(theta);
+    const double* th = theta_cm.data_ptr<double>();
+    fused_full64_->SetParams(th, th + nw, mu_.defined() ? mu_.data_ptr<double>() : nullptr,
+                             sigma_.defined() ? sigma_.data_ptr<double>() : nullptr);
+    fused_full64_->Accumulate(fused_rows_, all_rows_.data(), n_);
+    full_sums_.resize(nw + c_ + 2);
+    fused_full64_->FlushDouble(full_sums_.data());
+    return FinishFromClassMajorSums(theta, grad);
+  }
   if (fused_full_ && (config_.dtype == at::kFloat || config_.mixed_products)) {
     // float32 class-major parameters in, float64 sums out, back to acc_'s layout and dtype.
     const int64_t nw = d_ * c_;
@@ -304,10 +328,7 @@ absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& 
     fused_full_->Accumulate(fused_rows_, all_rows_.data(), n_);
     full_sums_.resize(nw + c_ + 2);
     fused_full_->FlushDouble(full_sums_.data());
-    const at::Tensor sums = at::from_blob(full_sums_.data(), {nw + c_ + 2}, at::kDouble);
-    acc_.narrow(0, 0, nw).view({d_, c_}).copy_(sums.narrow(0, 0, nw).view({c_, d_}).t());
-    acc_.narrow(0, nw, c_ + 2).copy_(sums.narrow(0, nw, c_ + 2));
-    return Finish(theta, grad);
+    return FinishFromClassMajorSums(theta, grad);
   }
   acc_.zero_();
   at::Tensor w_eff, b_eff;

@@ -95,7 +95,8 @@ class LogisticObjective {
   void FromClassMajor(const at::Tensor& theta_cm, at::Tensor& theta) const;
 
   // Whether full passes run the fused kernel with float32 products on float64 parameters
-  // (ObjectiveConfig::mixed_products on dense CPU rows); switchable (the float64 polish).
+  // (ObjectiveConfig::mixed_products on dense CPU rows); switchable (the float64 polish, which
+  // then runs the float64 fused kernel).
   bool mixed_products() const {
     return fused_full_ != nullptr && config_.dtype == at::kDouble && config_.mixed_products;
   }
@@ -127,6 +128,8 @@ class LogisticObjective {
   // Adds the block's gradient sums and loss/weight sums into acc_.
   void Accumulate(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff);
   absl::StatusOr<PassValue> Finish(const at::Tensor& theta, at::Tensor& grad);
+  // Finish from the class-major float64 sums of a fused full pass (full_sums_).
+  absl::StatusOr<PassValue> FinishFromClassMajorSums(const at::Tensor& theta, at::Tensor& grad);
   // The fused CPU minibatch (dense float32 / uint8 rows, float32 math), class-major.
   absl::StatusOr<PassValue> FusedBatch(const at::Tensor& theta_cm, const std::vector<int64_t>& rows,
                                        size_t begin, size_t end, at::Tensor& grad);
@@ -146,6 +149,7 @@ class LogisticObjective {
   std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;
   std::unique_ptr<fused::MinibatchKernel> fused_;       // minibatches: dense, CPU, float32
   std::unique_ptr<fused::MinibatchKernel> fused_full_;  // full passes: dense, CPU, f32 / mixed
+  std::unique_ptr<fused::FusedKernel64> fused_full64_;  // full passes: dense, CPU, float64
   fused::DenseRows fused_rows_;
   std::vector<int64_t> all_rows_;             // 0..n-1, the rows of a full pass
   std::vector<float> sw32_, mu32_, sigma32_;  // float copies for the fused kernels

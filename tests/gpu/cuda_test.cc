@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "tests/unit/job_test_util.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/readers.h"
 #include "worker/dist/process_group.h"
@@ -17,6 +18,9 @@
 namespace logit {
 namespace {
 
+using ::logit::testing::DenseToCsr;
+using ::logit::testing::FashionMnistJob;
+using ::logit::testing::MaxAbsDiff;
 using ::logit::testing::StatusIs;
 using ::logit::testing::TestData;
 
@@ -30,36 +34,6 @@ Dataset ReadCsv(const std::string& name) {
   auto d = ReadDataset(o);
   EXPECT_TRUE(d.ok()) << d.status();
   return *d;
-}
-
-// The same rows as CSR (the sparse path: COO blocks on the device).
-Dataset ToCsr(const Dataset& dense) {
-  Dataset s = dense;
-  s.storage = FeatureStorage::kSparseCsr;
-  s.dense_f32.clear();
-  s.csr_indptr = {0};
-  for (int64_t i = 0; i < dense.num_rows; ++i) {
-    for (int64_t j = 0; j < dense.num_features; ++j) {
-      const float v = dense.dense_f32[i * dense.num_features + j];
-      if (v == 0) continue;
-      s.csr_indices.push_back(j);
-      s.csr_values.push_back(v);
-    }
-    s.csr_indptr.push_back(s.csr_indices.size());
-  }
-  return s;
-}
-
-double MaxAbsDiff(const LinearModel& a, const LinearModel& b) {
-  EXPECT_EQ(a.weights.size(), b.weights.size());
-  double m = 0;
-  for (size_t i = 0; i < std::min(a.weights.size(), b.weights.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a.weights[i]) - b.weights[i]));
-  }
-  for (size_t i = 0; i < std::min(a.bias.size(), b.bias.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a.bias[i]) - b.bias[i]));
-  }
-  return m;
 }
 
 // Trains on the CPU and on cuda:0 with the same options; the device run must land on the GPU and
@@ -126,7 +100,7 @@ TEST(Cuda, SparseRowsMatchCpu) {
   o.l2 = 1e-2;
   o.tol = 1e-10;
   o.standardize = true;
-  ExpectCudaMatchesCpu(o, ToCsr(ReadCsv("digits.csv")), 1e-4, 1e-8);
+  ExpectCudaMatchesCpu(o, DenseToCsr(ReadCsv("digits.csv")), 1e-4, 1e-8);
 }
 
 TEST(Cuda, OwlqnL1GivesTheCpuZeroPattern) {
@@ -161,16 +135,6 @@ TEST(Cuda, AdamFloat32FollowsTheCpuPath) {
   ExpectCudaMatchesCpu(o, ReadCsv("iris.csv"), 1e-3, 1e-4);
 }
 
-DataConfig Fashion() {
-  const std::string d = logit::testing::FashionDir();
-  DataConfig dc;
-  dc.train.path = d + "/train-images-idx3-ubyte.gz";
-  dc.train.labels_path = d + "/train-labels-idx1-ubyte.gz";
-  dc.test_path = d + "/t10k-images-idx3-ubyte.gz";
-  dc.test_labels = d + "/t10k-labels-idx1-ubyte.gz";
-  return dc;
-}
-
 TEST(Cuda, FashionMnistReachesTheAccuracyTargetsOnTheGpu) {
   REQUIRE_CUDA();
   TrainOptions adam;
@@ -178,7 +142,7 @@ TEST(Cuda, FashionMnistReachesTheAccuracyTargetsOnTheGpu) {
   adam.batch_size = 256;
   adam.epochs = 10;
   adam.device = "cuda";
-  auto a = RunTrainingJob(Fashion(), adam);
+  auto a = RunTrainingJob(FashionMnistJob(), adam);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_GE(a->result.test_metrics->accuracy, 0.83);
   TrainOptions lbfgs;
@@ -186,7 +150,7 @@ TEST(Cuda, FashionMnistReachesTheAccuracyTargetsOnTheGpu) {
   lbfgs.epochs = 150;
   lbfgs.tol = 1e-8;
   lbfgs.device = "cuda";
-  auto l = RunTrainingJob(Fashion(), lbfgs);
+  auto l = RunTrainingJob(FashionMnistJob(), lbfgs);
   ASSERT_TRUE(l.ok()) << l.status();
   EXPECT_GE(l->result.test_metrics->accuracy, 0.84);
   std::printf(

@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/subprocess.h"
+#include "tests/unit/job_test_util.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/npy.h"
 #include "worker/data/readers.h"
@@ -21,6 +22,7 @@ namespace logit {
 namespace {
 
 using ::logit::testing::FashionDir;
+using ::logit::testing::MaxAbsDiff;
 using ::logit::testing::Subprocess;
 using ::logit::testing::TempDir;
 using ::logit::testing::TestData;
@@ -125,19 +127,6 @@ JobOutcome TrainInProcess(const Args& job) {
   auto outcome = RunTrainingJob(built->first, built->second);
   EXPECT_TRUE(outcome.ok()) << outcome.status();
   return outcome.ok() ? *outcome : JobOutcome();
-}
-
-double MaxAbsDiff(const LinearModel& a, const LinearModel& b) {
-  EXPECT_EQ(a.weights.size(), b.weights.size());
-  EXPECT_EQ(a.bias.size(), b.bias.size());
-  double m = 0;
-  for (size_t i = 0; i < std::min(a.weights.size(), b.weights.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a.weights[i]) - b.weights[i]));
-  }
-  for (size_t i = 0; i < std::min(a.bias.size(), b.bias.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a.bias[i]) - b.bias[i]));
-  }
-  return m;
 }
 
 class Distributed : public ::testing::Test {

@@ -67,7 +67,8 @@ std::vector<uint8_t> Bytes(const std::string& s) {
 }
 std::string String(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
 
-bool IsLoopback(const std::string& host) {
+// Unused in NCCL-only builds (a pip LibTorch has no Gloo headers).
+[[maybe_unused]] bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 

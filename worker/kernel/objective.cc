@@ -295,6 +295,17 @@ absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at:
   return v;
 }
 
+template <typename T>
+void LogisticObjective::RunFusedFullPass(fused::FusedKernel<T>& kernel, const at::Tensor& theta_cm,
+                                         const T* mu, const T* sigma) {
+  const int64_t nw = d_ * c_;
+  const T* th = theta_cm.data_ptr<T>();
+  kernel.SetParams(th, th + nw, mu, sigma);
+  kernel.Accumulate(fused_rows_, all_rows_.data(), n_);
+  full_sums_.resize(nw + c_ + 2);
+  kernel.FlushDouble(full_sums_.data());
+}
+
 absl::StatusOr<PassValue> LogisticObjective::FinishFromClassMajorSums(const at::Tensor& theta,
                                                                       at::Tensor& grad) {
   const int64_t nw = d_ * c_;
@@ -306,28 +317,17 @@ absl::StatusOr<PassValue> LogisticObjective::FinishFromClassMajorSums(const at::
 
 absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
                                                               at::Tensor& grad) {
-  if (fused_full64_ && !config_.mixed_products) {
-    // float64 throughout: class-major parameters in, sums out, back to acc_'s layout.
-    const int64_t nw = d_ * c_;
-    const at::Tensor theta_cm = ToClassMajor(theta);
-    const double* th = theta_cm.data_ptr<double>();
-    fused_full64_->SetParams(th, th + nw, mu_.defined() ? mu_.data_ptr<double>() : nullptr,
-                             sigma_.defined() ? sigma_.data_ptr<double>() : nullptr);
-    fused_full64_->Accumulate(fused_rows_, all_rows_.data(), n_);
-    full_sums_.resize(nw + c_ + 2);
-    fused_full64_->FlushDouble(full_sums_.data());
+  if (fused_full64_ && !config_.mixed_products) {  // float64 throughout
+    RunFusedFullPass(*fused_full64_, ToClassMajor(theta),
+                     mu_.defined() ? mu_.data_ptr<double>() : nullptr,
+                     sigma_.defined() ? sigma_.data_ptr<double>() : nullptr);
     return FinishFromClassMajorSums(theta, grad);
   }
   if (fused_full_ && (config_.dtype == at::kFloat || config_.mixed_products)) {
-    // float32 class-major parameters in, float64 sums out, back to acc_'s layout and dtype.
-    const int64_t nw = d_ * c_;
-    const at::Tensor theta_cm = ToClassMajor(theta).to(at::kFloat);
-    const float* th = theta_cm.data_ptr<float>();
-    fused_full_->SetParams(th, th + nw, mu32_.empty() ? nullptr : mu32_.data(),
-                           sigma32_.empty() ? nullptr : sigma32_.data());
-    fused_full_->Accumulate(fused_rows_, all_rows_.data(), n_);
-    full_sums_.resize(nw + c_ + 2);
-    fused_full_->FlushDouble(full_sums_.data());
+    // float32 products, float64 sums.
+    RunFusedFullPass(*fused_full_, ToClassMajor(theta).to(at::kFloat),
+                     mu32_.empty() ? nullptr : mu32_.data(),
+                     sigma32_.empty() ? nullptr : sigma32_.data());
     return FinishFromClassMajorSums(theta, grad);
   }
   acc_.zero_();
@@ -361,12 +361,7 @@ absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradientClassMajor(
     const at::Tensor& theta_cm, const std::vector<int64_t>& rows, size_t begin, size_t end,
     at::Tensor& grad_cm) {
   if (!fused_) {
-    at::Tensor theta = at::empty_like(theta_cm);
-    FromClassMajor(theta_cm, theta);
-    at::Tensor grad = at::empty_like(theta);
-    auto v = BatchValueAndGradient(theta, rows, begin, end, grad);
-    if (v.ok()) grad_cm.copy_(ToClassMajor(grad));
-    return v;
+    return absl::FailedPreconditionError("class-major minibatches need the fused CPU kernel");
   }
   return FusedBatch(theta_cm, rows, begin, end, grad_cm);
 }

@@ -84,7 +84,8 @@ class LogisticObjective {
 
   // The same over class-major parameters and gradient: [W^T (C x d, row-major), b]. The fused
   // CPU minibatch path (dense float32/uint8 rows, float32 math) runs in this layout, so that
-  // SGD/Adam keep their parameters and moments class-major for a whole epoch.
+  // SGD/Adam keep their parameters and moments class-major for a whole epoch. Only when
+  // ClassMajorMinibatch() (FailedPrecondition otherwise).
   bool ClassMajorMinibatch() const { return fused_ != nullptr; }
   absl::StatusOr<PassValue> BatchValueAndGradientClassMajor(const at::Tensor& theta_cm,
                                                             const std::vector<int64_t>& rows,
@@ -128,6 +129,10 @@ class LogisticObjective {
   // Adds the block's gradient sums and loss/weight sums into acc_.
   void Accumulate(const Block& block, const at::Tensor& w_eff, const at::Tensor& b_eff);
   absl::StatusOr<PassValue> Finish(const at::Tensor& theta, at::Tensor& grad);
+  // One fused full pass over all local rows into full_sums_ (class-major, float64).
+  template <typename T>
+  void RunFusedFullPass(fused::FusedKernel<T>& kernel, const at::Tensor& theta_cm, const T* mu,
+                        const T* sigma);
   // Finish from the class-major float64 sums of a fused full pass (full_sums_).
   absl::StatusOr<PassValue> FinishFromClassMajorSums(const at::Tensor& theta, at::Tensor& grad);
   // The fused CPU minibatch (dense float32 / uint8 rows, float32 math), class-major.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
 #include "nlohmann/json.hpp"
+#include "server/request_decode.h"
 #include "worker/dist/process_group.h"
 #include "worker/kernel/trainer.h"
 #include "worker/model_io.h"
@@ -64,21 +65,29 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path,
   return size;
 }
 
+// Reads the rank-0 summary without trusting it: a missing, null or mistyped field (a NaN is
+// written as null) leaves the result's field unset instead of throwing.
 void FillResult(const std::string& summary_json, v1::JobResult* r) {
   r->set_summary_json(summary_json);
   const auto j = nlohmann::json::parse(summary_json, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return;
-  r->set_epochs_run(j.value("epochs_run", int64_t{0}));
-  r->set_stop_reason(j.value("stop_reason", std::string()));
-  r->set_train_loss(j.value("train_loss", 0.0));
-  r->set_objective(j.value("objective", 0.0));
-  r->set_wall_seconds(j.value("wall_seconds", 0.0));
-  if (j.contains("val_accuracy") && j["val_accuracy"].is_number()) {
-    r->set_val_accuracy(j["val_accuracy"].get<double>());
+  auto number = [&j](const char* key) -> std::optional<double> {
+    const auto it = j.find(key);
+    if (it == j.end() || !it->is_number()) return std::nullopt;
+    return it->get<double>();
+  };
+  r->set_epochs_run(static_cast<int64_t>(std::clamp(number("epochs_run").value_or(0), 0.0, 1e15)));
+  const auto reason = j.find("stop_reason");
+  if (reason != j.end() && reason->is_string()) r->set_stop_reason(reason->get<std::string>());
+  r->set_train_loss(number("train_loss").value_or(0));
+  r->set_objective(number("objective").value_or(0));
+  r->set_wall_seconds(number("wall_seconds").value_or(0));
+  if (auto v = number("val_accuracy")) {
+    r->set_val_accuracy(*v);
     r->set_has_val_accuracy(true);
   }
-  if (j.contains("test_accuracy") && j["test_accuracy"].is_number()) {
-    r->set_test_accuracy(j["test_accuracy"].get<double>());
+  if (auto v = number("test_accuracy")) {
+    r->set_test_accuracy(*v);
     r->set_has_test_accuracy(true);
   }
 }
@@ -473,26 +482,15 @@ absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictReques
     std::lock_guard<std::mutex> lock(mu_);
     model_cache_[request.model_id()] = model;
   }
-  const int64_t d = model->num_features;
-  const int64_t values = request.features_size();
-  if (values == 0 || values % d != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "features: ", values, " values are not whole rows of the model's ", d, " features"));
-  }
-  Dataset rows;
-  rows.source = "request";
-  rows.storage = FeatureStorage::kDenseFloat32;
-  rows.num_rows = values / d;
-  rows.total_rows = rows.num_rows;
-  rows.num_features = d;
-  rows.dense_f32.assign(request.features().begin(), request.features().end());
-  auto proba = PredictProba(*model, rows);
+  auto rows = RowsFromPredict(request, model->num_features, config_.predict_limits);
+  if (!rows.ok()) return rows.status();
+  auto proba = PredictProba(*model, *rows);
   if (!proba.ok()) return proba.status();
   v1::PredictResponse resp;
   const int64_t k = model->num_classes;
   resp.set_num_classes(k);
   resp.mutable_probabilities()->Add(proba->begin(), proba->end());
-  for (int64_t i = 0; i < rows.num_rows; ++i) {
+  for (int64_t i = 0; i < rows->num_rows; ++i) {
     const float* p = proba->data() + i * k;
     resp.add_labels(std::max_element(p, p + k) - p);
   }

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "logit/v1/worker.pb.h"
+#include "server/request_decode.h"
 #include "server/store.h"
 #include "worker/kernel/model.h"
 
@@ -36,6 +37,8 @@ struct CoordinatorConfig {
   std::chrono::milliseconds worker_timeout{10000};
   // Collective timeout handed to the ranks.
   std::chrono::milliseconds collective_timeout{60000};
+  // Rows per Predict / ModelInfer request.
+  PredictLimits predict_limits;
 };
 
 class Coordinator {

@@ -4,16 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc_services.h"
+#include "server/request_decode.h"
 
 namespace logit {
-
-namespace {
-
-grpc::Status Invalid(const std::string& msg) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
-}
-
-}  // namespace
 
 grpc::Status InferenceServiceImpl::ServerLive(grpc::ServerContext*,
                                               const inference::ServerLiveRequest*,
@@ -72,58 +65,9 @@ grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext*,
 grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext*,
                                               const inference::ModelInferRequest* req,
                                               inference::ModelInferResponse* resp) {
-  if (req->inputs_size() != 1) {
-    return Invalid(absl::StrCat("inputs: expected one FP32 tensor [N, d], got ", req->inputs_size(),
-                                " tensors"));
-  }
-  const auto& input = req->inputs(0);
-  const bool fp64 = input.datatype() == "FP64";
-  if (input.datatype() != "FP32" && !fp64) {
-    return Invalid(absl::StrCat("inputs[0].datatype: '", input.datatype(), "' is not FP32"));
-  }
-  if (input.shape_size() != 2 && input.shape_size() != 1) {
-    return Invalid("inputs[0].shape: expected [N, d]");
-  }
-  int64_t count = 1;
-  for (int64_t s : input.shape()) {
-    if (s < 0) return Invalid("inputs[0].shape: dimensions must be >= 0");
-    count *= s;
-  }
-  v1::PredictRequest preq;
-  preq.set_model_id(req->model_name());
-  auto* x = preq.mutable_features();
-  if (req->raw_input_contents_size() > 0) {
-    const std::string& raw = req->raw_input_contents(0);
-    const size_t width = fp64 ? 8 : 4;
-    if (raw.size() != static_cast<size_t>(count) * width) {
-      return Invalid(absl::StrCat("raw_input_contents[0]: ", raw.size(), " bytes, shape needs ",
-                                  count * width));
-    }
-    x->Resize(static_cast<int>(count), 0.0f);
-    for (int64_t i = 0; i < count; ++i) {
-      if (fp64) {
-        double v;
-        std::memcpy(&v, raw.data() + 8 * i, 8);
-        x->Set(static_cast<int>(i), static_cast<float>(v));
-      } else {
-        float v;
-        std::memcpy(&v, raw.data() + 4 * i, 4);
-        x->Set(static_cast<int>(i), v);
-      }
-    }
-  } else {
-    const auto& c = input.contents();
-    const int64_t have = fp64 ? c.fp64_contents_size() : c.fp32_contents_size();
-    if (have != count) {
-      return Invalid(absl::StrCat("inputs[0].contents: ", have, " values, shape needs ", count));
-    }
-    if (fp64) {
-      for (double v : c.fp64_contents()) x->Add(static_cast<float>(v));
-    } else {
-      *x = c.fp32_contents();
-    }
-  }
-  auto pred = c_->Predict(preq);
+  auto preq = PredictRequestFromInfer(*req);
+  if (!preq.ok()) return ToGrpcStatus(preq.status());
+  auto pred = c_->Predict(*preq);
   if (!pred.ok()) return ToGrpcStatus(pred.status());
   const int64_t n = pred->labels_size(), k = pred->num_classes();
   bool want_p = req->outputs_size() == 0, want_l = req->outputs_size() == 0;
@@ -133,8 +77,8 @@ grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext*,
     } else if (o.name() == "label") {
       want_l = true;
     } else {
-      return Invalid(absl::StrCat("outputs: unknown output '", o.name(),
-                                  "' (the model has probabilities and label)"));
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "outputs: unknown output '", o.name(), "' (the model has probabilities and label)")));
     }
   }
   const bool raw = req->raw_input_contents_size() > 0;

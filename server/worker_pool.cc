@@ -36,8 +36,9 @@ WorkerPool::WorkerPool(std::string binary, std::string server, int count, int th
 WorkerPool::~WorkerPool() { Stop(); }
 
 pid_t WorkerPool::Spawn() {
-  std::vector<std::string> args = {binary_, "--server", server_, "--threads",
-                                   std::to_string(threads_)};
+  std::vector<std::string> args = {binary_,   "--server",     server_,
+                                   "--threads", std::to_string(threads_), "--parent-pid",
+                                   std::to_string(getpid())};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -111,7 +111,15 @@ class Agent {
       cancel_ = false;
       job_running_ = true;
       job_thread_ = std::thread([this, a = resp.assignment()] {
-        RunAssignment(a);
+        // Whatever a job throws (an allocation failure on a huge shard) fails that job and
+        // leaves this worker serving the next one.
+        try {
+          RunAssignment(a);
+        } catch (const std::bad_alloc&) {
+          ReportOutcome(a, absl::ResourceExhaustedError("out of memory on this worker"), "");
+        } catch (const std::exception& e) {
+          ReportOutcome(a, absl::InternalError(absl::StrCat("worker: ", e.what())), "");
+        }
         job_running_ = false;
       });
     }

@@ -2,6 +2,7 @@
 
 #include <zip.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "onnx/onnx_pb.h"
+#include "worker/data/limits.h"
 #include "worker/data/npy.h"
 
 namespace logit {
@@ -51,10 +53,7 @@ absl::Status SaveSafetensors(const LinearModel& m, const std::string& path,
   return absl::OkStatus();
 }
 
-absl::StatusOr<LinearModel> LoadSafetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+absl::StatusOr<LinearModel> ParseSafetensors(const std::string& bytes, const std::string& path) {
   if (bytes.size() < 8) return absl::InvalidArgumentError(absl::StrCat(path, ": truncated"));
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i)
@@ -63,29 +62,47 @@ absl::StatusOr<LinearModel> LoadSafetensors(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": header length ", n, " exceeds the file"));
   }
-  const auto header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+  const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + n, nullptr,
+                                            /*allow_exceptions=*/false);
   if (!header.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": the header is not a JSON object"));
   }
-  const size_t base = 8 + n;
+  const uint64_t data_bytes = bytes.size() - 8 - n;
+  // Reads tensor `name` (F32, rank 1 or 2) without trusting any number in the header.
   auto tensor = [&](const char* name,
                     std::vector<int64_t>* shape) -> absl::StatusOr<std::vector<float>> {
-    if (!header.contains(name))
-      return absl::InvalidArgumentError(absl::StrCat(path, ": no tensor ", name));
-    const auto& t = header[name];
-    if (t.value("dtype", "") != "F32") {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", name, " is not F32"));
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, ": ", why));
+    };
+    const auto t = header.find(name);
+    if (t == header.end() || !t->is_object()) return bad("missing");
+    const auto dtype = t->find("dtype");
+    if (dtype == t->end() || *dtype != "F32") return bad("dtype is not F32");
+    const auto sh = t->find("shape");
+    const auto off = t->find("data_offsets");
+    if (sh == t->end() || !sh->is_array() || sh->empty() || sh->size() > 2) {
+      return bad("shape must be [d] or [d, K]");
     }
-    *shape = t.value("shape", std::vector<int64_t>{});
-    const auto off = t.value("data_offsets", std::vector<uint64_t>{});
-    int64_t count = 1;
-    for (int64_t s : *shape) count *= s;
-    if (off.size() != 2 || off[1] < off[0] || off[1] - off[0] != static_cast<uint64_t>(count) * 4 ||
-        base + off[1] > bytes.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", name, ": bad data_offsets"));
+    shape->clear();
+    for (const auto& dim : *sh) {
+      if (!dim.is_number_unsigned()) return bad("shape holds a non-integer or negative dimension");
+      const uint64_t v = dim.get<uint64_t>();
+      if (v > static_cast<uint64_t>(kMaxParameters)) return bad("shape is too large");
+      shape->push_back(static_cast<int64_t>(v));
     }
-    std::vector<float> v(count);
-    std::memcpy(v.data(), bytes.data() + base + off[0], count * 4);
+    if (off == t->end() || !off->is_array() || off->size() != 2 ||
+        !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
+      return bad("data_offsets must be [begin, end]");
+    }
+    const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
+    auto count = CheckedProduct(*shape, kMaxParameters, absl::StrCat(path, ": ", name));
+    if (!count.ok()) return count.status();
+    if (end < begin || end > data_bytes || end - begin != static_cast<uint64_t>(*count) * 4) {
+      return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] do not hold ", *count,
+                              " float32 values within the ", data_bytes, " data bytes"));
+    }
+    std::vector<float> v(*count);
+    std::memcpy(v.data(), bytes.data() + 8 + n + begin, *count * 4);
     return v;
   };
   std::vector<int64_t> ws, bs;
@@ -94,13 +111,12 @@ absl::StatusOr<LinearModel> LoadSafetensors(const std::string& path) {
   auto b = tensor("b", &bs);
   if (!b.ok()) return b.status();
   LinearModel m;
-  m.num_features = ws.empty() ? 0 : ws[0];
+  m.num_features = ws[0];
   m.num_classes = ws.size() == 2 && ws[1] > 1 ? ws[1] : 2;
-  if (static_cast<int64_t>(b->size()) != m.OutputColumns()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": b does not match W"));
-  }
   m.weights = std::move(*w);
   m.bias = std::move(*b);
+  absl::Status st = ValidateModel(m, path);
+  if (!st.ok()) return st;
   return m;
 }
 
@@ -232,35 +248,84 @@ absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::s
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadMember(zip_t* z, const std::string& path, const char* name) {
-  zip_stat_t st;
-  if (zip_stat(z, name, 0, &st) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no array '", name, "' in the archive"));
+// An .npz archive opened over bytes in memory; closes itself.
+class NpzArchive {
+ public:
+  static absl::StatusOr<NpzArchive> Open(const std::string& bytes, const std::string& path) {
+    zip_error_t error;
+    zip_error_init(&error);
+    zip_source_t* src = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+    zip_t* z = src == nullptr ? nullptr : zip_open_from_source(src, ZIP_RDONLY, &error);
+    zip_error_fini(&error);
+    if (z == nullptr) {
+      if (src != nullptr) zip_source_free(src);
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not an .npz archive"));
+    }
+    return NpzArchive(z, path, static_cast<int64_t>(bytes.size()));
   }
-  zip_file_t* f = zip_fopen(z, name, 0);
-  if (f == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read ", name));
-  std::string data(st.size, '\0');
-  const zip_int64_t got = zip_fread(f, data.data(), st.size);
-  zip_fclose(f);
-  if (got != static_cast<zip_int64_t>(st.size)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated member ", name));
+  NpzArchive(NpzArchive&& o) noexcept : z_(o.z_), path_(o.path_), archive_bytes_(o.archive_bytes_) {
+    o.z_ = nullptr;
   }
-  return data;
-}
+  NpzArchive& operator=(NpzArchive&&) = delete;
+  ~NpzArchive() {
+    if (z_ != nullptr) zip_discard(z_);
+  }
+
+  // The bytes of member `name`. Its size comes from the archive, so it is checked against what
+  // the archive can hold (deflate expands at most ~1032:1) and the largest model before reading.
+  absl::StatusOr<std::string> Read(const char* name) const {
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat(z_, name, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": no array '", name, "' in the archive"));
+    }
+    const int64_t limit = std::min<int64_t>(
+        CheckedMul(archive_bytes_, kMaxGzipRatio).value_or(INT64_MAX), kMaxParameters * 8 + 4096);
+    if (st.size > static_cast<uint64_t>(limit)) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": member ", name, " claims ", st.size,
+                                                     " bytes, more than the limit ", limit));
+    }
+    zip_file_t* f = zip_fopen(z_, name, 0);
+    if (f == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": cannot read ", name));
+    }
+    std::string data(st.size, '\0');
+    const zip_int64_t got = zip_fread(f, data.data(), st.size);
+    zip_fclose(f);
+    if (got != static_cast<zip_int64_t>(st.size)) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": truncated member ", name));
+    }
+    return data;
+  }
+
+ private:
+  NpzArchive(zip_t* z, std::string path, int64_t archive_bytes)
+      : z_(z), path_(std::move(path)), archive_bytes_(archive_bytes) {}
+  zip_t* z_;
+  std::string path_;
+  int64_t archive_bytes_;
+};
 
 absl::StatusOr<std::vector<float>> FloatArray(const std::string& bytes, const std::string& where,
                                               std::vector<int64_t>* shape) {
-  auto h = ParseNpyHeader(bytes, where);
+  auto h = ParseNpyHeader(bytes, where);  // checks that the data fits in `bytes`
   if (!h.ok()) return h.status();
-  const int64_t n = h->NumElements();
-  if (bytes.size() < h->data_offset + n * h->item_size) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": truncated data"));
+  if (h->fortran_order && h->shape.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": Fortran-order arrays are not supported"));
   }
-  std::vector<float> out(n);
+  const int64_t n = h->NumElements();
+  if (n > kMaxParameters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", n, " values, more than the limit ", kMaxParameters));
+  }
   const char* p = bytes.data() + h->data_offset;
+  std::vector<float> out;
   if (h->descr == "<f4") {
+    out.resize(n);
     std::memcpy(out.data(), p, n * 4);
   } else if (h->descr == "<f8") {
+    out.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       double v;
       std::memcpy(&v, p + 8 * i, 8);
@@ -274,19 +339,12 @@ absl::StatusOr<std::vector<float>> FloatArray(const std::string& bytes, const st
   return out;
 }
 
-absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
-  int err = 0;
-  zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &err);
-  if (z == nullptr) {
-    return err == ZIP_ER_NOENT
-               ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
-               : absl::InvalidArgumentError(absl::StrCat(path, ": not an .npz archive"));
-  }
-  auto w_bytes = ReadMember(z, path, "W.npy");
-  auto b_bytes = ReadMember(z, path, "b.npy");
-  auto k_bytes = ReadMember(z, path, "classes.npy");
-  zip_discard(z);
+absl::StatusOr<LinearModel> ParseNpz(const std::string& bytes, const std::string& path) {
+  auto z = NpzArchive::Open(bytes, path);
+  if (!z.ok()) return z.status();
+  auto w_bytes = z->Read("W.npy");
   if (!w_bytes.ok()) return w_bytes.status();
+  auto b_bytes = z->Read("b.npy");
   if (!b_bytes.ok()) return b_bytes.status();
   std::vector<int64_t> wshape, bshape;
   auto w = FloatArray(*w_bytes, path + ":W", &wshape);
@@ -294,15 +352,12 @@ absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
   auto b = FloatArray(*b_bytes, path + ":b", &bshape);
   if (!b.ok()) return b.status();
   LinearModel m;
-  if (wshape.size() == 1) {
+  if (wshape.size() == 1 || (wshape.size() == 2 && wshape[1] == 1)) {
     m.num_features = wshape[0];
     m.num_classes = 2;
   } else if (wshape.size() == 2 && wshape[1] >= 2) {
     m.num_features = wshape[0];
-    m.num_classes = wshape[1] == 1 ? 2 : wshape[1];
-  } else if (wshape.size() == 2 && wshape[1] == 1) {
-    m.num_features = wshape[0];
-    m.num_classes = 2;
+    m.num_classes = wshape[1];
   } else {
     return absl::InvalidArgumentError(absl::StrCat(path, ": W must be d or d x K"));
   }
@@ -312,7 +367,27 @@ absl::StatusOr<LinearModel> LoadNpz(const std::string& path) {
   }
   m.weights = std::move(*w);
   m.bias = std::move(*b);
+  absl::Status st = ValidateModel(m, path);
+  if (!st.ok()) return st;
   return m;
+}
+
+absl::StatusOr<std::string> ReadFileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read"));
+  if (size > kMaxParameters * 8 + (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", size, " bytes, larger than any model logit accepts"));
+  }
+  in.seekg(0);
+  std::string bytes(static_cast<size_t>(size), '\0');
+  if (!in.read(bytes.data(), size)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read"));
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -328,25 +403,56 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
 }
 
 absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {
-  int err = 0;
-  zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &err);
-  if (z == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  auto bytes = ReadMember(z, path, "summary_json.npy");
-  zip_discard(z);
+  auto bytes = ReadFileBytes(path);
   if (!bytes.ok()) return bytes.status();
-  auto h = ParseNpyHeader(absl::string_view(*bytes), path + ":summary_json");
+  auto z = NpzArchive::Open(*bytes, path);
+  if (!z.ok()) return z.status();
+  auto member = z->Read("summary_json.npy");
+  if (!member.ok()) return absl::NotFoundError(member.status().message());
+  auto h = ParseNpyHeader(*member, path + ":summary_json");
   if (!h.ok()) return h.status();
-  if (bytes->size() < h->data_offset) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated summary_json"));
+  return member->substr(h->data_offset);
+}
+
+absl::Status ValidateModel(const LinearModel& m, const std::string& where) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not a usable model: ", why));
+  };
+  if (m.num_features < 1 || m.num_features > kMaxFeatures) {
+    return bad(absl::StrCat(m.num_features, " features (1 to ", kMaxFeatures, ")"));
   }
-  return bytes->substr(h->data_offset);
+  if (m.num_classes < 2 || m.num_classes > kMaxClasses) {
+    return bad(absl::StrCat(m.num_classes, " classes (2 to ", kMaxClasses, ")"));
+  }
+  const auto params = CheckedMul(m.num_features, m.OutputColumns());
+  if (!params || *params > kMaxParameters) {
+    return bad(absl::StrCat(m.num_features, " x ", m.OutputColumns(),
+                            " parameters, more than the limit ", kMaxParameters));
+  }
+  if (static_cast<int64_t>(m.weights.size()) != *params) {
+    return bad(absl::StrCat("W has ", m.weights.size(), " values, ", m.num_features, " x ",
+                            m.OutputColumns(), " expected"));
+  }
+  if (static_cast<int64_t>(m.bias.size()) != m.OutputColumns()) {
+    return bad(absl::StrCat("b has ", m.bias.size(), " values, ", m.OutputColumns(), " expected"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LinearModel> ParseModel(const std::string& bytes, const std::string& name) {
+  if (absl::EndsWith(name, ".npz")) return ParseNpz(bytes, name);
+  if (absl::EndsWith(name, ".safetensors")) return ParseSafetensors(bytes, name);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "model_file: unsupported model file extension in '", name, "' (use .npz or .safetensors)"));
 }
 
 absl::StatusOr<LinearModel> LoadModel(const std::string& path) {
-  if (absl::EndsWith(path, ".npz")) return LoadNpz(path);
-  if (absl::EndsWith(path, ".safetensors")) return LoadSafetensors(path);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "model_file: unsupported model file extension in '", path, "' (use .npz or .safetensors)"));
+  if (!absl::EndsWith(path, ".npz") && !absl::EndsWith(path, ".safetensors")) {
+    return ParseModel("", path);  // the extension error
+  }
+  auto bytes = ReadFileBytes(path);
+  if (!bytes.ok()) return bytes.status();
+  return ParseModel(*bytes, path);
 }
 
 }  // namespace logit

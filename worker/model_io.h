@@ -21,7 +21,18 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
                        const std::string& summary_json = "");
 
 // Reads a model written by SaveModel (or any .npz with W and b of matching shapes).
+// InvalidArgument (naming the file) for a malformed or degenerate model: no features, fewer
+// than 2 classes, W and b that disagree, more than kMaxParameters parameters.
 absl::StatusOr<LinearModel> LoadModel(const std::string& path);
+
+// The same from the bytes of a model file; `name` gives the format by its extension (.npz or
+// .safetensors) and names the model in errors. Never reads outside `bytes`.
+absl::StatusOr<LinearModel> ParseModel(const std::string& bytes, const std::string& name);
+
+// OK when `model` is usable: 1..kMaxFeatures features, 2..kMaxClasses classes, at most
+// kMaxParameters parameters, weights d x OutputColumns() and bias OutputColumns() values.
+// InvalidArgument naming `where` otherwise.
+absl::Status ValidateModel(const LinearModel& model, const std::string& where);
 
 // The training summary JSON stored with a model (NotFound when the file has none).
 absl::StatusOr<std::string> LoadModelSummary(const std::string& path);

@@ -1,5 +1,8 @@
 #include "worker/worker_cli.h"
 
+#include <sys/prctl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -159,6 +162,10 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "coordinator HOST:PORT: register and run the ranks it assigns");
   app.add_option("--device", agent.device, "cpu|cuda[:N]|auto")->capture_default_str();
   app.add_option("--threads", agent.threads, "compute threads (0 = cores / local ranks)");
+  int parent_pid = 0;
+  app.add_option("--parent-pid", parent_pid,
+                 "stop when process PID ends (logit-server sets it for its local workers, so "
+                 "that none outlives a killed server)");
   app.footer(
       "Modes:\n"
       "  logit-worker --server 127.0.0.1:50051     serve a coordinator (what --local-workers "
@@ -204,6 +211,10 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  if (parent_pid > 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent_pid) return kExitOk;  // the parent ended before prctl took effect
+  }
   return RunAgent(agent, g_stop, err);
 }
 

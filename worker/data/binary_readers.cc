@@ -1,13 +1,16 @@
 // NumPy .npy and IDX (MNIST-style, optionally gzip-compressed) readers.
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/data/limits.h"
 #include "worker/data/mapped_file.h"
 #include "worker/data/npy.h"
 #include "worker/data/reader_internal.h"
@@ -124,6 +127,10 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
                                                    "' (float32, float64 or uint8)"));
   }
   const int64_t n = h->shape[0], d = h->shape[1];
+  if (d < 1 || d > kMaxFeatures) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": rows have ", d,
+                                                   " features (1 to ", kMaxFeatures, " supported)"));
+  }
   if (opt.num_features > 0 && d != opt.num_features) {
     return absl::InvalidArgumentError(
         absl::StrCat(opt.path, ": has ", d, " features, expected features=", opt.num_features));
@@ -182,13 +189,23 @@ struct IdxFile {
   uint8_t type = 0;
   std::vector<int64_t> dims;
   int64_t header_bytes = 0;
+  int64_t elements = 0;  // product of dims, checked against what the file can hold
 };
 
 absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
   IdxFile idx;
   FILE* probe = std::fopen(path.c_str(), "rb");
   if (probe == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  // The most bytes the file can hold once decompressed: its size, or for gzip deflate's
+  // largest expansion of it. Header dimensions promising more are refused before allocating.
+  unsigned char gz_magic[2] = {0, 0};
+  const bool gzipped = std::fread(gz_magic, 1, 2, probe) == 2 && gz_magic[0] == 0x1f &&
+                       gz_magic[1] == 0x8b;
+  std::fseek(probe, 0, SEEK_END);
+  const int64_t file_bytes = std::max<int64_t>(0, std::ftell(probe));
   std::fclose(probe);
+  const int64_t max_bytes =
+      gzipped ? CheckedMul(file_bytes, kMaxGzipRatio).value_or(INT64_MAX) : file_bytes;
   idx.file.reset(gzopen(path.c_str(), "rb"));
   if (!idx.file) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot open"));
   gzbuffer(idx.file.get(), 1 << 20);
@@ -208,6 +225,14 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
     idx.dims.push_back((int64_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3]);
   }
   idx.header_bytes = 4 + 4 * magic[3];
+  auto elements = CheckedProduct(idx.dims, std::max<int64_t>(0, max_bytes - idx.header_bytes),
+                                 absl::StrCat(path, ": IDX header"));
+  if (!elements.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        elements.status().message(), ": more than the file can hold (",
+        gzipped ? "gzip-compressed, " : "", file_bytes, " bytes)"));
+  }
+  idx.elements = *elements;
   return idx;
 }
 
@@ -248,8 +273,12 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
         absl::StrCat(opt.path, ": IDX features need at least 2 dimensions"));
   }
   const int64_t n = images->dims[0];
-  int64_t d = 1;
+  int64_t d = 1;  // no overflow: the product of all dims was checked by OpenIdx
   for (size_t i = 1; i < images->dims.size(); ++i) d *= images->dims[i];
+  if (d == 0 || d > kMaxFeatures) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": IDX rows have ", d,
+                                                   " features (1 to ", kMaxFeatures, " supported)"));
+  }
   if (opt.num_features > 0 && d != opt.num_features) {
     return absl::InvalidArgumentError(
         absl::StrCat(opt.path, ": has ", d, " features, expected features=", opt.num_features));

@@ -8,14 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "worker/data/limits.h"
 
 namespace logit {
-
-int64_t NpyHeader::NumElements() const {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
 
 namespace {
 // Value of `key` in the header dict: the text after "'key':" up to the next top-level ',' or '}'.
@@ -89,6 +84,16 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
     return bad(absl::StrCat("unsupported dtype '", h.descr, "'"));
   }
   h.item_size = static_cast<size_t>(item);
+  const int64_t available = static_cast<int64_t>(bytes.size() - h.data_offset);
+  auto count = CheckedProduct(h.shape, available, absl::StrCat(path, ": shape"));
+  auto data_bytes = count.ok() ? CheckedMul(*count, item) : std::nullopt;
+  if (!data_bytes || *data_bytes > available) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": truncated data: the shape (", absl::StrJoin(h.shape, ", "),
+                     ") of '", h.descr, "' needs more than the ", available,
+                     " bytes after the header"));
+  }
+  h.num_elements = *count;
   return h;
 }
 

@@ -17,10 +17,12 @@ struct NpyHeader {
   std::vector<int64_t> shape;
   size_t data_offset = 0;  // bytes from the start of the file to the first element
   size_t item_size = 0;    // bytes per element
-  int64_t NumElements() const;
+  int64_t num_elements = 0;  // product of `shape` (checked: never overflows)
+  int64_t NumElements() const { return num_elements; }
 };
 
-// Parses the header at the start of `bytes`; errors name `path`.
+// Parses the header at the start of `bytes` (the whole file); errors name `path`. Checks that
+// the shape's element count and byte size do not overflow and that the data fits in `bytes`.
 absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path);
 
 // Serialises a C-order array: `descr` (e.g. "<f4"), shape, raw little-endian bytes.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "worker/data/limits.h"
 #include "worker/data/mapped_file.h"
 #include "worker/data/reader_internal.h"
 
@@ -87,6 +88,15 @@ absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::s
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": label ", value, " is not an integer class"));
   }
+  if (value >= static_cast<double>(kMaxClasses)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": label ", value,
+                                                   " is past the largest supported class ",
+                                                   kMaxClasses - 1));
+  }
+  if (value < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
+  }
   int64_t y = static_cast<int64_t>(value);
   if (y == -1) y = 0;  // -1/+1 binary labels
   if (y < 0) {
@@ -133,6 +143,34 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   }
   if (columns < 0) {
     return absl::InvalidArgumentError(absl::StrCat(opt.path, ": empty CSV file"));
+  }
+  // Every row holds `columns` non-empty fields and columns - 1 commas, so rows x columns is
+  // bounded by the file size; a file that breaks the bound has a short row, found and named
+  // here before rows x columns floats are allocated.
+  const auto min_bytes = CheckedMul(total, 2 * columns - 1);
+  if (!min_bytes || *min_bytes > static_cast<int64_t>(text.size())) {
+    LineCursor scan(text);
+    bool in_header = !header.empty();
+    while (scan.Next(&line)) {
+      if (IsBlank(line)) continue;
+      if (in_header) {
+        in_header = false;
+        continue;
+      }
+      const int64_t fields = static_cast<int64_t>(std::count(line.begin(), line.end(), ',')) + 1;
+      if (fields != columns) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(opt.path, scan.line_no()),
+                                                       ": expected ", columns, " fields, found ",
+                                                       fields, " (ragged row)"));
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ": ", total, " rows of ", columns, " columns cannot fit in ",
+                     text.size(), " bytes (empty fields?)"));
+  }
+  if (columns - 1 > kMaxFeatures) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ":1: ", columns,
+                                                   " columns (at most ", kMaxFeatures, " features)"));
   }
   const bool unlabeled = !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
   if (columns < 2 && !unlabeled) {
@@ -287,10 +325,15 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
             where, ": ", non_finite ? "non-finite value in '" : "expected index:value, got '", tok,
             "'"));
       }
-      idx -= base;
-      if (idx < 0) {
+      if (idx < base) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": feature index ", idx + base, " is below ", base));
+            absl::StrCat(where, ": feature index ", idx, " is below ", base));
+      }
+      idx -= base;
+      if (idx >= kMaxFeatures) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": feature index ", idx + base,
+                                                       " is past the largest supported feature ",
+                                                       kMaxFeatures - 1 + base));
       }
       if (opt.num_features > 0 && idx >= opt.num_features) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": feature index ", idx + base,

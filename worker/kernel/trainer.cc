@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/data/limits.h"
 #include "worker/kernel/collective.h"
 #include "worker/kernel/fused_cpu.h"
 #include "worker/kernel/lbfgs.h"
@@ -345,6 +346,12 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       local = absl::InvalidArgumentError(absl::StrCat(train.source, ": has ", train.num_features,
                                                       " features, another shard has ", nf));
     }
+    const auto params = CheckedMul(nf, classes == 2 ? 1 : classes);
+    if (local.ok() && (!params || *params > kMaxParameters)) {
+      local = absl::ResourceExhaustedError(absl::StrCat(
+          "features: ", nf, " features x ", classes, " classes is more than the limit of ",
+          kMaxParameters, " model parameters (check the data's largest feature index and label)"));
+    }
     if (coll != nullptr) local = coll->Agree(local);
     if (!local.ok()) return local;
     auto weights = RowWeights(train, options, classes, coll);
@@ -391,6 +398,15 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
         rec.val_loss = vs->loss;
         rec.val_accuracy = vs->accuracy;
       }
+      // A non-finite objective (too large a learning rate) ends the job on every rank at once.
+      absl::Status finite = std::isfinite(objective_value)
+                                ? absl::OkStatus()
+                                : absl::InvalidArgumentError(absl::StrCat(
+                                      "diverged: the training objective became ", objective_value,
+                                      " in epoch ", epoch,
+                                      "; lower --lr or use --standardize"));
+      if (coll != nullptr) finite = coll->Agree(finite);
+      if (!finite.ok()) return finite;
       rec.seconds = Seconds(epoch_start);
       rec.samples = global_rows;
       result.history.push_back(rec);

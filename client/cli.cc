@@ -38,7 +38,8 @@ struct PredictFlags {
 };
 
 struct Globals {
-  std::string server;
+  ConnectOptions connect;  // --server, --token-file / LOGIT_TOKEN, --tls-*
+  std::string token_file;
   std::string output = "table";
 };
 
@@ -50,7 +51,7 @@ struct UsageError {
 int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
   if (!f.local) {
     RemoteOptions ro;
-    ro.server = g.server;
+    ro.connect = g.connect;
     ro.json = g.output == "json";
     ro.detach = f.detach;
     ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
@@ -144,7 +145,7 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
   }
   ro.require_labels = false;
   if (!model) {  // the server's model fixes the feature count (sparse rows may show fewer)
-    auto shape = RemoteModelShape(g.server, f.model);
+    auto shape = RemoteModelShape(g.connect, f.model);
     if (!shape.ok()) {
       err << "logit predict: " << shape.status().message() << "\n";
       return absl::IsUnavailable(shape.status()) ? kExitUnreachable : kExitJobFailed;
@@ -183,7 +184,7 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
       proba = PredictProba(*model, *data);
       k = model->num_classes;
     } else {
-      proba = RemotePredict(g.server, f.model, *data, &k);
+      proba = RemotePredict(g.connect, f.model, *data, &k);
     }
     if (!proba.ok()) {
       err << "logit predict: " << proba.status().message() << "\n";
@@ -220,8 +221,14 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"logit: logistic regression at any scale", "logit"};
   app.require_subcommand(1);
   Globals g;
-  if (const char* env = std::getenv("LOGIT_SERVER")) g.server = env;
-  app.add_option("--server", g.server, "coordinator address HOST:PORT (env LOGIT_SERVER)");
+  if (const char* env = std::getenv("LOGIT_SERVER")) g.connect.server = env;
+  app.add_option("--server", g.connect.server, "coordinator address HOST:PORT (env LOGIT_SERVER)");
+  app.add_option("--token-file", g.token_file,
+                 "file holding the bearer token the server wants (default: env LOGIT_TOKEN)");
+  app.add_option("--tls-ca", g.connect.tls_ca_file,
+                 "PEM CA that signed the server's certificate: connect with TLS");
+  app.add_option("--tls-cert", g.connect.tls_cert_file, "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", g.connect.tls_key_file, "PEM key of --tls-cert");
   app.add_option("-o,--output-format", g.output, "printed format")
       ->check(CLI::IsMember({"table", "json"}));
 
@@ -309,8 +316,21 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "run 'logit --help' or 'logit SUBCOMMAND --help' for usage\n";
     return kExitUsage;
   }
+  auto token = LoadToken(g.token_file);
+  if (!token.ok()) {
+    err << "logit: " << token.status().message() << "\n";
+    return kExitUsage;
+  }
+  g.connect.token = *token;
+  if (!g.connect.server.empty()) {
+    auto dial = Dial(g.connect);  // reads the TLS files: a bad one is a usage error
+    if (!dial.ok()) {
+      err << "logit: " << dial.status().message() << "\n";
+      return kExitUsage;
+    }
+  }
   RemoteOptions ro;
-  ro.server = g.server;
+  ro.connect = g.connect;
   ro.json = g.output == "json";
   ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
   if (train->parsed()) return RunTrain(tf, g, out, err);

@@ -267,15 +267,20 @@ bool DetachFollow() {
 
 namespace {
 
+// REQUIRES: Dial(o.connect) succeeds (RunCli checked the TLS files).
+std::shared_ptr<grpc::Channel> Channel(const ConnectOptions& o) {
+  auto channel = Dial(o);
+  return channel.ok() ? *channel : grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
+}
+
 std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
-  return v1::TrainingService::NewStub(
-      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  return v1::TrainingService::NewStub(Channel(o.connect));
 }
 
 // Prints a failed call and returns its exit code.
 int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, std::ostream& err) {
   if (Unreachable(st)) {
-    err << "logit " << what << ": cannot reach the server at " << o.server << ": "
+    err << "logit " << what << ": cannot reach the server at " << o.connect.server << ": "
         << st.error_message() << "\n";
     return kExitUnreachable;
   }
@@ -302,7 +307,7 @@ std::string Accuracy(const v1::Job& j) {
 }
 
 bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
-  if (!o.server.empty()) return true;
+  if (!o.connect.server.empty()) return true;
   err << "logit " << what << ": --server (or LOGIT_SERVER) is required\n";
   return false;
 }
@@ -311,7 +316,7 @@ bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
 
 int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
                    std::ostream& err) {
-  if (o.server.empty()) {
+  if (o.connect.server.empty()) {
     err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
     return kExitUsage;
   }
@@ -330,7 +335,7 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
     }
     grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
     if (!st.ok()) {
-      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.server, ": ") : "")
+      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.connect.server, ": ") : "")
           << st.error_message() << "\n";
       return Unreachable(st) ? kExitUnreachable : kExitUsage;
     }
@@ -511,13 +516,12 @@ int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::
   return kExitOk;
 }
 
-absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& server,
+absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,
                                                              const std::string& model_id) {
-  if (server.empty()) {
+  if (server.server.empty()) {
     return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
   }
-  auto stub = inference::GRPCInferenceService::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  auto stub = inference::GRPCInferenceService::NewStub(Channel(server));
   inference::ModelMetadataRequest req;
   req.set_name(model_id);
   inference::ModelMetadataResponse meta;
@@ -525,7 +529,7 @@ absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& 
   grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
   if (!st.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                        Unreachable(st) ? absl::StrCat("cannot reach the server at ", server, ": ",
+                        Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server, ": ",
                                                        st.error_message())
                                         : st.error_message());
   }
@@ -536,14 +540,13 @@ absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& 
   return std::make_pair(meta.inputs(0).shape(1), meta.outputs(0).shape(1));
 }
 
-absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
+absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,
                                                  const std::string& model_id, const Dataset& data,
                                                  int64_t* num_classes) {
-  if (server.empty()) {
+  if (server.server.empty()) {
     return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
   }
-  auto stub =
-      v1::TrainingService::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  auto stub = v1::TrainingService::NewStub(Channel(server));
   const int64_t d = data.num_features;
   const int64_t per_request = std::max<int64_t>(1, (3 << 20) / (4 * std::max<int64_t>(1, d)));
   std::vector<float> out;
@@ -576,7 +579,7 @@ absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
     grpc::ClientContext ctx;
     grpc::Status st = stub->Predict(&ctx, req, &resp);
     if (!st.ok()) {
-      const std::string msg = Unreachable(st) ? absl::StrCat("cannot reach the server at ", server,
+      const std::string msg = Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server,
                                                              ": ", st.error_message())
                                               : st.error_message();
       return absl::Status(static_cast<absl::StatusCode>(st.error_code()), msg);

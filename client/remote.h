@@ -7,13 +7,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "proto/connect.h"
 #include "worker/data/dataset.h"
 #include "worker/job_cli.h"
 
 namespace logit {
 
 struct RemoteOptions {
-  std::string server;   // HOST:PORT
+  ConnectOptions connect;  // server HOST:PORT, token, TLS
   bool json = false;    // -o json
   bool detach = false;  // print the job id only
   bool tty = false;     // stdout is a terminal: draw a progress bar
@@ -43,12 +44,12 @@ int RunModelGet(const RemoteOptions& options, const std::string& model_id, const
                 std::ostream& out, std::ostream& err);
 
 // (features, classes) of a server model, from the inference protocol's ModelMetadata.
-absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const std::string& server,
+absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,
                                                              const std::string& model_id);
 
 // Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
 // requests of about 3 MiB. Unavailable when the server cannot be reached.
-absl::StatusOr<std::vector<float>> RemotePredict(const std::string& server,
+absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,
                                                  const std::string& model_id, const Dataset& data,
                                                  int64_t* num_classes);
 

@@ -1,5 +1,7 @@
 #include "server/coordinator.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
 #include "nlohmann/json.hpp"
+#include "server/auth.h"
 #include "server/request_decode.h"
 #include "worker/dist/process_group.h"
 #include "worker/kernel/trainer.h"
@@ -39,21 +42,46 @@ std::string SafeFileName(const std::string& name) {
   return base;
 }
 
-// Reads all chunks from `next` into `path`; removes the file on error.
+// Bytes free for this process on the file system holding `path` (INT64_MAX when unknown).
+int64_t FreeDiskBytes(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return INT64_MAX;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+// Reads all chunks from `next` into `path`, at most `max_bytes` (RESOURCE_EXHAUSTED naming
+// `limit_name` beyond) and never below `reserve_bytes` of free disk; removes the file on error.
 absl::StatusOr<int64_t> WriteChunks(const std::string& path,
-                                    const std::function<absl::StatusOr<bool>(std::string*)>& next) {
+                                    const std::function<absl::StatusOr<bool>(std::string*)>& next,
+                                    int64_t max_bytes = INT64_MAX,
+                                    const std::string& limit_name = "",
+                                    int64_t reserve_bytes = 0) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  int64_t size = 0;
+  int64_t size = 0, checked_disk_at = -1;
   std::string chunk;
+  auto fail = [&](absl::Status st) {
+    out.close();
+    fs::remove(path);
+    return st;
+  };
   while (true) {
     auto more = next(&chunk);
-    if (!more.ok()) {
-      out.close();
-      fs::remove(path);
-      return more.status();
-    }
+    if (!more.ok()) return fail(more.status());
     if (!*more) break;
+    if (static_cast<int64_t>(chunk.size()) > max_bytes - size) {
+      return fail(absl::ResourceExhaustedError(
+          absl::StrCat("upload: more than ", max_bytes, " bytes, over the limit ", limit_name)));
+    }
+    if (reserve_bytes > 0 && (checked_disk_at < 0 || size - checked_disk_at >= (64 << 20))) {
+      checked_disk_at = size;
+      const int64_t free = FreeDiskBytes(fs::path(path).parent_path().string());
+      if (free - static_cast<int64_t>(chunk.size()) < reserve_bytes) {
+        return fail(absl::ResourceExhaustedError(absl::StrCat(
+            "upload: the server's disk has ", free, " bytes free, and keeps --min-free-disk-bytes=",
+            reserve_bytes, " free")));
+      }
+    }
     out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
     size += static_cast<int64_t>(chunk.size());
   }
@@ -248,6 +276,23 @@ void Coordinator::SetStateLocked(JobEntry& entry, v1::JobState state, const std:
 
 absl::StatusOr<v1::Job> Coordinator::SubmitJob(const v1::JobSpec& spec) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (config_.max_workers_per_job > 0 && spec.workers() > config_.max_workers_per_job) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("workers: ", spec.workers(), " is over the limit --max-workers-per-job=",
+                     config_.max_workers_per_job, ", so the job could never be placed"));
+  }
+  if (config_.max_queued_jobs > 0) {
+    int64_t queued = 0;
+    for (const std::string& id : queue_) {
+      auto it = jobs_.find(id);
+      queued += it != jobs_.end() && it->second.job.state() == v1::QUEUED;
+    }
+    if (queued >= config_.max_queued_jobs) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the queue holds ", queued, " jobs, the limit --max-queued-jobs=",
+          config_.max_queued_jobs, "; retry when some have run"));
+    }
+  }
   auto resolved = ResolveSpec(spec);
   if (!resolved.ok()) return resolved.status();
   auto n = store_->NextId("job");
@@ -364,8 +409,26 @@ absl::Status Coordinator::WatchJob(const std::string& job_id, int64_t from_seque
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(job_id);
-    if (it != jobs_.end()) seen_progress = it->second.progress_version;
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+    if (config_.max_watchers_per_job > 0 &&
+        it->second.watchers >= config_.max_watchers_per_job) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("job '", job_id, "' already has ", it->second.watchers,
+                       " watchers, the limit --max-watchers-per-job=",
+                       config_.max_watchers_per_job));
+    }
+    ++it->second.watchers;
+    seen_progress = it->second.progress_version;
   }
+  // Jobs are never erased, so the entry outlives this watcher.
+  struct Unwatch {
+    Coordinator* c;
+    const std::string& id;
+    ~Unwatch() {
+      std::lock_guard<std::mutex> lock(c->mu_);
+      --c->jobs_[id].watchers;
+    }
+  } unwatch{this, job_id};
   while (true) {
     std::vector<v1::JobEvent> batch;
     bool finished = false;
@@ -408,6 +471,22 @@ absl::StatusOr<v1::Dataset> Coordinator::UploadDataset(
     return absl::InvalidArgumentError(
         absl::StrCat("info.format: '", info.format(), "' is not csv, libsvm, npy or idx"));
   }
+  // The most this upload may write: the per-dataset limit, what the all-datasets limit leaves,
+  // and the disk space above the reserve; checked again as chunks arrive.
+  int64_t allowed = config_.max_upload_bytes > 0 ? config_.max_upload_bytes : INT64_MAX;
+  std::string limit_name = absl::StrCat("--max-upload-bytes=", config_.max_upload_bytes);
+  if (config_.max_dataset_bytes > 0) {
+    int64_t used = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, d] : datasets_) used += d.info.size_bytes();
+    }
+    if (config_.max_dataset_bytes - used < allowed) {
+      allowed = std::max<int64_t>(0, config_.max_dataset_bytes - used);
+      limit_name = absl::StrCat("--max-dataset-bytes=", config_.max_dataset_bytes, " (", used,
+                                " bytes used)");
+    }
+  }
   auto n = store_->NextId("dataset");
   if (!n.ok()) return n.status();
   const std::string id = absl::StrCat("dataset-", *n);
@@ -415,7 +494,7 @@ absl::StatusOr<v1::Dataset> Coordinator::UploadDataset(
   std::error_code ec;
   fs::create_directories(dir, ec);
   const std::string path = (dir / SafeFileName(info.name())).string();
-  auto size = WriteChunks(path, next);
+  auto size = WriteChunks(path, next, allowed, limit_name, config_.min_free_disk_bytes);
   if (!size.ok()) {
     fs::remove_all(dir, ec);
     return size.status();
@@ -505,22 +584,35 @@ v1::RegisterWorkerResponse Coordinator::RegisterWorker(const v1::RegisterWorkerR
   WorkerEntry& w = workers_[id];
   w.info = request;
   w.last_seen = Clock::now();
+  w.secret = RandomSecret();
   v1::RegisterWorkerResponse resp;
   resp.set_worker_id(id);
+  resp.set_worker_secret(w.secret);
   resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
   ScheduleLocked();
   return resp;
 }
 
-v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
+absl::StatusOr<Coordinator::WorkerEntry*> Coordinator::AuthenticWorkerLocked(
+    const std::string& worker_id, const std::string& secret) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || !SecretsEqual(secret, it->second.secret)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "worker_secret: not the secret issued to worker '", worker_id, "' at registration"));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   v1::HeartbeatResponse resp;
-  auto it = workers_.find(request.worker_id());
-  if (it == workers_.end()) {
-    resp.set_reregister(true);
+  if (workers_.find(request.worker_id()) == workers_.end()) {
+    resp.set_reregister(true);  // lost and forgotten, or registered with a restarted server
     return resp;
   }
-  WorkerEntry& w = it->second;
+  auto authentic = AuthenticWorkerLocked(request.worker_id(), request.worker_secret());
+  if (!authentic.ok()) return authentic.status();
+  WorkerEntry& w = **authentic;
   w.last_seen = Clock::now();
   if (w.pending) {
     *resp.mutable_assignment() = *w.pending;
@@ -545,6 +637,15 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
     const v1::ReportProgressRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   v1::ReportProgressResponse resp;
+  auto authentic = AuthenticWorkerLocked(request.worker_id(), request.worker_secret());
+  if (!authentic.ok()) return authentic.status();
+  const WorkerEntry& reporter = **authentic;
+  if (reporter.job_id != request.job_id() || reporter.attempt != request.attempt() ||
+      reporter.rank != request.rank()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "worker '", request.worker_id(), "' does not hold rank ", request.rank(), " of ",
+        request.job_id(), " attempt ", request.attempt()));
+  }
   auto it = jobs_.find(request.job_id());
   if (it == jobs_.end()) {
     return absl::NotFoundError(absl::StrCat("job '", request.job_id(), "' not found"));
@@ -598,6 +699,15 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
     const v1::ModelUpload& header, const std::function<absl::StatusOr<bool>(std::string*)>& next) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    auto authentic = AuthenticWorkerLocked(header.worker_id(), header.worker_secret());
+    if (!authentic.ok()) return authentic.status();
+    const WorkerEntry& uploader = **authentic;
+    if (uploader.job_id != header.job_id() || uploader.attempt != header.attempt() ||
+        uploader.rank != 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("worker '", header.worker_id(), "' does not hold rank 0 of ",
+                       header.job_id(), " attempt ", header.attempt(), ", so it cannot upload its model"));
+    }
     auto it = jobs_.find(header.job_id());
     if (it == jobs_.end()) {
       return absl::NotFoundError(absl::StrCat("job '", header.job_id(), "' not found"));

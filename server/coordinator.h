@@ -39,6 +39,13 @@ struct CoordinatorConfig {
   std::chrono::milliseconds collective_timeout{60000};
   // Rows per Predict / ModelInfer request.
   PredictLimits predict_limits;
+  // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
+  int max_queued_jobs = 1000;         // jobs waiting in the queue
+  int max_workers_per_job = 256;      // JobSpec.workers
+  int max_watchers_per_job = 64;      // concurrent WatchJob streams per job
+  int64_t max_upload_bytes = int64_t{64} << 30;  // one uploaded dataset
+  int64_t max_dataset_bytes = 0;                 // all uploaded datasets together
+  int64_t min_free_disk_bytes = int64_t{1} << 30;  // uploads stop before the disk is this full
 };
 
 class Coordinator {
@@ -65,9 +72,11 @@ class Coordinator {
   absl::Status DeleteModel(const std::string& model_id);
   absl::StatusOr<v1::PredictResponse> Predict(const v1::PredictRequest& request);
 
-  // Worker API (logit.v1.WorkerService).
+  // Worker API (logit.v1.WorkerService). Registration issues a secret; every later call must
+  // carry it, and reports and uploads are accepted only for the ranks assigned to that worker
+  // (PERMISSION_DENIED otherwise).
   v1::RegisterWorkerResponse RegisterWorker(const v1::RegisterWorkerRequest& request);
-  v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
   absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
       const v1::ReportProgressRequest& request);
   absl::StatusOr<v1::UploadModelResponse> UploadModel(
@@ -84,9 +93,11 @@ class Coordinator {
     // The latest in-epoch progress (transient: not stored) and how often it changed.
     v1::StepProgress progress;
     int64_t progress_version = 0;
+    int watchers = 0;  // live WatchJob streams
   };
   struct WorkerEntry {
     v1::RegisterWorkerRequest info;
+    std::string secret;  // RegisterWorkerResponse.worker_secret
     std::chrono::steady_clock::time_point last_seen;
     std::string job_id;  // busy with this job attempt ("" = idle)
     int attempt = 0;
@@ -104,6 +115,9 @@ class Coordinator {
   void AppendEventLocked(JobEntry& entry, v1::JobEvent event);
   void SetStateLocked(JobEntry& entry, v1::JobState state, const std::string& reason);
   void ScheduleLocked();
+  // The worker `worker_id` if `secret` is its secret; PERMISSION_DENIED otherwise.
+  absl::StatusOr<WorkerEntry*> AuthenticWorkerLocked(const std::string& worker_id,
+                                                     const std::string& secret);
   void ReleaseWorkersLocked(const JobEntry& entry, bool only_done);
   void MonitorLoop();
 

@@ -25,29 +25,34 @@ grpc::Status ToGrpcStatus(const absl::Status& st) {
   return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
 }
 
-grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                                             v1::Job* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->SubmitJob(req->spec()), resp);
 }
 
-grpc::Status TrainingServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+grpc::Status TrainingServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                          v1::Job* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->GetJob(req->job_id()), resp);
 }
 
-grpc::Status TrainingServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+grpc::Status TrainingServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                            v1::ListJobsResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   for (v1::Job& j : c_->ListJobs(req->state(), req->limit())) *resp->add_jobs() = std::move(j);
   return grpc::Status::OK;
 }
 
-grpc::Status TrainingServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+grpc::Status TrainingServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
                                             v1::Job* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->CancelJob(req->job_id()), resp);
 }
 
 grpc::Status TrainingServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                            grpc::ServerWriter<v1::JobEvent>* writer) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   absl::Status st = c_->WatchJob(
       req->job_id(), req->from_sequence(),
       [writer](const v1::JobEvent& e) { return writer->Write(e); },
@@ -76,6 +81,7 @@ grpc::Status TrainingServiceImpl::UploadDataset(
 
 grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req,
                                            grpc::ServerWriter<v1::GetModelResponse>* writer) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto rec = c_->GetModel(req->model_id());
   if (!rec.ok()) return ToGrpcStatus(rec.status());
   std::ifstream in(rec->path, std::ios::binary);
@@ -98,39 +104,44 @@ grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::G
   return grpc::Status::OK;
 }
 
-grpc::Status TrainingServiceImpl::DeleteModel(grpc::ServerContext*,
+grpc::Status TrainingServiceImpl::DeleteModel(grpc::ServerContext* ctx,
                                               const v1::DeleteModelRequest* req,
                                               v1::DeleteModelResponse*) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return ToGrpcStatus(c_->DeleteModel(req->model_id()));
 }
 
-grpc::Status TrainingServiceImpl::Predict(grpc::ServerContext*, const v1::PredictRequest* req,
+grpc::Status TrainingServiceImpl::Predict(grpc::ServerContext* ctx, const v1::PredictRequest* req,
                                           v1::PredictResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->Predict(*req), resp);
 }
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* ctx,
                                                const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
   *resp = c_->RegisterWorker(*req);
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* resp) {
-  *resp = c_->Heartbeat(*req);
-  return grpc::Status::OK;
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
+  return Reply(c_->Heartbeat(*req), resp);
 }
 
-grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
                                                const v1::ReportProgressRequest* req,
                                                v1::ReportProgressResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->ReportProgress(*req), resp);
 }
 
-grpc::Status WorkerServiceImpl::UploadModel(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::UploadModel(grpc::ServerContext* ctx,
                                             grpc::ServerReader<v1::UploadModelRequest>* reader,
                                             v1::UploadModelResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
   v1::UploadModelRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "logit/v1/worker.grpc.pb.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 
 namespace logit {
@@ -16,7 +17,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class TrainingServiceImpl final : public v1::TrainingService::Service {
  public:
-  explicit TrainingServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  // Every call first passes `auth` with the client role.
+  TrainingServiceImpl(Coordinator* coordinator, const Authorizer* auth)
+      : c_(coordinator), auth_(auth) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::Job*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
@@ -35,11 +38,14 @@ class TrainingServiceImpl final : public v1::TrainingService::Service {
 
  private:
   Coordinator* c_;
+  const Authorizer* auth_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  // Every call first passes `auth` with the worker role.
+  WorkerServiceImpl(Coordinator* coordinator, const Authorizer* auth)
+      : c_(coordinator), auth_(auth) {}
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
                               v1::RegisterWorkerResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
@@ -51,6 +57,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
  private:
   Coordinator* c_;
+  const Authorizer* auth_;
 };
 
 }  // namespace logit

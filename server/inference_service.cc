@@ -8,38 +8,43 @@
 
 namespace logit {
 
-grpc::Status InferenceServiceImpl::ServerLive(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ServerLive(grpc::ServerContext* ctx,
                                               const inference::ServerLiveRequest*,
                                               inference::ServerLiveResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   resp->set_live(true);
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ServerReady(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ServerReady(grpc::ServerContext* ctx,
                                                const inference::ServerReadyRequest*,
                                                inference::ServerReadyResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   resp->set_ready(true);
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ModelReady(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ModelReady(grpc::ServerContext* ctx,
                                               const inference::ModelReadyRequest* req,
                                               inference::ModelReadyResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   resp->set_ready(c_->GetModel(req->name()).ok());
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ServerMetadata(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ServerMetadata(grpc::ServerContext* ctx,
                                                   const inference::ServerMetadataRequest*,
                                                   inference::ServerMetadataResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   resp->set_name("logit");
   resp->set_version("0.1.0");
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext* ctx,
                                                  const inference::ModelMetadataRequest* req,
                                                  inference::ModelMetadataResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto rec = c_->GetModel(req->name());
   if (!rec.ok()) return ToGrpcStatus(rec.status());
   resp->set_name(req->name());
@@ -62,9 +67,10 @@ grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext* ctx,
                                               const inference::ModelInferRequest* req,
                                               inference::ModelInferResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto preq = PredictRequestFromInfer(*req);
   if (!preq.ok()) return ToGrpcStatus(preq.status());
   auto pred = c_->Predict(*preq);

@@ -4,13 +4,16 @@
 #define LOGIT_SERVER_INFERENCE_SERVICE_H_
 
 #include "inference/grpc_predict_v2.grpc.pb.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 
 namespace logit {
 
 class InferenceServiceImpl final : public inference::GRPCInferenceService::Service {
  public:
-  explicit InferenceServiceImpl(Coordinator* coordinator) : c_(coordinator) {}
+  // Every call first passes `auth` with the client role.
+  InferenceServiceImpl(Coordinator* coordinator, const Authorizer* auth)
+      : c_(coordinator), auth_(auth) {}
   grpc::Status ServerLive(grpc::ServerContext*, const inference::ServerLiveRequest*,
                           inference::ServerLiveResponse*) override;
   grpc::Status ServerReady(grpc::ServerContext*, const inference::ServerReadyRequest*,
@@ -26,6 +29,7 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Servi
 
  private:
   Coordinator* c_;
+  const Authorizer* auth_;
 };
 
 }  // namespace logit

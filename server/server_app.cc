@@ -3,13 +3,16 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <signal.h>
 
 #include <memory>
+#include <tuple>
 #include <ostream>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/grpc_services.h"
 #include "server/inference_service.h"
@@ -30,7 +33,17 @@ struct ServerFlags {
   int heartbeat_ms = 500;
   double collective_timeout_s = 60;
   std::string advertise_host;
+  // Security (README "Security").
+  std::string auth_token_file, worker_token_file, tls_cert, tls_key, tls_client_ca;
+  // Limits (README "Limits").
+  int64_t max_message_bytes = 64 << 20;
+  int max_threads = 256;
+  int max_streams = 100;
 };
+
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" || host == "::1";
+}
 
 std::string HostOf(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -62,6 +75,41 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--collective-timeout", f.collective_timeout_s,
                  "seconds a rank waits for its peers in a collective")
       ->capture_default_str();
+  app.add_option("--auth-token-file", f.auth_token_file,
+                 "clients must send 'authorization: Bearer <token in this file>'");
+  app.add_option("--worker-token-file", f.worker_token_file,
+                 "workers must send this token (default with --auth-token-file: a random one "
+                 "that only the local workers get)");
+  app.add_option("--tls-cert", f.tls_cert, "PEM server certificate (chain): TLS on the port");
+  app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", f.tls_client_ca,
+                 "PEM CA: clients and workers must present a certificate it signed (mutual TLS)");
+  CoordinatorConfig cfg;
+  app.add_option("--max-message-bytes", f.max_message_bytes, "largest request message")
+      ->capture_default_str()->check(CLI::Range(int64_t{1} << 16, int64_t{1} << 31));
+  app.add_option("--max-predict-rows", cfg.predict_limits.max_rows,
+                 "rows per Predict / ModelInfer request")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-queued-jobs", cfg.max_queued_jobs, "jobs waiting in the queue (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-workers-per-job", cfg.max_workers_per_job,
+                 "JobSpec.workers above this is refused at submit (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-watchers-per-job", cfg.max_watchers_per_job,
+                 "concurrent WatchJob streams per job (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-upload-bytes", cfg.max_upload_bytes, "bytes per uploaded dataset (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-dataset-bytes", cfg.max_dataset_bytes,
+                 "bytes of all uploaded datasets together (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--min-free-disk-bytes", cfg.min_free_disk_bytes,
+                 "uploads are refused once the data dir's disk has less free")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-threads", f.max_threads, "gRPC server threads (grpc::ResourceQuota)")
+      ->capture_default_str()->check(CLI::Range(4, 100000));
+  app.add_option("--max-streams", f.max_streams, "concurrent streams per client connection")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
   app.footer(
       "Example:\n  logit-server --listen 127.0.0.1:50051 --local-workers 2 --data-root "
       "/usr/share/datasets");
@@ -79,7 +127,31 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  CoordinatorConfig cfg;
+  SecurityOptions security;
+  security.tls_cert_file = f.tls_cert;
+  security.tls_key_file = f.tls_key;
+  security.tls_client_ca_file = f.tls_client_ca;
+  for (auto [file, flag, token] :
+       {std::tuple{&f.auth_token_file, "--auth-token-file", &security.client_token},
+        std::tuple{&f.worker_token_file, "--worker-token-file", &security.worker_token}}) {
+    if (file->empty()) continue;
+    auto read = ReadTokenFile(*file, flag);
+    if (!read.ok()) {
+      err << "logit-server: " << read.status().message() << "\n";
+      return 2;
+    }
+    *token = *read;
+  }
+  // With client tokens, workers always need one: a random token only local workers learn.
+  if (!security.client_token.empty() && security.worker_token.empty()) {
+    security.worker_token = RandomSecret();
+  }
+  auto creds = MakeServerCredentials(security);
+  if (!creds.ok()) {
+    err << "logit-server: " << creds.status().message() << "\n";
+    return 2;
+  }
+  const Authorizer authorizer(security);
   cfg.data_dir = f.data_dir;
   cfg.data_root = f.data_root;
   cfg.store_host = f.advertise_host;
@@ -96,14 +168,24 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "logit-server: " << coordinator.status().message() << "\n";
     return 1;
   }
-  TrainingServiceImpl training(coordinator->get());
-  WorkerServiceImpl workers(coordinator->get());
-  InferenceServiceImpl inference(coordinator->get());
+  TrainingServiceImpl training(coordinator->get(), &authorizer);
+  WorkerServiceImpl workers(coordinator->get(), &authorizer);
+  InferenceServiceImpl inference(coordinator->get(), &authorizer);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(f.listen, *creds, &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(f.max_message_bytes));
+  grpc::ResourceQuota quota("logit-server");
+  quota.SetMaxThreads(f.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, f.max_streams);
+  // Dead clients and workers are noticed: ping idle connections, accept clients' pings.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.RegisterService(&training);
   builder.RegisterService(&workers);
   builder.RegisterService(&inference);
@@ -113,13 +195,36 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return 1;
   }
   const std::string address = absl::StrCat(HostOf(f.listen), ":", port);
-  out << "logit-server listening on " << address << " (data dir " << f.data_dir << ")" << std::endl;
+  out << "logit-server listening on " << address << " (data dir " << f.data_dir << ", "
+      << (security.tls() ? (f.tls_client_ca.empty() ? "TLS" : "mutual TLS") : "no TLS") << ", "
+      << (security.client_token.empty() ? "no client token" : "client token required") << ")"
+      << std::endl;
+  if (!IsLoopback(HostOf(f.listen)) || f.listen.rfind("0.0.0.0", 0) == 0 ||
+      f.listen.rfind("[::]", 0) == 0) {
+    if (!security.tls() || security.client_token.empty()) {
+      err << "logit-server: WARNING: listening on " << f.listen << " without "
+          << (!security.tls() ? "TLS" : "") << (!security.tls() && security.client_token.empty() ? " and " : "")
+          << (security.client_token.empty() ? "--auth-token-file" : "")
+          << ": anyone who can reach this port can submit jobs, read models and act as a worker "
+             "(see README, Security)"
+          << std::endl;
+    }
+  }
 
   std::unique_ptr<WorkerPool> pool;
   if (f.local_workers > 0) {
+    // Local workers trust the server's own certificate (a self-signed one, or a chain that
+    // ends in its CA) and, under mutual TLS, present it.
+    std::vector<std::string> tls_args;
+    if (security.tls()) {
+      tls_args = {"--tls-ca", f.tls_cert};
+      if (!f.tls_client_ca.empty()) {
+        tls_args.insert(tls_args.end(), {"--tls-cert", f.tls_cert, "--tls-key", f.tls_key});
+      }
+    }
     pool = std::make_unique<WorkerPool>(
         f.worker_binary.empty() ? DefaultWorkerBinary() : f.worker_binary, address, f.local_workers,
-        ThreadsPerRank(f.local_workers));
+        ThreadsPerRank(f.local_workers), tls_args, security.worker_token);
     pool->Start();
   }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -27,11 +28,14 @@ std::string DefaultWorkerBinary() {
   return "logit-worker";
 }
 
-WorkerPool::WorkerPool(std::string binary, std::string server, int count, int threads_each)
+WorkerPool::WorkerPool(std::string binary, std::string server, int count, int threads_each,
+                       std::vector<std::string> extra_args, std::string token)
     : binary_(std::move(binary)),
       server_(std::move(server)),
       count_(count),
-      threads_(threads_each) {}
+      threads_(threads_each),
+      extra_args_(std::move(extra_args)),
+      token_(std::move(token)) {}
 
 WorkerPool::~WorkerPool() { Stop(); }
 
@@ -39,9 +43,18 @@ pid_t WorkerPool::Spawn() {
   std::vector<std::string> args = {binary_,   "--server",     server_,
                                    "--threads", std::to_string(threads_), "--parent-pid",
                                    std::to_string(getpid())};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "LOGIT_TOKEN=", 12) != 0) env_strings.emplace_back(*e);
+  }
+  if (!token_.empty()) env_strings.push_back("LOGIT_TOKEN=" + token_);
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   // The server blocks SIGTERM/SIGINT (a thread sigwaits for them); children must not inherit
   // that mask, or they could not be stopped.
   posix_spawnattr_t attr;
@@ -55,7 +68,7 @@ pid_t WorkerPool::Spawn() {
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, binary_.c_str(), nullptr, &attr, argv.data(), environ);
+  const int rc = posix_spawnp(&pid, binary_.c_str(), nullptr, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     std::cerr << "logit-server: cannot start " << binary_ << std::endl;

@@ -15,8 +15,11 @@ namespace logit {
 
 class WorkerPool {
  public:
-  // `binary`: the logit-worker executable; `server`: the address the workers dial.
-  WorkerPool(std::string binary, std::string server, int count, int threads_each);
+  // `binary`: the logit-worker executable; `server`: the address the workers dial; `extra_args`
+  // follow the defaults (TLS files); a non-empty `token` reaches the workers as LOGIT_TOKEN in
+  // their environment (never on a command line, which any local user can read).
+  WorkerPool(std::string binary, std::string server, int count, int threads_each,
+             std::vector<std::string> extra_args = {}, std::string token = "");
   ~WorkerPool();  // Stop()
   void Start();
   void Stop();
@@ -28,6 +31,8 @@ class WorkerPool {
 
   const std::string binary_, server_;
   const int count_, threads_;
+  const std::vector<std::string> extra_args_;
+  const std::string token_;
   std::mutex mu_;
   std::vector<pid_t> pids_;
   std::atomic<bool> stopping_{false};

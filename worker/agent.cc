@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "logit/v1/worker.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "proto/connect.h"
 #include "worker/dist/process_group.h"
 #include "worker/kernel/collective.h"
 #include "worker/model_io.h"
@@ -30,15 +31,12 @@ void SetDeadline(grpc::ClientContext* ctx, int seconds) {
 
 class Agent {
  public:
-  Agent(const AgentOptions& options, std::ostream& log)
-      : options_(options),
-        log_(log),
-        stub_(v1::WorkerService::NewStub(
-            grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials()))) {}
+  Agent(const AgentOptions& options, std::shared_ptr<grpc::Channel> channel, std::ostream& log)
+      : options_(options), log_(log), stub_(v1::WorkerService::NewStub(channel)) {}
 
   int Run(const std::atomic<bool>& stop) {
     while (!stop) {
-      if (worker_id_.empty() && !Register()) {
+      if (Identity().first.empty() && !Register()) {
         Sleep(stop, std::chrono::seconds(1));
         continue;
       }
@@ -74,18 +72,29 @@ class Agent {
            << std::endl;
       return false;
     }
-    worker_id_ = resp.worker_id();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_id_ = resp.worker_id();
+      worker_secret_ = resp.worker_secret();
+    }
     interval_ = std::chrono::milliseconds(std::max<int64_t>(50, resp.heartbeat_interval_ms()));
-    log_ << "logit-worker: registered with " << options_.server << " as " << worker_id_
+    log_ << "logit-worker: registered with " << options_.server << " as " << resp.worker_id()
          << std::endl;
     return true;
   }
 
+  // (worker id, secret) of the current registration; ("", "") before one.
+  std::pair<std::string, std::string> Identity() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {worker_id_, worker_secret_};
+  }
+
   void Beat() {
     v1::HeartbeatRequest req;
-    req.set_worker_id(worker_id_);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      req.set_worker_id(worker_id_);
+      req.set_worker_secret(worker_secret_);
       if (job_running_) {
         req.set_job_id(job_id_);
         req.set_attempt(attempt_);
@@ -97,7 +106,9 @@ class Agent {
     grpc::Status st = stub_->Heartbeat(&ctx, req, &resp);
     if (!st.ok()) return;  // the coordinator may be restarting; try again next beat
     if (resp.reregister()) {
+      std::lock_guard<std::mutex> lock(mu_);
       worker_id_.clear();
+      worker_secret_.clear();
       return;
     }
     if (resp.cancel()) cancel_ = true;
@@ -126,7 +137,9 @@ class Agent {
   }
 
   void Report(const v1::Assignment& a, v1::ReportProgressRequest req) {
-    req.set_worker_id(worker_id_);
+    const auto [id, secret] = Identity();
+    req.set_worker_id(id);
+    req.set_worker_secret(secret);
     req.set_job_id(a.job_id());
     req.set_attempt(a.attempt());
     req.set_rank(a.rank());
@@ -144,8 +157,8 @@ class Agent {
     out->set_message(std::string(st.message()));
     out->set_summary_json(summary);
     Report(a, std::move(req));
-    log_ << "logit-worker " << worker_id_ << ": " << a.job_id() << " rank " << a.rank() << ": "
-         << (st.ok() ? "done" : std::string(st.message())) << std::endl;
+    log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank()
+         << ": " << (st.ok() ? "done" : std::string(st.message())) << std::endl;
   }
 
   absl::Status Upload(const v1::Assignment& a, const std::string& path) {
@@ -154,7 +167,9 @@ class Agent {
     v1::UploadModelResponse resp;
     auto writer = stub_->UploadModel(&ctx, &resp);
     v1::UploadModelRequest head;
-    head.mutable_header()->set_worker_id(worker_id_);
+    const auto [id, secret] = Identity();
+    head.mutable_header()->set_worker_id(id);
+    head.mutable_header()->set_worker_secret(secret);
     head.mutable_header()->set_job_id(a.job_id());
     head.mutable_header()->set_attempt(a.attempt());
     bool ok = writer->Write(head);
@@ -175,7 +190,7 @@ class Agent {
   }
 
   void RunAssignment(const v1::Assignment& a) {
-    log_ << "logit-worker " << worker_id_ << ": " << a.job_id() << " rank " << a.rank() << "/"
+    log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank() << "/"
          << a.world_size() << std::endl;
     auto job = BuildJob(JobFlagsFromSpec(a.spec()));
     if (!job.ok()) return ReportOutcome(a, job.status(), "");
@@ -254,9 +269,10 @@ class Agent {
   const AgentOptions options_;
   std::ostream& log_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
-  std::string worker_id_;
   std::chrono::milliseconds interval_{500};
   std::mutex mu_;
+  std::string worker_id_;      // guarded by mu_ (the job thread reports with it)
+  std::string worker_secret_;  // guarded by mu_; never logged
   std::thread job_thread_;
   std::atomic<bool> job_running_{false};
   std::atomic<bool> cancel_{false};
@@ -267,7 +283,18 @@ class Agent {
 }  // namespace
 
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::ostream& log) {
-  Agent agent(options, log);
+  ConnectOptions connect;
+  connect.server = options.server;
+  connect.token = options.token;
+  connect.tls_ca_file = options.tls_ca_file;
+  connect.tls_cert_file = options.tls_cert_file;
+  connect.tls_key_file = options.tls_key_file;
+  auto channel = Dial(connect);
+  if (!channel.ok()) {
+    log << "logit-worker: " << channel.status().message() << std::endl;
+    return 2;
+  }
+  Agent agent(options, *channel, log);
   return agent.Run(stop);
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
+#include "proto/connect.h"
 #include "worker/agent.h"
 #include "worker/dist/process_group.h"
 #include "worker/job_cli.h"
@@ -162,6 +163,12 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "coordinator HOST:PORT: register and run the ranks it assigns");
   app.add_option("--device", agent.device, "cpu|cuda[:N]|auto")->capture_default_str();
   app.add_option("--threads", agent.threads, "compute threads (0 = cores / local ranks)");
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "file holding the server's worker token (default: env LOGIT_TOKEN)");
+  app.add_option("--tls-ca", agent.tls_ca_file, "PEM CA that signed the server's certificate (TLS)");
+  app.add_option("--tls-cert", agent.tls_cert_file, "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", agent.tls_key_file, "PEM key of --tls-cert");
   int parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
                  "stop when process PID ends (logit-server sets it for its local workers, so "
@@ -204,6 +211,12 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "logit-worker: give --server HOST:PORT, or the run subcommand (see --help)\n";
     return kExitUsage;
   }
+  auto token = LoadToken(token_file);
+  if (!token.ok()) {
+    err << "logit-worker: " << token.status().message() << "\n";
+    return kExitUsage;
+  }
+  agent.token = *token;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   sigset_t stop_signals;  // a parent may have left them blocked

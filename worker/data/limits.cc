@@ -21,7 +21,10 @@ std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
 absl::StatusOr<int64_t> CheckedProduct(absl::Span<const int64_t> dims, int64_t limit,
                                        const std::string& what) {
   int64_t n = 1;
+  bool empty = false;  // a zero dimension makes any product of the others 0
+  for (int64_t d : dims) empty |= d == 0;
   for (int64_t d : dims) {
+    if (empty && d >= 0) continue;
     if (d < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": dimension ", d, " is negative (shape [", absl::StrJoin(dims, ", "),
@@ -34,7 +37,7 @@ absl::StatusOr<int64_t> CheckedProduct(absl::Span<const int64_t> dims, int64_t l
     }
     n = *next;
   }
-  return n;
+  return empty ? 0 : n;
 }
 
 }  // namespace logit

@@ -10,7 +10,7 @@ namespace logit {
 enum ExitCode {
   kExitOk = 0,
   kExitJobFailed = 1,    // the job failed or was cancelled (bad data included)
-  kExitUsage = 2,        // bad flags or option values
+  kExitUsage = 2,        // bad flags or option values, missing or refused credentials
   kExitUnreachable = 3,  // the server could not be reached
 };
 

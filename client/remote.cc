@@ -287,7 +287,8 @@ int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, s
   err << "logit " << what << ": " << st.error_message() << "\n";
   const auto code = st.error_code();
   return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::NOT_FOUND ||
-                 code == grpc::StatusCode::PERMISSION_DENIED
+                 code == grpc::StatusCode::PERMISSION_DENIED ||
+                 code == grpc::StatusCode::UNAUTHENTICATED
              ? kExitUsage
              : kExitJobFailed;
 }

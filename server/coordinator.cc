@@ -785,6 +785,19 @@ void Coordinator::MonitorLoop() {
       }
       it = workers_.erase(it);
     }
+    const auto wall_now = TimeUtil::TimestampToNanoseconds(Now());
+    for (auto& [id, entry] : jobs_) {
+      const double deadline = entry.job.spec().deadline_seconds();
+      if (deadline <= 0 || IsFinished(entry.job.state())) continue;
+      const double age =
+          (wall_now - TimeUtil::TimestampToNanoseconds(entry.job.created())) / 1e9;
+      if (age > deadline) {
+        // Its ranks learn it from their next heartbeat, like a cancellation.
+        SetStateLocked(entry, v1::FAILED,
+                       absl::StrCat("deadline exceeded: not finished ", deadline,
+                                    " s after submission (deadline_seconds)"));
+      }
+    }
     ScheduleLocked();
   }
 }

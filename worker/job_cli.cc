@@ -52,6 +52,9 @@ void AddJobFlags(CLI::App* app, JobFlags* f) {
   app->add_option("--lbfgs-history", f->lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")
       ->capture_default_str();
   app->add_flag("--no-pixel-scale", f->no_pixel_scale, "keep uint8 features unscaled");
+  app->add_option("--deadline", f->deadline_seconds,
+                  "server mode: fail the job when it has not finished this many seconds after "
+                  "submission (0 = no deadline)");
 }
 
 absl::StatusOr<std::pair<DataConfig, TrainOptions>> BuildJob(const JobFlags& f) {
@@ -102,6 +105,11 @@ absl::StatusOr<std::pair<DataConfig, TrainOptions>> BuildJob(const JobFlags& f) 
   if (!st.ok()) return st;
   if (f.workers < 1) return absl::InvalidArgumentError("workers: must be >= 1");
   if (f.checkpoint_every < 0) return absl::InvalidArgumentError("checkpoint_every: must be >= 0");
+  if (!(f.deadline_seconds >= 0) || !std::isfinite(f.deadline_seconds)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("deadline_seconds: must be a finite number of seconds >= 0, got ",
+                     f.deadline_seconds));
+  }
   return std::make_pair(dc, o);
 }
 

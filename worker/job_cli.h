@@ -45,6 +45,7 @@ struct JobFlags {
   std::string precision = "auto";
   bool no_pixel_scale = false;
   int64_t lbfgs_history = 0;
+  double deadline_seconds = 0;  // server mode: fail the job past this many seconds (0 = none)
 };
 
 // Adds the training flags to `app` (a CLI11 subcommand), storing into `flags`.

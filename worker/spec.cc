@@ -36,6 +36,7 @@ JobFlags JobFlagsFromSpec(const v1::JobSpec& s) {
   if (!s.precision().empty()) f.precision = s.precision();
   f.no_pixel_scale = s.no_pixel_scale();
   f.lbfgs_history = s.lbfgs_history();
+  f.deadline_seconds = s.deadline_seconds();
   return f;
 }
 
@@ -73,6 +74,7 @@ v1::JobSpec SpecFromJobFlags(const JobFlags& f) {
   s.set_precision(f.precision);
   s.set_no_pixel_scale(f.no_pixel_scale);
   s.set_lbfgs_history(f.lbfgs_history);
+  s.set_deadline_seconds(f.deadline_seconds);
   return s;
 }
 

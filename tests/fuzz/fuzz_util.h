@@ -17,6 +17,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "worker/data/dataset.h"
 #include "worker/data/readers.h"
 
@@ -33,6 +34,12 @@ namespace logit_fuzz {
       std::abort();                                                      \
     }                                                                    \
   } while (0)
+
+// LOGIT_FUZZ_VERBOSE=1: print each call's status (to see what a single input does).
+inline void Report(const char* what, const absl::Status& status) {
+  static const bool verbose = std::getenv("LOGIT_FUZZ_VERBOSE") != nullptr;
+  if (verbose) std::fprintf(stderr, "[fuzz] %s: %s\n", what, status.ToString().c_str());
+}
 
 inline const std::string& TempDir() {
   static const std::string dir = [] {
@@ -152,6 +159,7 @@ inline void CheckDataset(const logit::Dataset& d, const logit::ReadOptions& opt)
 // ReadDataset, and CheckDataset when it succeeds.
 inline bool ReadAndCheck(const logit::ReadOptions& opt, logit::Dataset* out = nullptr) {
   auto r = logit::ReadDataset(opt);
+  Report("ReadDataset", r.status());
   if (!r.ok()) return false;
   CheckDataset(*r, opt);
   if (out != nullptr) *out = std::move(*r);

@@ -22,10 +22,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!spec.ParseFromArray(data, static_cast<int>(size))) {
     spec.Clear();
     const std::string text(reinterpret_cast<const char*>(data), size);
-    if (!google::protobuf::util::JsonStringToMessage(text, &spec).ok()) return 0;
+    const auto parsed = google::protobuf::util::JsonStringToMessage(text, &spec);
+    logit_fuzz::Report("JsonStringToMessage", absl::Status(static_cast<absl::StatusCode>(
+                                                  parsed.code()),
+                                                  std::string(parsed.message().data(),
+                                                              parsed.message().size())));
+    if (!parsed.ok()) return 0;
   }
   const logit::JobFlags flags = logit::JobFlagsFromSpec(spec);
   auto job = logit::BuildJob(flags);
+  logit_fuzz::Report("BuildJob", job.status());
   if (job.ok()) {
     const absl::Status data_ok = logit::ValidateDataConfig(job->first);
     FUZZ_CHECK(data_ok.ok(), "BuildJob accepted a data config ValidateDataConfig rejects: %s",

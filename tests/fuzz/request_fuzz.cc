@@ -17,6 +17,7 @@ static void Rows(const logit::v1::PredictRequest& request) {
       logit::PredictLimits limits;
       limits.max_rows = max_rows;
       auto rows = logit::RowsFromPredict(request, d, limits);
+      logit_fuzz::Report("RowsFromPredict", rows.status());
       if (!rows.ok()) continue;
       FUZZ_CHECK(rows->num_features == d && rows->num_rows >= 1 && rows->num_rows <= max_rows &&
                      rows->num_rows * d == request.features_size() &&
@@ -31,6 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   inference::ModelInferRequest infer;
   if (infer.ParseFromArray(data, static_cast<int>(size))) {
     auto predict = logit::PredictRequestFromInfer(infer);
+    logit_fuzz::Report("PredictRequestFromInfer", predict.status());
     if (predict.ok()) {
       const auto& input = infer.inputs(0);
       int64_t product = 1;

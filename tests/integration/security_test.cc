@@ -298,5 +298,38 @@ TEST(Security, LimitsRefuseWithResourceExhaustedNamingTheFlag) {
   EXPECT_TRUE(first->Finish().ok());
 }
 
+TEST(Security, ADeadlineFailsAQueuedOrRunningJobAndFreesItsWorker) {
+  TempDir dir;
+  Server server(dir, 1);
+  ASSERT_FALSE(server.address().empty()) << server.err();
+  v1::JobSpec endless;
+  endless.set_data("server:fashion-mnist/train-images-idx3-ubyte.gz");
+  endless.set_labels("server:fashion-mnist/train-labels-idx1-ubyte.gz");
+  endless.set_optimizer("adam");
+  endless.set_epochs(1000);
+  endless.set_deadline_seconds(4);
+  auto running = Submit(server.stub(), endless);
+  ASSERT_TRUE(running.ok()) << running.status();
+  v1::JobSpec waiting = endless;  // needs two workers: never placed
+  waiting.set_workers(2);
+  waiting.set_deadline_seconds(1);
+  auto queued = Submit(server.stub(), waiting);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  for (const auto& job : {*running, *queued}) {
+    const v1::Job done = WaitForState(server.stub(), job.id(), v1::FAILED, std::chrono::seconds(60));
+    EXPECT_EQ(done.state(), v1::FAILED) << job.id();
+    EXPECT_NE(done.reason().find("deadline exceeded"), std::string::npos) << done.reason();
+  }
+  v1::JobSpec bad = endless;
+  bad.set_deadline_seconds(-1);
+  EXPECT_EQ(Submit(server.stub(), bad).status().code(), absl::StatusCode::kInvalidArgument);
+  // The worker stopped the job's rank and trains the next job.
+  v1::Dataset iris;
+  ASSERT_TRUE(Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok());
+  auto next = Submit(server.stub(), IrisSpec(iris.id(), 1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(Watch(server.stub(), next->id()).back().state_change().state(), v1::SUCCEEDED);
+}
+
 }  // namespace
 }  // namespace logit

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -762,10 +763,45 @@ std::map<std::string, int> Coordinator::WorkerCounts() {
   return counts;
 }
 
+absl::Status Coordinator::ProbeStorage() {
+  const std::string path = (fs::path(config_.data_dir) / ".storage-probe").string();
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "probe\n";
+    out.flush();
+    if (!out) {
+      return absl::UnavailableError(absl::StrCat("data_dir: cannot write ", path));
+    }
+  }
+  std::error_code ec;
+  fs::remove(path, ec);
+  auto id = store_->NextId("storage-probe");
+  if (!id.ok()) {
+    return absl::UnavailableError(absl::StrCat("store: cannot write: ", id.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::StorageStatus() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return storage_status_;
+}
+
 void Coordinator::MonitorLoop() {
   std::unique_lock<std::mutex> lock(mu_);
+  auto next_probe = Clock::now();
   while (!stopping_) {
     changed_.wait_for(lock, std::chrono::milliseconds(200));
+    if (Clock::now() >= next_probe) {
+      lock.unlock();
+      absl::Status probed = ProbeStorage();
+      lock.lock();
+      if (!probed.ok() && storage_status_.ok()) {
+        std::cerr << "logit-server: ERROR storage: " << probed.message() << std::endl;
+      }
+      storage_status_ = probed;
+      next_probe = Clock::now() + config_.storage_probe_interval;
+    }
     const auto now = Clock::now();
     for (auto it = workers_.begin(); it != workers_.end();) {
       WorkerEntry& w = it->second;

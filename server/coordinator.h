@@ -37,6 +37,8 @@ struct CoordinatorConfig {
   std::chrono::milliseconds worker_timeout{10000};
   // Collective timeout handed to the ranks.
   std::chrono::milliseconds collective_timeout{60000};
+  // How often the data dir and the job store are probed with a small write.
+  std::chrono::milliseconds storage_probe_interval{2000};
   // Rows per Predict / ModelInfer request.
   PredictLimits predict_limits;
   // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
@@ -81,6 +83,10 @@ class Coordinator {
       const v1::ReportProgressRequest& request);
   absl::StatusOr<v1::UploadModelResponse> UploadModel(
       const v1::ModelUpload& header, const std::function<absl::StatusOr<bool>(std::string*)>& next);
+
+  // OK when the data dir and the job store took a write at the last probe (every
+  // storage_probe_interval); the server's health check says NOT_SERVING otherwise.
+  absl::Status StorageStatus();
 
   // Registered workers by state ("idle", "busy"), for metrics and tests.
   std::map<std::string, int> WorkerCounts();
@@ -135,6 +141,8 @@ class Coordinator {
   std::map<std::string, std::shared_ptr<const LinearModel>> model_cache_;
   int64_t next_worker_ = 0;
 
+  absl::Status ProbeStorage();  // no lock needed: the store serialises its own writes
+  absl::Status storage_status_;  // guarded by mu_
   bool stopping_ = false;
   std::thread monitor_;
 };

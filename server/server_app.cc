@@ -6,7 +6,9 @@
 #include <grpcpp/resource_quota.h>
 #include <signal.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <tuple>
 #include <ostream>
 
@@ -228,8 +230,26 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     pool->Start();
   }
 
+  // Health follows the storage probe: a server that cannot persist what it acknowledges
+  // says NOT_SERVING, so load balancers and probes move away from it.
+  std::atomic<bool> stop_health{false};
+  std::thread health([&] {
+    grpc::HealthCheckServiceInterface* hc = server->GetHealthCheckService();
+    bool serving = true;
+    while (!stop_health) {
+      const bool ok = (*coordinator)->StorageStatus().ok();
+      if (hc != nullptr && ok != serving) {
+        hc->SetServingStatus(ok);
+        serving = ok;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+
   int sig = 0;
   sigwait(&signals, &sig);
+  stop_health = true;
+  health.join();
   out << "logit-server: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ", shutting down"
       << std::endl;
   if (pool) pool->Stop();

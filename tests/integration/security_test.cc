@@ -333,3 +333,40 @@ TEST(Security, ADeadlineFailsAQueuedOrRunningJobAndFreesItsWorker) {
 
 }  // namespace
 }  // namespace logit
+
+namespace logit {
+namespace {
+
+using namespace ::logit::testing;  // NOLINT: the fixture's helpers
+
+std::string WaitForHealth(const std::string& address, const std::string& want) {
+  std::string got;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < deadline && (got = HealthCheck(address)) != want) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return got;
+}
+
+TEST(Security, HealthSaysNotServingWhileTheDataDirCannotBeWritten) {
+  TempDir dir;
+  Server server(dir, 0);
+  ASSERT_FALSE(server.address().empty()) << server.err();
+  EXPECT_EQ(WaitForHealth(server.address(), "SERVING"), "SERVING");
+  // Root ignores permissions; the immutable attribute stops even root from creating files.
+  const std::string data = dir.Path("data");
+  if (std::system(("chattr +i " + data + " 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "chattr +i is not available here";
+  }
+  struct Restore {
+    std::string path;
+    ~Restore() { (void)std::system(("chattr -i " + path).c_str()); }
+  } restore{data};
+  EXPECT_EQ(WaitForHealth(server.address(), "NOT_SERVING"), "NOT_SERVING");
+  EXPECT_NE(server.err().find("ERROR storage"), std::string::npos) << server.err();
+  (void)std::system(("chattr -i " + data).c_str());
+  EXPECT_EQ(WaitForHealth(server.address(), "SERVING"), "SERVING");
+}
+
+}  // namespace
+}  // namespace logit

@@ -23,14 +23,7 @@ using namespace ::logit::testing;  // NOLINT: the fixture's helpers
 // Iris trains and serves predictions: the server and its workers are healthy.
 void ExpectHealthyAndTrains(Server& server) {
   EXPECT_EQ(HealthCheck(server.address()), "SERVING");
-  v1::Dataset iris;
-  ASSERT_TRUE(Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok());
-  auto job = Submit(server.stub(), IrisSpec(iris.id(), 1));
-  ASSERT_TRUE(job.ok()) << job.status();
-  const auto events = Watch(server.stub(), job->id());
-  ASSERT_FALSE(events.empty());
-  EXPECT_EQ(events.back().state_change().state(), v1::SUCCEEDED)
-      << events.back().state_change().reason();
+  EXPECT_FALSE(TrainIrisModel(server).empty()) << "Iris did not train after the hostile input";
 }
 
 std::string Gzip(const std::string& bytes, const std::string& path) {
@@ -49,11 +42,7 @@ TEST(HostileInput, ModelInferWithAnOverflowingShapeIsInvalidAndTheServerStaysUp)
   TempDir dir;
   Server server(dir, 1);
   ASSERT_FALSE(server.address().empty()) << server.err();
-  v1::Dataset iris;
-  ASSERT_TRUE(Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok());
-  auto job = Submit(server.stub(), IrisSpec(iris.id(), 1));
-  ASSERT_TRUE(job.ok());
-  const std::string model = Watch(server.stub(), job->id()).back().job().model_id();
+  const std::string model = TrainIrisModel(server);
   ASSERT_FALSE(model.empty());
   auto oip = inference::GRPCInferenceService::NewStub(
       grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));

@@ -187,6 +187,18 @@ inline std::vector<pid_t> ChildrenOf(pid_t parent) {
   return out;
 }
 
+// Uploads Iris, trains it on one worker and returns the model id ("" when the job failed).
+inline std::string TrainIrisModel(Server& server) {
+  v1::Dataset iris;
+  if (!Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok()) {
+    return "";
+  }
+  auto job = Submit(server.stub(), IrisSpec(iris.id(), 1));
+  if (!job.ok()) return "";
+  const std::vector<v1::JobEvent> events = Watch(server.stub(), job->id());
+  return events.empty() ? "" : events.back().job().model_id();
+}
+
 // grpc.health.v1.Health/Check (service "") through a generic stub: "SERVING", "NOT_SERVING",
 // or the RPC's error. A SERVING reply is the bytes 08 01 (field 1 = 1).
 inline std::string HealthCheck(const std::string& address,

@@ -146,11 +146,7 @@ INSTANTIATE_TEST_SUITE_P(Server, FashionMnistJob, ::testing::Values(1, 2),
 TEST(Server, OpenInferenceProtocolServesTheModel) {
   TempDir dir;
   Server server(dir, 1);
-  v1::Dataset iris;
-  ASSERT_TRUE(Upload(server.stub(), "iris.csv", ReadWholeFile(TestData("iris.csv")), &iris).ok());
-  auto job = Submit(server.stub(), IrisSpec(iris.id(), 1));
-  ASSERT_TRUE(job.ok());
-  const std::string model = Watch(server.stub(), job->id()).back().job().model_id();
+  const std::string model = TrainIrisModel(server);
   ASSERT_FALSE(model.empty());
   auto oip = inference::GRPCInferenceService::NewStub(
       grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));

@@ -97,12 +97,8 @@ absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::s
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
   }
-  int64_t y = static_cast<int64_t>(value);
-  if (y == -1) y = 0;  // -1/+1 binary labels
-  if (y < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
-  }
+  int64_t y = static_cast<int64_t>(value);  // in [-1, kMaxClasses): the cast is exact
+  if (y == -1) y = 0;                         // -1/+1 binary labels
   if (classes > 0 && y >= classes) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": label ", value, " is out of range for classes=", classes));

@@ -1,5 +1,6 @@
 #include "server/request_decode.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -94,6 +95,13 @@ absl::StatusOr<Dataset> RowsFromPredict(const v1::PredictRequest& request, int64
                                                      " rows in one request, over the limit "
                                                      "--max-predict-rows=",
                                                      limits.max_rows));
+  }
+  for (int64_t i = 0; i < values; ++i) {
+    if (!std::isfinite(request.features(static_cast<int>(i)))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "features: value ", request.features(static_cast<int>(i)), " at row ",
+          i / num_features, ", column ", i % num_features, " is not finite"));
+    }
   }
   rows.total_rows = rows.num_rows;
   rows.num_features = num_features;

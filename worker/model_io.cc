@@ -102,7 +102,7 @@ absl::StatusOr<LinearModel> ParseSafetensors(const std::string& bytes, const std
                               " float32 values within the ", data_bytes, " data bytes"));
     }
     std::vector<float> v(*count);
-    std::memcpy(v.data(), bytes.data() + 8 + n + begin, *count * 4);
+    if (*count > 0) std::memcpy(v.data(), bytes.data() + 8 + n + begin, *count * 4);
     return v;
   };
   std::vector<int64_t> ws, bs;
@@ -323,7 +323,7 @@ absl::StatusOr<std::vector<float>> FloatArray(const std::string& bytes, const st
   std::vector<float> out;
   if (h->descr == "<f4") {
     out.resize(n);
-    std::memcpy(out.data(), p, n * 4);
+    if (n > 0) std::memcpy(out.data(), p, n * 4);
   } else if (h->descr == "<f8") {
     out.resize(n);
     for (int64_t i = 0; i < n; ++i) {

@@ -24,15 +24,14 @@
 namespace logit_fuzz {
 
 // Aborts (a libFuzzer crash) with a message when `cond` is false.
-#define FUZZ_CHECK(cond, ...)                                            \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      std::fprintf(stderr, "FUZZ_CHECK failed: %s (%s:%d): ", #cond,     \
-                   __FILE__, __LINE__);                                  \
-      std::fprintf(stderr, __VA_ARGS__);                                 \
-      std::fprintf(stderr, "\n");                                        \
-      std::abort();                                                      \
-    }                                                                    \
+#define FUZZ_CHECK(cond, ...)                                                             \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      std::fprintf(stderr, "FUZZ_CHECK failed: %s (%s:%d): ", #cond, __FILE__, __LINE__); \
+      std::fprintf(stderr, __VA_ARGS__);                                                  \
+      std::fprintf(stderr, "\n");                                                         \
+      std::abort();                                                                       \
+    }                                                                                     \
   } while (0)
 
 // LOGIT_FUZZ_VERBOSE=1: print each call's status (to see what a single input does).

@@ -23,10 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     spec.Clear();
     const std::string text(reinterpret_cast<const char*>(data), size);
     const auto parsed = google::protobuf::util::JsonStringToMessage(text, &spec);
-    logit_fuzz::Report("JsonStringToMessage", absl::Status(static_cast<absl::StatusCode>(
-                                                  parsed.code()),
-                                                  std::string(parsed.message().data(),
-                                                              parsed.message().size())));
+    logit_fuzz::Report("JsonStringToMessage",
+                       absl::Status(static_cast<absl::StatusCode>(parsed.code()),
+                                    std::string(parsed.message().data(), parsed.message().size())));
     if (!parsed.ok()) return 0;
   }
   const logit::JobFlags flags = logit::JobFlagsFromSpec(spec);

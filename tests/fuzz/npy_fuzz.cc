@@ -16,8 +16,8 @@ static void CheckHeader(const uint8_t* data, size_t size) {
   auto h = logit::ParseNpyHeader(bytes, "fuzz.npy");
   if (!h.ok()) return;
   FUZZ_CHECK(h->data_offset <= size, "data_offset %zu past %zu bytes", h->data_offset, size);
-  FUZZ_CHECK(h->item_size > 0 && h->num_elements >= 0, "item_size %zu, %lld elements",
-             h->item_size, (long long)h->num_elements);
+  FUZZ_CHECK(h->item_size > 0 && h->num_elements >= 0, "item_size %zu, %lld elements", h->item_size,
+             (long long)h->num_elements);
   const unsigned __int128 need =
       static_cast<unsigned __int128>(h->num_elements) * h->item_size + h->data_offset;
   FUZZ_CHECK(need <= size, "%lld elements of %zu bytes after offset %zu exceed %zu bytes",

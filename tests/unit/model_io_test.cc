@@ -151,3 +151,65 @@ TEST(ModelIo, OnnxPassesTheCheckerAndReproducesTheProbabilities) {
 
 }  // namespace
 }  // namespace logit
+
+namespace logit {
+namespace {
+
+using ::logit::testing::StatusIs;
+
+// Regressions from tests/fuzz: degenerate models are refused (once a zero-feature .npz made
+// Predict divide by zero, and zero-size arrays reached memcpy with a null pointer).
+TEST(HostileModels, DegenerateModelsAreRefusedInEveryFormat) {
+  ::logit::testing::TempDir dir;
+  LinearModel none;
+  none.num_features = 0;
+  none.num_classes = 2;
+  none.bias = {0.5f};
+  for (const char* name : {"zero.npz", "zero.safetensors"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(SaveModel(none, dir.Path(name)).ok());
+    EXPECT_THAT(LoadModel(dir.Path(name)),
+                StatusIs(absl::StatusCode::kInvalidArgument, "not a usable model: 0 features"));
+  }
+  LinearModel mismatched;
+  mismatched.num_features = 3;
+  mismatched.num_classes = 4;
+  mismatched.weights.assign(12, 0.0f);
+  mismatched.bias.assign(4, 0.0f);
+  EXPECT_TRUE(ValidateModel(mismatched, "m").ok());
+  mismatched.weights.resize(11);
+  EXPECT_THAT(ValidateModel(mismatched, "m"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "W has 11 values"));
+  mismatched.num_classes = 1;
+  EXPECT_THAT(ValidateModel(mismatched, "m"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "1 classes"));
+}
+
+TEST(HostileModels, SafetensorsHeadersThatLieAreRefused) {
+  auto file = [](const std::string& header, const std::string& data) {
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(header.size() >> (8 * i));
+    return out + header + data;
+  };
+  const std::string data(16, '\0');
+  EXPECT_THAT(ParseModel(file("{\"W\": {\"dtype\": \"F32\", \"shape\": \"x\"}}", data), "a.safetensors"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "shape must be"));
+  EXPECT_THAT(
+      ParseModel(file("{\"W\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904, 4], "
+                      "\"data_offsets\": [0, 16]}}",
+                      data),
+                 "b.safetensors"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "b.safetensors"));
+  EXPECT_THAT(ParseModel(file("{\"W\": {\"dtype\": \"F32\", \"shape\": [4], "
+                              "\"data_offsets\": [0, 18446744073709551615]}}",
+                              data),
+                         "c.safetensors"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "data_offsets"));
+  EXPECT_THAT(ParseModel(std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8), "d.safetensors"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "header length"));
+  EXPECT_THAT(ParseModel("PK\x03\x04junk", "e.npz"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "e.npz"));
+}
+
+}  // namespace
+}  // namespace logit

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tests/unit/test_util.h"
+#include "worker/data/limits.h"
 #include "worker/data/npy.h"
 
 namespace logit {
@@ -240,6 +241,108 @@ TEST(SplitRows, AssignmentDoesNotDependOnSharding) {
   }
   EXPECT_EQ(val_global, s.val);
   EXPECT_NE(SplitRows(*whole, 0.2, 0.1, 8).val, s.val);
+}
+
+}  // namespace
+}  // namespace logit
+
+namespace logit {
+namespace {
+
+using ::logit::testing::StatusIs;
+using ::logit::testing::TempDir;
+
+std::string BigEndian(uint32_t v) {
+  return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+
+// Regressions from tests/fuzz (libFuzzer + ASan/UBSan): each once crashed or hit undefined
+// behaviour; now each is a clear error.
+TEST(HostileFiles, NpyHeaderWithAnEmptyDescrIsInvalid) {
+  const std::string dict = "{'descr':, 'fortran_order': False, 'shape': (1,), }";
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes.push_back(static_cast<char>(dict.size()));
+  bytes.push_back(0);
+  bytes += dict;
+  EXPECT_THAT(ParseNpyHeader(bytes, "x.npy"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "'descr' is not a quoted dtype"));
+}
+
+TEST(HostileFiles, NpyFloat64PastFloat32RangeIsInvalid) {
+  TempDir dir;
+  const double values[2] = {1.0, 1e300};
+  const int64_t labels[1] = {0};
+  ReadOptions o;
+  o.path = dir.Write("x.npy", EncodeNpy("<f8", {1, 2}, values, sizeof(values)));
+  o.labels_path = dir.Write("y.npy", EncodeNpy("<i8", {1}, labels, sizeof(labels)));
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "value 1e+300 at row 0, column 1 is outside float32's range"));
+}
+
+TEST(HostileFiles, NpyHeaderWhoseShapeOverflowsIsInvalid) {
+  TempDir dir;
+  ReadOptions o;
+  o.path = dir.Write("x.npy", EncodeNpy("<f4", {int64_t{1} << 62, 4}, "\0\0\0\0", 4));
+  o.labels_path = o.path;
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "truncated data"));
+}
+
+TEST(HostileFiles, NpyLabelsOfANonsenseDtypeAreInvalid) {
+  TempDir dir;
+  const float x[2] = {1, 2};
+  ReadOptions o;
+  o.path = dir.Write("x.npy", EncodeNpy("<f4", {1, 2}, x, sizeof(x)));
+  o.labels_path = dir.Write("y.npy", EncodeNpy("<i40", {1}, std::string(40, '\0').data(), 40));
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "labels must be integers"));
+}
+
+TEST(HostileFiles, IdxWithNoRowsAndAnOverflowingRowShapeIsInvalid) {
+  TempDir dir;
+  std::string img("\0\0\x08\x04", 4);
+  img += BigEndian(0) + BigEndian(0xffffffffu) + BigEndian(0xffffffffu) + BigEndian(0xffffffffu);
+  std::string lab("\0\0\x08\x01", 4);
+  lab += BigEndian(0);
+  ReadOptions o;
+  o.path = dir.Write("x-ubyte", img);
+  o.labels_path = dir.Write("y-ubyte", lab);
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "IDX row shape"));
+}
+
+TEST(HostileFiles, CsvWithAWideFirstRowIsRefusedBeforeAllocating) {
+  TempDir dir;
+  std::string csv;
+  for (int c = 0; c < 5000; ++c) csv += c == 0 ? "1" : ",1";
+  csv += "\n";
+  for (int r = 0; r < 5000; ++r) csv += "1,0\n";
+  ReadOptions o;
+  o.path = dir.Write("wide.csv", csv);
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "wide.csv:2: expected 5000 fields, found 2 (ragged row)"));
+}
+
+TEST(HostileFiles, LibSvmIndicesAndLabelsPastTheLimitsAreInvalid) {
+  TempDir dir;
+  ReadOptions o;
+  o.path = dir.Write("a.svm", "0 1:1 4000000000:1\n");
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "a.svm:1: feature index 4000000000 is past"));
+  o.path = dir.Write("b.svm", "0 -9223372036854775808:1\n");
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "is below 1"));
+  o.path = dir.Write("c.svm", "1e30 1:1\n");
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "past the largest supported class"));
+}
+
+TEST(CheckedArithmetic, ProductsOverflowIntoAnErrorNeverAWrap) {
+  EXPECT_EQ(*CheckedProduct({3, 4}, 100, "x"), 12);
+  EXPECT_EQ(*CheckedProduct({int64_t{1} << 62, 0}, 10, "x"), 0);
+  EXPECT_THAT(CheckedProduct({int64_t{1} << 62, 4}, INT64_MAX, "shape"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "shape: shape [4611686018427387904, 4]"));
+  EXPECT_THAT(CheckedProduct({2, -3}, 100, "s"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "negative"));
+  EXPECT_FALSE(CheckedMul(INT64_MAX, 2).has_value());
+  EXPECT_FALSE(CheckedAdd(INT64_MAX, 1).has_value());
 }
 
 }  // namespace

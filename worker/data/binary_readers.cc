@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "worker/data/limits.h"
 #include "worker/data/mapped_file.h"
 #include "worker/data/npy.h"
@@ -47,9 +49,12 @@ absl::Status ReadNpyLabels(const std::string& path, int64_t expected_rows, int64
         path, ": has ", h->shape[0], " labels but the features have ", expected_rows, " rows"));
   }
   const char kind = h->descr[1];
-  if (kind != 'i' && kind != 'u' && kind != 'f') {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": labels must be integers, dtype is '", h->descr, "'"));
+  const size_t item = h->item_size;
+  const bool integer = (kind == 'i' || kind == 'u') && (item == 1 || item == 2 || item == 4 || item == 8);
+  const bool floating = kind == 'f' && (item == 4 || item == 8);
+  if (!integer && !floating) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": labels must be integers (or integral floats), dtype is '", h->descr, "'"));
   }
   if (file->data().size() < h->data_offset + h->NumElements() * h->item_size) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": truncated data"));
@@ -164,6 +169,12 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
         return absl::InvalidArgumentError(absl::StrCat(opt.path, ": non-finite value at row ",
                                                        begin + i / d, ", column ", i % d));
       }
+      // A finite float64 past float32's range would become inf.
+      if (std::abs(v) > std::numeric_limits<float>::max()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(opt.path, ": value ", v, " at row ", begin + i / d, ", column ", i % d,
+                         " is outside float32's range"));
+      }
       out.dense_f32[i] = static_cast<float>(v);
     }
   }
@@ -273,11 +284,13 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
         absl::StrCat(opt.path, ": IDX features need at least 2 dimensions"));
   }
   const int64_t n = images->dims[0];
-  int64_t d = 1;  // no overflow: the product of all dims was checked by OpenIdx
-  for (size_t i = 1; i < images->dims.size(); ++i) d *= images->dims[i];
-  if (d == 0 || d > kMaxFeatures) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": IDX rows have ", d,
-                                                   " features (1 to ", kMaxFeatures, " supported)"));
+  // Checked on its own: with no rows the product of all dims is 0 whatever the others are.
+  auto features = CheckedProduct(absl::MakeConstSpan(images->dims).subspan(1), kMaxFeatures,
+                                 absl::StrCat(opt.path, ": IDX row shape"));
+  if (!features.ok()) return features.status();
+  const int64_t d = *features;
+  if (d == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": IDX rows have no features"));
   }
   if (opt.num_features > 0 && d != opt.num_features) {
     return absl::InvalidArgumentError(

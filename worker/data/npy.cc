@@ -62,7 +62,10 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
   h.data_offset = start + header_len;
   absl::string_view v;
   if (!DictValue(dict, "descr", &v)) return bad("header has no 'descr'");
-  h.descr = std::string(v.substr(1, v.size() >= 2 ? v.size() - 2 : 0));
+  if (v.size() < 2 || (v.front() != '\'' && v.front() != '"') || v.back() != v.front()) {
+    return bad("'descr' is not a quoted dtype string");
+  }
+  h.descr = std::string(v.substr(1, v.size() - 2));
   if (!DictValue(dict, "fortran_order", &v)) return bad("header has no 'fortran_order'");
   h.fortran_order = (v == "True");
   if (!DictValue(dict, "shape", &v) || v.size() < 2 || v.front() != '(' || v.back() != ')') {

@@ -347,6 +347,10 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
                                                       " features, another shard has ", nf));
     }
     const auto params = CheckedMul(nf, classes == 2 ? 1 : classes);
+    if (local.ok() && nf < 1) {
+      local = absl::InvalidArgumentError(
+          absl::StrCat("features: ", train.source, " has no feature columns (no index:value pairs)"));
+    }
     if (local.ok() && (!params || *params > kMaxParameters)) {
       local = absl::ResourceExhaustedError(absl::StrCat(
           "features: ", nf, " features x ", classes, " classes is more than the limit of ",

@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "server/auth.h"
 #include "server/request_decode.h"
+#include "worker/data/limits.h"
 #include "worker/dist/process_group.h"
 #include "worker/kernel/trainer.h"
 #include "worker/model_io.h"
@@ -63,7 +64,8 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path,
   std::string chunk;
   auto fail = [&](absl::Status st) {
     out.close();
-    fs::remove(path);
+    std::error_code ec;
+    fs::remove(path, ec);
     return st;
   };
   while (true) {
@@ -88,7 +90,8 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path,
   }
   out.flush();
   if (!out) {
-    fs::remove(path);
+    std::error_code ec;
+    fs::remove(path, ec);
     return absl::ResourceExhaustedError(absl::StrCat("writing ", path, " failed (disk full?)"));
   }
   return size;
@@ -562,7 +565,8 @@ absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictReques
     std::lock_guard<std::mutex> lock(mu_);
     model_cache_[request.model_id()] = model;
   }
-  auto rows = RowsFromPredict(request, model->num_features, config_.predict_limits);
+  auto rows = RowsFromPredict(request, model->num_features, model->num_classes,
+                              config_.predict_limits);
   if (!rows.ok()) return rows.status();
   auto proba = PredictProba(*model, *rows);
   if (!proba.ok()) return proba.status();
@@ -722,7 +726,11 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
   if (!n.ok()) return n.status();
   const std::string id = absl::StrCat("model-", *n);
   const std::string path = (fs::path(config_.data_dir) / "models" / (id + ".npz")).string();
-  auto size = WriteChunks(path + ".part", next);
+  // The largest model logit accepts, as float64 .npy members, plus room for the summary.
+  const int64_t max_model_bytes = kMaxParameters * 8 + (int64_t{64} << 20);
+  auto size = WriteChunks(path + ".part", next, max_model_bytes,
+                          absl::StrCat("of a model (", kMaxParameters, " parameters)"),
+                          config_.min_free_disk_bytes);
   if (!size.ok()) return size.status();
   std::error_code ec;
   fs::rename(path + ".part", path, ec);

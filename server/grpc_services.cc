@@ -61,7 +61,9 @@ grpc::Status TrainingServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::W
 }
 
 grpc::Status TrainingServiceImpl::UploadDataset(
-    grpc::ServerContext*, grpc::ServerReader<v1::UploadDatasetRequest>* reader, v1::Dataset* resp) {
+    grpc::ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+    v1::Dataset* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   v1::UploadDatasetRequest msg;
   if (!reader->Read(&msg) || !msg.has_info()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

@@ -73,6 +73,15 @@ grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext* ctx,
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto preq = PredictRequestFromInfer(*req);
   if (!preq.ok()) return ToGrpcStatus(preq.status());
+  if (req->inputs(0).shape_size() == 2) {
+    auto rec = c_->GetModel(req->model_name());
+    if (!rec.ok()) return ToGrpcStatus(rec.status());
+    if (req->inputs(0).shape(1) != rec->info.num_features()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("inputs[0].shape[1]: ", req->inputs(0).shape(1), ", but model '",
+                       req->model_name(), "' has ", rec->info.num_features(), " features")));
+    }
+  }
   auto pred = c_->Predict(*preq);
   if (!pred.ok()) return ToGrpcStatus(pred.status());
   const int64_t n = pred->labels_size(), k = pred->num_classes();

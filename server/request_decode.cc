@@ -1,6 +1,8 @@
 #include "server/request_decode.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -75,7 +77,7 @@ absl::StatusOr<v1::PredictRequest> PredictRequestFromInfer(
 }
 
 absl::StatusOr<Dataset> RowsFromPredict(const v1::PredictRequest& request, int64_t num_features,
-                                        const PredictLimits& limits) {
+                                        int64_t num_classes, const PredictLimits& limits) {
   if (num_features < 1) {
     return absl::FailedPreconditionError(
         absl::StrCat("model '", request.model_id(), "' has no features"));
@@ -95,6 +97,14 @@ absl::StatusOr<Dataset> RowsFromPredict(const v1::PredictRequest& request, int64
                                                      " rows in one request, over the limit "
                                                      "--max-predict-rows=",
                                                      limits.max_rows));
+  }
+  const auto outputs = CheckedMul(rows.num_rows, std::max<int64_t>(num_classes, 1));
+  if (!outputs || *outputs > limits.max_values || *outputs > INT32_MAX) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "features: ", rows.num_rows, " rows x ", num_classes,
+        " classes is more probabilities than one response may hold, over the limit "
+        "--max-predict-values=",
+        limits.max_values, "; send fewer rows per request"));
   }
   for (int64_t i = 0; i < values; ++i) {
     if (!std::isfinite(request.features(static_cast<int>(i)))) {

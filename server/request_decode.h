@@ -17,6 +17,8 @@ namespace logit {
 // Limits on one prediction request.
 struct PredictLimits {
   int64_t max_rows = int64_t{1} << 20;  // rows per request (RESOURCE_EXHAUSTED beyond)
+  // Probabilities per response (rows x classes): 2^26 floats are 256 MiB.
+  int64_t max_values = int64_t{1} << 26;
 };
 
 // The single input tensor of `request` (FP32 or FP64, shape [N, d] or a flat [N*d], values in
@@ -25,11 +27,12 @@ struct PredictLimits {
 // does not match the values sent, an unknown datatype, more than one input.
 absl::StatusOr<v1::PredictRequest> PredictRequestFromInfer(const inference::ModelInferRequest& request);
 
-// The rows of `request` for a model with `num_features` (>= 1) features, as dense float32.
-// InvalidArgument when the values are not whole rows; ResourceExhausted naming the limit when
-// there are more than limits.max_rows rows.
+// The rows of `request` for a model with `num_features` (>= 1) features and `num_classes`
+// classes, as dense float32. InvalidArgument when the values are not whole finite rows;
+// ResourceExhausted naming the limit when there are more than limits.max_rows rows or the
+// response would hold more than limits.max_values probabilities.
 absl::StatusOr<Dataset> RowsFromPredict(const v1::PredictRequest& request, int64_t num_features,
-                                        const PredictLimits& limits);
+                                        int64_t num_classes, const PredictLimits& limits);
 
 }  // namespace logit
 

@@ -88,10 +88,13 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "PEM CA: clients and workers must present a certificate it signed (mutual TLS)");
   CoordinatorConfig cfg;
   app.add_option("--max-message-bytes", f.max_message_bytes, "largest request message")
-      ->capture_default_str()->check(CLI::Range(int64_t{1} << 16, int64_t{1} << 31));
+      ->capture_default_str()->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
   app.add_option("--max-predict-rows", cfg.predict_limits.max_rows,
                  "rows per Predict / ModelInfer request")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-predict-values", cfg.predict_limits.max_values,
+                 "probabilities (rows x classes) per Predict / ModelInfer response")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
   app.add_option("--max-queued-jobs", cfg.max_queued_jobs, "jobs waiting in the queue (0: no limit)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--max-workers-per-job", cfg.max_workers_per_job,

@@ -106,9 +106,12 @@ class Agent {
     grpc::Status st = stub_->Heartbeat(&ctx, req, &resp);
     if (!st.ok()) return;  // the coordinator may be restarting; try again next beat
     if (resp.reregister()) {
+      // The coordinator forgot this worker (it was lost, or the coordinator restarted): the
+      // rank it may still run belongs to no one now, so it stops.
       std::lock_guard<std::mutex> lock(mu_);
       worker_id_.clear();
       worker_secret_.clear();
+      cancel_ = true;
       return;
     }
     if (resp.cancel()) cancel_ = true;
@@ -146,7 +149,12 @@ class Agent {
     v1::ReportProgressResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, 10);
-    if (stub_->ReportProgress(&ctx, req, &resp).ok() && resp.cancel()) cancel_ = true;
+    const grpc::Status st = stub_->ReportProgress(&ctx, req, &resp);
+    // Refused (this registration no longer holds the rank) or told to: the rank stops.
+    if ((st.ok() && resp.cancel()) || st.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+        st.error_code() == grpc::StatusCode::NOT_FOUND) {
+      cancel_ = true;
+    }
   }
 
   void ReportOutcome(const v1::Assignment& a, const absl::Status& st, const std::string& summary) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -290,12 +291,20 @@ class NpzArchive {
     if (f == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(path_, ": cannot read ", name));
     }
-    std::string data(st.size, '\0');
-    const zip_int64_t got = zip_fread(f, data.data(), st.size);
-    zip_fclose(f);
-    if (got != static_cast<zip_int64_t>(st.size)) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": truncated member ", name));
+    // Read in pieces: the size is the archive's claim, the bytes are what inflates.
+    std::string data;
+    constexpr uint64_t kPiece = 16 << 20;
+    while (data.size() < st.size) {
+      const size_t at = data.size();
+      const uint64_t want = std::min<uint64_t>(kPiece, st.size - at);
+      data.resize(at + want);
+      const zip_int64_t got = zip_fread(f, data.data() + at, want);
+      if (got != static_cast<zip_int64_t>(want)) {
+        zip_fclose(f);
+        return absl::InvalidArgumentError(absl::StrCat(path_, ": truncated member ", name));
+      }
     }
+    zip_fclose(f);
     return data;
   }
 
@@ -435,6 +444,11 @@ absl::Status ValidateModel(const LinearModel& m, const std::string& where) {
   }
   if (static_cast<int64_t>(m.bias.size()) != m.OutputColumns()) {
     return bad(absl::StrCat("b has ", m.bias.size(), " values, ", m.OutputColumns(), " expected"));
+  }
+  for (const std::vector<float>* values : {&m.weights, &m.bias}) {
+    for (float v : *values) {
+      if (!std::isfinite(v)) return bad("W or b holds a non-finite value");
+    }
   }
   return absl::OkStatus();
 }

@@ -40,7 +40,7 @@ std::string BigEndian32(uint32_t v) {
 
 TEST(HostileInput, ModelInferWithAnOverflowingShapeIsInvalidAndTheServerStaysUp) {
   TempDir dir;
-  Server server(dir, 1);
+  Server server(dir, 1, "data", "server", {"--max-predict-values", "100"});
   ASSERT_FALSE(server.address().empty()) << server.err();
   const std::string model = TrainIrisModel(server);
   ASSERT_FALSE(model.empty());
@@ -57,6 +57,7 @@ TEST(HostileInput, ModelInferWithAnOverflowingShapeIsInvalidAndTheServerStaysUp)
       {{int64_t{1} << 40, int64_t{1} << 40}, std::string(16, '\0'), "inputs[0].shape"},
       {{4, -1}, std::string(16, '\0'), "negative"},
       {{INT64_MAX, 2}, std::string(16, '\0'), "inputs[0].shape"},
+      {{2, 2}, std::string(16, '\0'), "inputs[0].shape[1]: 2, but model"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrCat("shape[0]=", c.shape[0]));
@@ -72,6 +73,18 @@ TEST(HostileInput, ModelInferWithAnOverflowingShapeIsInvalidAndTheServerStaysUp)
     const grpc::Status st = oip->ModelInfer(&ctx, r, &out);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
     EXPECT_NE(st.error_message().find(c.expect), std::string::npos) << st.error_message();
+  }
+  // Too many probabilities for one response (34 rows x 3 classes > 100): RESOURCE_EXHAUSTED
+  // naming the limit, before anything is computed.
+  {
+    v1::PredictRequest p;
+    p.set_model_id(model);
+    p.mutable_features()->Resize(4 * 34, 0.5f);
+    v1::PredictResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status st = server.stub()->Predict(&ctx, p, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+    EXPECT_NE(st.error_message().find("--max-predict-values=100"), std::string::npos);
   }
   // Too many rows for one request: RESOURCE_EXHAUSTED naming the limit.
   {

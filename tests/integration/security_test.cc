@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
@@ -57,6 +59,80 @@ grpc::Status RegisterWorker(const std::string& address, const std::string& token
   if (!token.empty()) WithToken(&ctx, token);
   v1::RegisterWorkerResponse resp;
   return stub->RegisterWorker(&ctx, {}, &resp);
+}
+
+grpc::StatusCode CallCode(const std::string& address, const std::string& method,
+                          const std::string& token) {
+  return GenericCall(address, method, "", token).first.error_code();
+}
+
+TEST(Security, EveryMethodOfEveryServiceNeedsTheTokenOfItsRole) {
+  TempDir dir;
+  const std::string client_file = dir.Write("client.token", kClientToken);
+  const std::string worker_file = dir.Write("worker.token", kWorkerToken);
+  Server server(dir, 0, "data", "server",
+                {"--auth-token-file", client_file, "--worker-token-file", worker_file});
+  ASSERT_FALSE(server.address().empty()) << server.err();
+  const std::vector<std::string> client_methods = {
+      "/logit.v1.TrainingService/SubmitJob",       "/logit.v1.TrainingService/GetJob",
+      "/logit.v1.TrainingService/ListJobs",        "/logit.v1.TrainingService/CancelJob",
+      "/logit.v1.TrainingService/WatchJob",        "/logit.v1.TrainingService/UploadDataset",
+      "/logit.v1.TrainingService/GetModel",        "/logit.v1.TrainingService/DeleteModel",
+      "/logit.v1.TrainingService/Predict",         "/inference.GRPCInferenceService/ServerLive",
+      "/inference.GRPCInferenceService/ServerReady", "/inference.GRPCInferenceService/ModelReady",
+      "/inference.GRPCInferenceService/ServerMetadata",
+      "/inference.GRPCInferenceService/ModelMetadata",
+      "/inference.GRPCInferenceService/ModelInfer"};
+  const std::vector<std::string> worker_methods = {
+      "/logit.v1.WorkerService/RegisterWorker", "/logit.v1.WorkerService/Heartbeat",
+      "/logit.v1.WorkerService/ReportProgress", "/logit.v1.WorkerService/UploadModel"};
+  for (const auto& [methods, own, other] :
+       {std::tuple{&client_methods, kClientToken, kWorkerToken},
+        std::tuple{&worker_methods, kWorkerToken, kClientToken}}) {
+    for (const std::string& m : *methods) {
+      SCOPED_TRACE(m);
+      EXPECT_EQ(CallCode(server.address(), m, ""), grpc::StatusCode::UNAUTHENTICATED);
+      EXPECT_EQ(CallCode(server.address(), m, "guess"), grpc::StatusCode::UNAUTHENTICATED);
+      EXPECT_EQ(CallCode(server.address(), m, other), grpc::StatusCode::PERMISSION_DENIED);
+      // With its own token the call gets past authorization (an empty request may still be
+      // refused for what it lacks, e.g. a worker secret).
+      const grpc::Status with_own = GenericCall(server.address(), m, "", own).first;
+      EXPECT_NE(with_own.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+      EXPECT_EQ(with_own.error_message().find("authorization:"), std::string::npos)
+          << with_own.error_message();
+    }
+  }
+  // A registered worker's calls need its secret too.
+  auto stub = v1::WorkerService::NewStub(
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  v1::RegisterWorkerResponse reg;
+  {
+    grpc::ClientContext ctx;
+    WithToken(&ctx, kWorkerToken);
+    ASSERT_TRUE(stub->RegisterWorker(&ctx, {}, &reg).ok());
+  }
+  for (const std::string& secret : {std::string(), std::string(64, 'a'), reg.worker_secret()}) {
+    grpc::ClientContext hctx;
+    WithToken(&hctx, kWorkerToken);
+    v1::HeartbeatRequest hb;
+    hb.set_worker_id(reg.worker_id());
+    hb.set_worker_secret(secret);
+    v1::HeartbeatResponse hr;
+    const grpc::StatusCode code = stub->Heartbeat(&hctx, hb, &hr).error_code();
+    EXPECT_EQ(code, secret == reg.worker_secret() ? grpc::StatusCode::OK
+                                                  : grpc::StatusCode::PERMISSION_DENIED);
+    grpc::ClientContext rctx;
+    WithToken(&rctx, kWorkerToken);
+    v1::ReportProgressRequest rp;
+    rp.set_worker_id(reg.worker_id());
+    rp.set_worker_secret(secret);
+    rp.set_job_id("job-1");
+    rp.mutable_outcome()->set_ok(true);
+    v1::ReportProgressResponse rr;
+    // Even with its secret, a worker may not report for a rank it does not hold.
+    EXPECT_EQ(stub->ReportProgress(&rctx, rp, &rr).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
 }
 
 TEST(Security, TokensGateEveryServiceByRoleAndNeverReachTheLogs) {
@@ -349,18 +425,15 @@ TEST(Security, HealthSaysNotServingWhileTheDataDirCannotBeWritten) {
   Server server(dir, 0);
   ASSERT_FALSE(server.address().empty()) << server.err();
   EXPECT_EQ(WaitForHealth(server.address(), "SERVING"), "SERVING");
-  // Root ignores permissions; the immutable attribute stops even root from creating files.
+  // Root ignores permissions, so the data dir is moved away and a plain file takes its path:
+  // nothing can be created under it. The store keeps its open database, the probe fails.
   const std::string data = dir.Path("data");
-  if (std::system(("chattr +i " + data + " 2>/dev/null").c_str()) != 0) {
-    GTEST_SKIP() << "chattr +i is not available here";
-  }
-  struct Restore {
-    std::string path;
-    ~Restore() { (void)std::system(("chattr -i " + path).c_str()); }
-  } restore{data};
+  std::filesystem::rename(data, dir.Path("data.away"));
+  dir.Write("data", "not a directory");
   EXPECT_EQ(WaitForHealth(server.address(), "NOT_SERVING"), "NOT_SERVING");
   EXPECT_NE(server.err().find("ERROR storage"), std::string::npos) << server.err();
-  (void)std::system(("chattr -i " + data).c_str());
+  std::filesystem::remove(data);
+  std::filesystem::rename(dir.Path("data.away"), data);
   EXPECT_EQ(WaitForHealth(server.address(), "SERVING"), "SERVING");
 }
 

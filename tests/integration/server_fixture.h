@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -199,18 +200,21 @@ inline std::string TrainIrisModel(Server& server) {
   return events.empty() ? "" : events.back().job().model_id();
 }
 
-// grpc.health.v1.Health/Check (service "") through a generic stub: "SERVING", "NOT_SERVING",
-// or the RPC's error. A SERVING reply is the bytes 08 01 (field 1 = 1).
-inline std::string HealthCheck(const std::string& address,
-                               std::shared_ptr<grpc::ChannelCredentials> creds =
-                                   grpc::InsecureChannelCredentials()) {
+// Calls `method` ("/package.Service/Method") with the serialized `request` through a generic
+// stub, as a unary call (streaming methods too: the server's checks come before any message),
+// optionally with a bearer token; returns the status and the reply's bytes.
+inline std::pair<grpc::Status, std::string> GenericCall(
+    const std::string& address, const std::string& method, const std::string& request_bytes = "",
+    const std::string& token = "",
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials()) {
   grpc::GenericStub stub(grpc::CreateChannel(address, creds));
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Slice empty;
-  grpc::ByteBuffer request(&empty, 1), response;
-  auto call = stub.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", request, &cq);
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  auto call = stub.PrepareUnaryCall(&ctx, method, request, &cq);
   call->StartCall();
   grpc::Status status;
   call->Finish(&response, &status, reinterpret_cast<void*>(1));
@@ -220,11 +224,21 @@ inline std::string HealthCheck(const std::string& address,
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
-  if (!status.ok()) return "error: " + status.error_message();
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return "error: unreadable reply";
   std::string bytes;
-  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  std::vector<grpc::Slice> slices;
+  if (status.ok() && response.Dump(&slices).ok()) {
+    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  return {status, bytes};
+}
+
+// grpc.health.v1.Health/Check (service ""): "SERVING", "NOT_SERVING", or the RPC's error.
+// A SERVING reply is the bytes 08 01 (field 1 = 1).
+inline std::string HealthCheck(const std::string& address,
+                               std::shared_ptr<grpc::ChannelCredentials> creds =
+                                   grpc::InsecureChannelCredentials()) {
+  const auto [status, bytes] = GenericCall(address, "/grpc.health.v1.Health/Check", "", "", creds);
+  if (!status.ok()) return "error: " + status.error_message();
   if (bytes == std::string("\x08\x01", 2)) return "SERVING";
   if (bytes == std::string("\x08\x02", 2)) return "NOT_SERVING";
   return "unknown";

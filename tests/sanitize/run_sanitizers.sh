@@ -15,7 +15,7 @@ run_asan() {
   local b="$ROOT/build-asan"
   cmake -S "$ROOT" -B "$b" -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > "$b.cmake.log"
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > /dev/null
   local tests=(readers_test model_io_test train_options_test metrics_test objective_test trainer_test
     sklearn_optimum_test)
   cmake --build "$b" -j2 --target "${tests[@]}"
@@ -30,7 +30,7 @@ run_tsan() {
   local b="$ROOT/build-tsan"
   cmake -S "$ROOT" -B "$b" -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" > "$b.cmake.log"
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" > /dev/null
   local tests=(hostile_input_test security_test server_test)
   cmake --build "$b" -j2 --target logit logit-server logit-worker "${tests[@]}"
   # Uninstrumented libraries (gRPC's core, LibTorch, libgomp) synchronise in ways TSan cannot

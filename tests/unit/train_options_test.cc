@@ -29,7 +29,7 @@ TEST(ValidateTrainOptions, EachBadValueIsRejectedByName) {
   EXPECT_THAT(ValidateTrainOptions(o), StatusIs(kInvalid, "l2: must be >= 0"));
   o = {};
   o.classes = 1;
-  EXPECT_THAT(ValidateTrainOptions(o), StatusIs(kInvalid, "classes: must be >= 2"));
+  EXPECT_THAT(ValidateTrainOptions(o), StatusIs(kInvalid, "classes: must be 2 to"));
   o = {};
   o.epochs = 0;
   EXPECT_THAT(ValidateTrainOptions(o), StatusIs(kInvalid, "epochs: must be >= 1"));

@@ -201,6 +201,7 @@ struct IdxFile {
   std::vector<int64_t> dims;
   int64_t header_bytes = 0;
   int64_t elements = 0;  // product of dims, checked against what the file can hold
+  bool gzipped = false;  // the header's promise is only bounded by deflate's ratio
 };
 
 absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
@@ -244,6 +245,7 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
         gzipped ? "gzip-compressed, " : "", file_bytes, " bytes)"));
   }
   idx.elements = *elements;
+  idx.gzipped = gzipped;
   return idx;
 }
 
@@ -306,9 +308,18 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
   const int64_t end = ShardBegin(n, opt.rank + 1, opt.world);
   out.first_row = begin;
   out.num_rows = end - begin;
-  out.dense_u8.resize(out.num_rows * d);
-  absl::Status st = ReadExact(*images, opt.path, images->header_bytes + begin * d,
-                              out.dense_u8.data(), out.num_rows * d);
+  // A plain file holds what its header promised (checked by OpenIdx), so the shard is read in
+  // one go. A gzip stream may end long before its header's promise: its shard grows piece by
+  // piece as bytes actually decompress, so a lying header costs at most one piece.
+  const int64_t shard_bytes = out.num_rows * d;
+  const int64_t piece = images->gzipped ? int64_t{64} << 20 : std::max<int64_t>(shard_bytes, 1);
+  absl::Status st;
+  for (int64_t done = 0; done < shard_bytes && st.ok(); done += piece) {
+    const int64_t n = std::min(piece, shard_bytes - done);
+    out.dense_u8.resize(done + n);
+    st = ReadExact(*images, opt.path, images->header_bytes + begin * d + done,
+                   out.dense_u8.data() + done, n);
+  }
   if (!st.ok()) return st;
   if (opt.labels_path.empty()) {
     out.labels.assign(out.num_rows, 0);

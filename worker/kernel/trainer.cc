@@ -436,6 +436,13 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
       lo.tol = options.tol;
       // Two float64 vectors of num_params per pair; keep the history under ~1.6 GB.
       const int64_t fit = static_cast<int64_t>(1.6e9 / (16.0 * obj.num_params()));
+      if (options.lbfgs_history > std::max<int64_t>(10, fit)) {
+        // The same on every rank (num_params is global): all stop together.
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "lbfgs_history: ", options.lbfgs_history, " pairs of 2 x ", obj.num_params(),
+            " float64 values exceed the 1.6 GB history budget (at most ",
+            std::max<int64_t>(10, fit), " pairs for this model)"));
+      }
       lo.history = options.lbfgs_history > 0 ? options.lbfgs_history
                                              : std::max<int64_t>(10, std::min<int64_t>(100, fit));
       lo.l1 = options.l1;

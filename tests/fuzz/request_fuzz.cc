@@ -1,6 +1,7 @@
 // libFuzzer target: prediction request decoding (server/request_decode.h). The input is parsed
 // as an Open Inference Protocol inference.ModelInferRequest -> PredictRequestFromInfer ->
-// RowsFromPredict for models of 1, 3 and 784 features (and a 2-row limit), and also as a
+// RowsFromPredict for models of 1, 3 and 784 features and 2 or 1000 classes (and small row and
+// value limits), and also as a
 // logit.v1.PredictRequest -> RowsFromPredict. Accepted requests must give whole rows.
 #include <cstddef>
 #include <cstdint>
@@ -14,12 +15,15 @@
 static void Rows(const logit::v1::PredictRequest& request) {
   for (int64_t d : {int64_t{1}, int64_t{3}, int64_t{784}}) {
     for (int64_t max_rows : {int64_t{1} << 20, int64_t{2}}) {
+      const int64_t classes = max_rows == 2 ? 1000 : 2;
       logit::PredictLimits limits;
       limits.max_rows = max_rows;
-      auto rows = logit::RowsFromPredict(request, d, limits);
+      limits.max_values = max_rows == 2 ? 1500 : limits.max_values;
+      auto rows = logit::RowsFromPredict(request, d, classes, limits);
       logit_fuzz::Report("RowsFromPredict", rows.status());
       if (!rows.ok()) continue;
       FUZZ_CHECK(rows->num_features == d && rows->num_rows >= 1 && rows->num_rows <= max_rows &&
+                     rows->num_rows * classes <= limits.max_values &&
                      rows->num_rows * d == request.features_size() &&
                      static_cast<int64_t>(rows->dense_f32.size()) == request.features_size(),
                  "%d values gave %lld rows of %lld", request.features_size(),

@@ -112,9 +112,12 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   const absl::string_view text = file->data();
 
   // Pass 1: header detection, column count and the number of data rows.
+  // The first line is walked field by field, never held as a vector: its width is the
+  // input's to choose, and is checked against the file size below.
   LineCursor cursor(text);
   absl::string_view line;
-  std::vector<std::string> header;
+  absl::string_view header_line;  // the header, when the first line is not numeric
+  bool has_header = false;
   int64_t columns = -1;
   int64_t total = 0;
   bool first = true;
@@ -122,16 +125,17 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
     if (IsBlank(line)) continue;
     if (first) {
       first = false;
-      std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
-      columns = static_cast<int64_t>(fields.size());
+      columns = 0;
       bool numeric = true;
-      for (auto f : fields) {
+      for (absl::string_view f : absl::StrSplit(line, ',')) {
+        ++columns;
         float v;
         bool nf;
-        if (!ParseFinite(f, &v, &nf) && !nf) numeric = false;
+        if (numeric && !ParseFinite(f, &v, &nf) && !nf) numeric = false;
       }
       if (!numeric) {
-        for (auto f : fields) header.emplace_back(Unquote(f));
+        has_header = true;
+        header_line = line;
         continue;
       }
     }
@@ -146,7 +150,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   const auto min_bytes = CheckedMul(total, 2 * columns - 1);
   if (!min_bytes || *min_bytes > static_cast<int64_t>(text.size())) {
     LineCursor scan(text);
-    bool in_header = !header.empty();
+    bool in_header = has_header;
     while (scan.Next(&line)) {
       if (IsBlank(line)) continue;
       if (in_header) {
@@ -177,10 +181,19 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   // Which column holds the label.
   int64_t label_col = unlabeled ? -1 : columns - 1;
   if (!opt.label_column.empty() && !unlabeled) {
-    auto it = std::find(header.begin(), header.end(), opt.label_column);
+    int64_t named = -1, at = 0;
+    if (has_header) {
+      for (absl::string_view f : absl::StrSplit(header_line, ',')) {
+        if (Unquote(f) == opt.label_column) {
+          named = at;
+          break;
+        }
+        ++at;
+      }
+    }
     int64_t idx;
-    if (it != header.end()) {
-      label_col = it - header.begin();
+    if (named >= 0) {
+      label_col = named;
     } else if (absl::SimpleAtoi(opt.label_column, &idx)) {
       if (idx < 0) idx += columns;
       if (idx < 0 || idx >= columns) {
@@ -215,7 +228,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   // Pass 2: parse only this shard's rows.
   LineCursor parse(text);
   int64_t row = -1;
-  bool skipped_header = header.empty();
+  bool skipped_header = !has_header;
   while (row + 1 < end && parse.Next(&line)) {
     if (IsBlank(line)) continue;
     if (!skipped_header) {

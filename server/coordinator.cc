@@ -143,9 +143,6 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
   c->store_ = std::move(*store);
   absl::Status st = c->Load();
   if (!st.ok()) return st;
-  auto server = StoreServer::Start(config.store_host, 0);
-  if (!server.ok()) return server.status();
-  c->store_server_ = std::move(*server);
   c->monitor_ = std::thread([p = c.get()] { p->MonitorLoop(); });
   return c;
 }
@@ -271,6 +268,7 @@ void Coordinator::SetStateLocked(JobEntry& entry, v1::JobState state, const std:
   if (IsFinished(state)) {
     *job.mutable_finished() = Now();
     job.clear_workers();
+    entry.rendezvous.reset();  // the attempt's keys go with its store
   }
   job.set_last_sequence(static_cast<int64_t>(entry.events.size()) + 1);
   if (IsFinished(state)) *ev.mutable_job() = job;
@@ -341,6 +339,12 @@ void Coordinator::ScheduleLocked() {
       SetStateLocked(entry, v1::FAILED, std::string(resolved.status().message()));
       continue;
     }
+    auto rendezvous = StoreServer::Start(config_.store_host, 0);
+    if (!rendezvous.ok()) {
+      SetStateLocked(entry, v1::FAILED, std::string(rendezvous.status().message()));
+      continue;
+    }
+    entry.rendezvous = std::move(*rendezvous);
     std::sort(idle.begin(), idle.end(), [](const std::string& a, const std::string& b) {
       return a.size() != b.size() ? a.size() < b.size() : a < b;
     });
@@ -355,7 +359,7 @@ void Coordinator::ScheduleLocked() {
       a.set_rank(r);
       a.set_world_size(need);
       a.set_store_host(config_.store_host);
-      a.set_store_port(store_server_->port());
+      a.set_store_port(entry.rendezvous->port());
       a.set_store_prefix(absl::StrCat(entry.job.id(), "/attempt-", entry.job.attempt()));
       *a.mutable_spec() = *resolved;
       a.set_timeout_ms(config_.collective_timeout.count());

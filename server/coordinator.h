@@ -30,7 +30,8 @@ class StoreServer;
 struct CoordinatorConfig {
   std::string data_dir = "./logit-data";  // logit.db, datasets/, models/
   std::string data_root;                  // where "server:PATH" may point; empty: nowhere
-  // Host the workers use to reach the c10d TCPStore this coordinator hosts.
+  // Host the workers use to reach the c10d TCPStores this coordinator hosts (one per running
+  // job attempt).
   std::string store_host = "127.0.0.1";
   std::chrono::milliseconds heartbeat_interval{500};
   // A worker silent for this long is lost; its job fails with a reason naming it.
@@ -100,6 +101,9 @@ class Coordinator {
     v1::StepProgress progress;
     int64_t progress_version = 0;
     int watchers = 0;  // live WatchJob streams
+    // The c10d TCPStore of the running attempt: started when the attempt is placed, stopped
+    // (every key gone) when the job finishes.
+    std::unique_ptr<StoreServer> rendezvous;
   };
   struct WorkerEntry {
     v1::RegisterWorkerRequest info;
@@ -129,7 +133,6 @@ class Coordinator {
 
   const CoordinatorConfig config_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<StoreServer> store_server_;
 
   std::mutex mu_;
   std::condition_variable changed_;

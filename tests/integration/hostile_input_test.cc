@@ -1,6 +1,10 @@
 // Hostile requests and files through a real logit-server and real worker processes: each one
 // gets a clear error or fails its own job with the cause named, and afterwards the server still
 // answers health checks and the same workers train the next job.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -247,6 +251,18 @@ class FakeWorker {
   std::string id_, secret_;
 };
 
+// True when something accepts TCP connections on 127.0.0.1:port.
+bool Listening(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
 std::string ModelBytes(const LinearModel& m, const TempDir& dir, const std::string& name) {
   EXPECT_TRUE(SaveModel(m, dir.Path(name)).ok());
   return ReadWholeFile(dir.Path(name));
@@ -271,6 +287,8 @@ TEST(HostileInput, DegenerateOrForeignModelUploadsAreRefusedAndTheJobFails) {
     std::swap(holder, foreigner);
   }
   ASSERT_TRUE(a.has_value());
+  // The attempt's c10d store runs while the attempt does.
+  EXPECT_TRUE(Listening(a->store_port()));
 
   LinearModel no_features;  // W of shape (0,): Predict once divided by its feature count
   no_features.num_features = 0;
@@ -298,6 +316,8 @@ TEST(HostileInput, DegenerateOrForeignModelUploadsAreRefusedAndTheJobFails) {
   const v1::Job done = WaitForState(server.stub(), job->id(), v1::FAILED);
   EXPECT_EQ(done.state(), v1::FAILED);
   EXPECT_NE(done.reason().find("without uploading the model"), std::string::npos) << done.reason();
+  // The attempt's store, with every key in it, is gone with the attempt.
+  EXPECT_FALSE(Listening(a->store_port()));
   EXPECT_EQ(HealthCheck(server.address()), "SERVING");
 }
 

@@ -48,20 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.label_column = "0";
     logit_fuzz::ReadAndCheck(f);
   }
-  // Prediction input: rows with exactly num_features columns and no label.
-  const int64_t columns = FirstLineColumns(data, size);
-  if (columns > 0) {
-    logit::ReadOptions u = o;
-    u.require_labels = false;
-    u.num_features = columns;
-    logit_fuzz::ReadAndCheck(u);
-  }
-  // The second of two shards.
-  {
-    logit::ReadOptions s = o;
-    s.rank = 1;
-    s.world = 2;
-    logit_fuzz::ReadAndCheck(s);
-  }
+  // Prediction input (rows of exactly the first line's width, no label) and rank 1 of 2.
+  logit_fuzz::ReadVariants(o, std::max<int64_t>(0, FirstLineColumns(data, size)));
   return 0;
 }

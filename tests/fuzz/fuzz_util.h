@@ -165,6 +165,20 @@ inline bool ReadAndCheck(const logit::ReadOptions& opt, logit::Dataset* out = nu
   return true;
 }
 
+// The same reads as unlabeled prediction input (`num_features` > 0 fixes the width; no label
+// file) and as the second of two shards.
+inline void ReadVariants(const logit::ReadOptions& opt, int64_t num_features) {
+  logit::ReadOptions u = opt;
+  u.labels_path.clear();
+  u.require_labels = false;
+  u.num_features = num_features;
+  ReadAndCheck(u);
+  logit::ReadOptions s = opt;
+  s.rank = 1;
+  s.world = 2;
+  ReadAndCheck(s);
+}
+
 }  // namespace logit_fuzz
 
 #endif  // LOGIT_TESTS_FUZZ_FUZZ_UTIL_H_

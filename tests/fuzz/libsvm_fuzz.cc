@@ -30,17 +30,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       logit_fuzz::ReadAndCheck(f);
     }
   }
-  {
-    logit::ReadOptions u = o;
-    u.require_labels = false;
-    u.num_features = 3;
-    logit_fuzz::ReadAndCheck(u);
-  }
-  {
-    logit::ReadOptions s = o;
-    s.rank = 1;
-    s.world = 2;
-    logit_fuzz::ReadAndCheck(s);
-  }
+  logit_fuzz::ReadVariants(o, 3);
   return 0;
 }

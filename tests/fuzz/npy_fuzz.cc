@@ -55,17 +55,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.pixel_scale = false;
     logit_fuzz::ReadAndCheck(f);
   }
-  {
-    logit::ReadOptions u = o;
-    u.labels_path.clear();
-    u.require_labels = false;
-    logit_fuzz::ReadAndCheck(u);
-  }
-  {
-    logit::ReadOptions s = o;
-    s.rank = 1;
-    s.world = 2;
-    logit_fuzz::ReadAndCheck(s);
-  }
+  logit_fuzz::ReadVariants(o, o.num_features);
   return 0;
 }

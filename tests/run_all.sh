@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing (Debian packages), builds, runs every test,
-# then the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# then the sanitizer runs (AddressSanitizer + UndefinedBehaviorSanitizer, ThreadSanitizer).
 #   bash tests/run_all.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,6 +9,8 @@ BUILD="${BUILD_DIR:-$ROOT/build}"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD" -j2
 (cd "$BUILD" && ctest -j2 --output-on-failure --timeout 900)
-# ThreadSanitizer runs of the coordinator and worker-agent tests take too long for CI (LibTorch
-# under TSan): `bash tests/sanitize/run_sanitizers.sh tsan` runs them (README, Security).
+# Then the unit tests under ASan + UBSan, and the coordinator under concurrent clients and
+# workers under ThreadSanitizer. The TSan run of the multi-process integration tests
+# (`run_sanitizers.sh tsan`) is a script, not CI: see README, Security.
 bash "$ROOT/tests/sanitize/run_sanitizers.sh" asan
+bash "$ROOT/tests/sanitize/run_sanitizers.sh" tsan-unit

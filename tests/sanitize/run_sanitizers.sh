@@ -2,9 +2,11 @@
 # Sanitizer runs (README "Security"):
 #   asan: the unit tests built with AddressSanitizer + UndefinedBehaviorSanitizer (gcc), any
 #         report fails the run.
-#   tsan: logit-server, logit-worker and the coordinator / worker-agent integration tests built
-#         with ThreadSanitizer; a data race in logit's code fails the run.
-# Usage: bash tests/sanitize/run_sanitizers.sh [asan|tsan|all]   (default all)
+#   tsan: the coordinator under concurrent clients and workers in one process
+#         (coordinator_concurrency_test), then logit-server, logit-worker and the integration
+#         tests built with ThreadSanitizer; a data race in logit's code fails the run.
+#   tsan-unit: only coordinator_concurrency_test under ThreadSanitizer (what CI runs).
+# Usage: bash tests/sanitize/run_sanitizers.sh [asan|tsan-unit|tsan|all]   (default all)
 # Build trees: build-asan/, build-tsan/ (ignored by git). Needs the packages of
 # .ci/install-deps.sh.
 set -euo pipefail
@@ -26,12 +28,24 @@ run_asan() {
   (cd "$b" && ctest -j2 --output-on-failure --timeout 1200 -R "^($(IFS='|'; echo "${tests[*]}"))\$")
 }
 
-run_tsan() {
-  local b="$ROOT/build-tsan"
-  cmake -S "$ROOT" -B "$b" -DCMAKE_BUILD_TYPE=Debug \
+configure_tsan() {
+  cmake -S "$ROOT" -B "$1" -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" > /dev/null
-  local tests=(hostile_input_test security_test server_test)
+}
+
+run_tsan_unit() {
+  local b="$ROOT/build-tsan"
+  configure_tsan "$b"
+  cmake --build "$b" -j2 --target coordinator_concurrency_test
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitize/tsan.supp"
+  (cd "$b" && ctest --output-on-failure --timeout 900 -R '^coordinator_concurrency_test$')
+}
+
+run_tsan() {
+  local b="$ROOT/build-tsan"
+  configure_tsan "$b"
+  local tests=(coordinator_concurrency_test hostile_input_test security_test server_test)
   cmake --build "$b" -j2 --target logit logit-server logit-worker "${tests[@]}"
   # Uninstrumented libraries (gRPC's core, LibTorch, libgomp) synchronise in ways TSan cannot
   # see; their frames are suppressed, races with logit's frames on both sides are not.
@@ -51,7 +65,8 @@ run_tsan() {
 
 case "$which" in
   asan) run_asan ;;
+  tsan-unit) run_tsan_unit ;;
   tsan) run_tsan ;;
   all) run_asan; run_tsan ;;
-  *) echo "usage: $0 [asan|tsan|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [asan|tsan-unit|tsan|all]" >&2; exit 2 ;;
 esac

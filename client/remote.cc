@@ -270,7 +270,8 @@ namespace {
 // REQUIRES: Dial(o.connect) succeeds (RunCli checked the TLS files).
 std::shared_ptr<grpc::Channel> Channel(const ConnectOptions& o) {
   auto channel = Dial(o);
-  return channel.ok() ? *channel : grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
+  return channel.ok() ? *channel
+                      : grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
 }
 
 std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
@@ -336,7 +337,8 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
     }
     grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
     if (!st.ok()) {
-      err << "logit train: " << (Unreachable(st) ? absl::StrCat("server ", o.connect.server, ": ") : "")
+      err << "logit train: "
+          << (Unreachable(st) ? absl::StrCat("server ", o.connect.server, ": ") : "")
           << st.error_message() << "\n";
       return Unreachable(st) ? kExitUnreachable : kExitUsage;
     }
@@ -530,8 +532,8 @@ absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOption
   grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
   if (!st.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                        Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server, ": ",
-                                                       st.error_message())
+                        Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server,
+                                                       ": ", st.error_message())
                                         : st.error_message());
   }
   if (meta.inputs_size() != 1 || meta.inputs(0).shape_size() != 2 || meta.outputs_size() < 1 ||
@@ -580,9 +582,10 @@ absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,
     grpc::ClientContext ctx;
     grpc::Status st = stub->Predict(&ctx, req, &resp);
     if (!st.ok()) {
-      const std::string msg = Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server,
-                                                             ": ", st.error_message())
-                                              : st.error_message();
+      const std::string msg =
+          Unreachable(st)
+              ? absl::StrCat("cannot reach the server at ", server.server, ": ", st.error_message())
+              : st.error_message();
       return absl::Status(static_cast<absl::StatusCode>(st.error_code()), msg);
     }
     *num_classes = resp.num_classes();

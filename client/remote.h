@@ -15,9 +15,9 @@ namespace logit {
 
 struct RemoteOptions {
   ConnectOptions connect;  // server HOST:PORT, token, TLS
-  bool json = false;    // -o json
-  bool detach = false;  // print the job id only
-  bool tty = false;     // stdout is a terminal: draw a progress bar
+  bool json = false;       // -o json
+  bool detach = false;     // print the job id only
+  bool tty = false;        // stdout is a terminal: draw a progress bar
 };
 
 // `logit train` against a server: local data files are uploaded first; then the job is

@@ -62,7 +62,8 @@ absl::StatusOr<std::string> LoadToken(const std::string& token_file) {
   if (!text.ok()) return text.status();
   const std::string token(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
   if (token.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--token-file: ", token_file, " holds no token"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token-file: ", token_file, " holds no token"));
   }
   return token;
 }

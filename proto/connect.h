@@ -14,13 +14,13 @@
 namespace logit {
 
 struct ConnectOptions {
-  std::string server;          // HOST:PORT
-  std::string token;           // bearer token; "" sends none
-  std::string tls_ca_file;     // PEM roots to verify the server; TLS is on when this or
-                               // tls_cert_file is set ("" roots: the system's)
-  std::string tls_cert_file;   // PEM client certificate for mutual TLS (with tls_key_file)
+  std::string server;         // HOST:PORT
+  std::string token;          // bearer token; "" sends none
+  std::string tls_ca_file;    // PEM roots to verify the server; TLS is on when this or
+                              // tls_cert_file is set ("" roots: the system's)
+  std::string tls_cert_file;  // PEM client certificate for mutual TLS (with tls_key_file)
   std::string tls_key_file;
-  bool tls = false;            // TLS even without files (system roots)
+  bool tls = false;  // TLS even without files (system roots)
 };
 
 // The token from `token_file` when given, else from the environment variable LOGIT_TOKEN,

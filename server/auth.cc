@@ -18,23 +18,22 @@ absl::Status Authorizer::Check(const grpc::ServerContext& context, Role role) co
   const auto& md = context.client_metadata();
   const auto it = md.find("authorization");
   constexpr absl::string_view kBearer = "Bearer ";
-  if (it == md.end() || !absl::StartsWith(absl::string_view(it->second.data(), it->second.size()),
-                                          kBearer)) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "authorization: this server requires 'authorization: Bearer <token>' (",
-        role == Role::kClient ? "a client token: logit --token-file or LOGIT_TOKEN"
-                              : "the worker token: logit-worker --token-file",
-        ")"));
+  if (it == md.end() ||
+      !absl::StartsWith(absl::string_view(it->second.data(), it->second.size()), kBearer)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("authorization: this server requires 'authorization: Bearer <token>' (",
+                     role == Role::kClient ? "a client token: logit --token-file or LOGIT_TOKEN"
+                                           : "the worker token: logit-worker --token-file",
+                     ")"));
   }
   const std::string token(it->second.data() + kBearer.size(), it->second.size() - kBearer.size());
   if (SecretsEqual(token, expected)) return absl::OkStatus();
   // The other role's token is a known caller in the wrong place; anything else is unknown.
   const std::string& other = role == Role::kClient ? options_.worker_token : options_.client_token;
   if (!other.empty() && SecretsEqual(token, other)) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("authorization: a ", role == Role::kClient ? "worker" : "client",
-                     " token may not call the ", role == Role::kClient ? "client" : "worker",
-                     " API"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "authorization: a ", role == Role::kClient ? "worker" : "client",
+        " token may not call the ", role == Role::kClient ? "client" : "worker", " API"));
   }
   return absl::UnauthenticatedError("authorization: the bearer token is not valid here");
 }

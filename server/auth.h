@@ -21,8 +21,8 @@ enum class Role {
 };
 
 struct SecurityOptions {
-  std::string client_token;  // "" = clients need no token
-  std::string worker_token;  // "" = workers need no token
+  std::string client_token;                 // "" = clients need no token
+  std::string worker_token;                 // "" = workers need no token
   std::string tls_cert_file, tls_key_file;  // both or neither; PEM
   std::string tls_client_ca_file;           // PEM; given = clients must present a certificate
 

@@ -56,8 +56,7 @@ int64_t FreeDiskBytes(const std::string& path) {
 absl::StatusOr<int64_t> WriteChunks(const std::string& path,
                                     const std::function<absl::StatusOr<bool>(std::string*)>& next,
                                     int64_t max_bytes = INT64_MAX,
-                                    const std::string& limit_name = "",
-                                    int64_t reserve_bytes = 0) {
+                                    const std::string& limit_name = "", int64_t reserve_bytes = 0) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
   int64_t size = 0, checked_disk_at = -1;
@@ -80,9 +79,9 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path,
       checked_disk_at = size;
       const int64_t free = FreeDiskBytes(fs::path(path).parent_path().string());
       if (free - static_cast<int64_t>(chunk.size()) < reserve_bytes) {
-        return fail(absl::ResourceExhaustedError(absl::StrCat(
-            "upload: the server's disk has ", free, " bytes free, and keeps --min-free-disk-bytes=",
-            reserve_bytes, " free")));
+        return fail(absl::ResourceExhaustedError(
+            absl::StrCat("upload: the server's disk has ", free,
+                         " bytes free, and keeps --min-free-disk-bytes=", reserve_bytes, " free")));
       }
     }
     out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
@@ -290,9 +289,9 @@ absl::StatusOr<v1::Job> Coordinator::SubmitJob(const v1::JobSpec& spec) {
       queued += it != jobs_.end() && it->second.job.state() == v1::QUEUED;
     }
     if (queued >= config_.max_queued_jobs) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the queue holds ", queued, " jobs, the limit --max-queued-jobs=",
-          config_.max_queued_jobs, "; retry when some have run"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the queue holds ", queued, " jobs, the limit --max-queued-jobs=",
+                       config_.max_queued_jobs, "; retry when some have run"));
     }
   }
   auto resolved = ResolveSpec(spec);
@@ -418,12 +417,10 @@ absl::Status Coordinator::WatchJob(const std::string& job_id, int64_t from_seque
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(job_id);
     if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
-    if (config_.max_watchers_per_job > 0 &&
-        it->second.watchers >= config_.max_watchers_per_job) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("job '", job_id, "' already has ", it->second.watchers,
-                       " watchers, the limit --max-watchers-per-job=",
-                       config_.max_watchers_per_job));
+    if (config_.max_watchers_per_job > 0 && it->second.watchers >= config_.max_watchers_per_job) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job '", job_id, "' already has ", it->second.watchers,
+          " watchers, the limit --max-watchers-per-job=", config_.max_watchers_per_job));
     }
     ++it->second.watchers;
     seen_progress = it->second.progress_version;
@@ -569,8 +566,8 @@ absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictReques
     std::lock_guard<std::mutex> lock(mu_);
     model_cache_[request.model_id()] = model;
   }
-  auto rows = RowsFromPredict(request, model->num_features, model->num_classes,
-                              config_.predict_limits);
+  auto rows =
+      RowsFromPredict(request, model->num_features, model->num_classes, config_.predict_limits);
   if (!rows.ok()) return rows.status();
   auto proba = PredictProba(*model, *rows);
   if (!proba.ok()) return proba.status();
@@ -651,9 +648,9 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
   const WorkerEntry& reporter = **authentic;
   if (reporter.job_id != request.job_id() || reporter.attempt != request.attempt() ||
       reporter.rank != request.rank()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "worker '", request.worker_id(), "' does not hold rank ", request.rank(), " of ",
-        request.job_id(), " attempt ", request.attempt()));
+    return absl::PermissionDeniedError(
+        absl::StrCat("worker '", request.worker_id(), "' does not hold rank ", request.rank(),
+                     " of ", request.job_id(), " attempt ", request.attempt()));
   }
   auto it = jobs_.find(request.job_id());
   if (it == jobs_.end()) {
@@ -713,9 +710,9 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
     const WorkerEntry& uploader = **authentic;
     if (uploader.job_id != header.job_id() || uploader.attempt != header.attempt() ||
         uploader.rank != 0) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("worker '", header.worker_id(), "' does not hold rank 0 of ",
-                       header.job_id(), " attempt ", header.attempt(), ", so it cannot upload its model"));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "worker '", header.worker_id(), "' does not hold rank 0 of ", header.job_id(),
+          " attempt ", header.attempt(), ", so it cannot upload its model"));
     }
     auto it = jobs_.find(header.job_id());
     if (it == jobs_.end()) {
@@ -837,8 +834,7 @@ void Coordinator::MonitorLoop() {
     for (auto& [id, entry] : jobs_) {
       const double deadline = entry.job.spec().deadline_seconds();
       if (deadline <= 0 || IsFinished(entry.job.state())) continue;
-      const double age =
-          (wall_now - TimeUtil::TimestampToNanoseconds(entry.job.created())) / 1e9;
+      const double age = (wall_now - TimeUtil::TimestampToNanoseconds(entry.job.created())) / 1e9;
       if (age > deadline) {
         // Its ranks learn it from their next heartbeat, like a cancellation.
         SetStateLocked(entry, v1::FAILED,

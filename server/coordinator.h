@@ -43,11 +43,11 @@ struct CoordinatorConfig {
   // Rows per Predict / ModelInfer request.
   PredictLimits predict_limits;
   // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
-  int max_queued_jobs = 1000;         // jobs waiting in the queue
-  int max_workers_per_job = 256;      // JobSpec.workers
-  int max_watchers_per_job = 64;      // concurrent WatchJob streams per job
-  int64_t max_upload_bytes = int64_t{64} << 30;  // one uploaded dataset
-  int64_t max_dataset_bytes = 0;                 // all uploaded datasets together
+  int max_queued_jobs = 1000;                      // jobs waiting in the queue
+  int max_workers_per_job = 256;                   // JobSpec.workers
+  int max_watchers_per_job = 64;                   // concurrent WatchJob streams per job
+  int64_t max_upload_bytes = int64_t{64} << 30;    // one uploaded dataset
+  int64_t max_dataset_bytes = 0;                   // all uploaded datasets together
   int64_t min_free_disk_bytes = int64_t{1} << 30;  // uploads stop before the disk is this full
 };
 
@@ -144,7 +144,7 @@ class Coordinator {
   std::map<std::string, std::shared_ptr<const LinearModel>> model_cache_;
   int64_t next_worker_ = 0;
 
-  absl::Status ProbeStorage();  // no lock needed: the store serialises its own writes
+  absl::Status ProbeStorage();   // no lock needed: the store serialises its own writes
   absl::Status storage_status_;  // guarded by mu_
   bool stopping_ = false;
   std::thread monitor_;

@@ -25,8 +25,8 @@ grpc::Status ToGrpcStatus(const absl::Status& st) {
   return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
 }
 
-grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
-                                            v1::Job* resp) {
+grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext* ctx,
+                                            const v1::SubmitJobRequest* req, v1::Job* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->SubmitJob(req->spec()), resp);
 }
@@ -44,8 +44,8 @@ grpc::Status TrainingServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::L
   return grpc::Status::OK;
 }
 
-grpc::Status TrainingServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
-                                            v1::Job* resp) {
+grpc::Status TrainingServiceImpl::CancelJob(grpc::ServerContext* ctx,
+                                            const v1::CancelJobRequest* req, v1::Job* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   return Reply(c_->CancelJob(req->job_id()), resp);
 }

@@ -13,9 +13,7 @@ namespace logit {
 
 absl::StatusOr<v1::PredictRequest> PredictRequestFromInfer(
     const inference::ModelInferRequest& req) {
-  auto invalid = [](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(parts...));
-  };
+  auto invalid = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (req.inputs_size() != 1) {
     return invalid("inputs: expected one FP32 tensor [N, d], got ", req.inputs_size(), " tensors");
   }
@@ -100,17 +98,17 @@ absl::StatusOr<Dataset> RowsFromPredict(const v1::PredictRequest& request, int64
   }
   const auto outputs = CheckedMul(rows.num_rows, std::max<int64_t>(num_classes, 1));
   if (!outputs || *outputs > limits.max_values || *outputs > INT32_MAX) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "features: ", rows.num_rows, " rows x ", num_classes,
-        " classes is more probabilities than one response may hold, over the limit "
-        "--max-predict-values=",
-        limits.max_values, "; send fewer rows per request"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("features: ", rows.num_rows, " rows x ", num_classes,
+                     " classes is more probabilities than one response may hold, over the limit "
+                     "--max-predict-values=",
+                     limits.max_values, "; send fewer rows per request"));
   }
   for (int64_t i = 0; i < values; ++i) {
     if (!std::isfinite(request.features(static_cast<int>(i)))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "features: value ", request.features(static_cast<int>(i)), " at row ",
-          i / num_features, ", column ", i % num_features, " is not finite"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("features: value ", request.features(static_cast<int>(i)), " at row ",
+                       i / num_features, ", column ", i % num_features, " is not finite"));
     }
   }
   rows.total_rows = rows.num_rows;

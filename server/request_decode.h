@@ -25,7 +25,8 @@ struct PredictLimits {
 // `contents` or in raw_input_contents[0]) as a PredictRequest for model `model_name`.
 // InvalidArgument naming the field for a malformed tensor: a shape whose product overflows or
 // does not match the values sent, an unknown datatype, more than one input.
-absl::StatusOr<v1::PredictRequest> PredictRequestFromInfer(const inference::ModelInferRequest& request);
+absl::StatusOr<v1::PredictRequest> PredictRequestFromInfer(
+    const inference::ModelInferRequest& request);
 
 // The rows of `request` for a model with `num_features` (>= 1) features and `num_classes`
 // classes, as dense float32. InvalidArgument when the values are not whole finite rows;

@@ -8,9 +8,9 @@
 
 #include <atomic>
 #include <memory>
+#include <ostream>
 #include <thread>
 #include <tuple>
-#include <ostream>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -88,33 +88,46 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "PEM CA: clients and workers must present a certificate it signed (mutual TLS)");
   CoordinatorConfig cfg;
   app.add_option("--max-message-bytes", f.max_message_bytes, "largest request message")
-      ->capture_default_str()->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
   app.add_option("--max-predict-rows", cfg.predict_limits.max_rows,
                  "rows per Predict / ModelInfer request")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-predict-values", cfg.predict_limits.max_values,
                  "probabilities (rows x classes) per Predict / ModelInfer response")
-      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
-  app.add_option("--max-queued-jobs", cfg.max_queued_jobs, "jobs waiting in the queue (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
+  app.add_option("--max-queued-jobs", cfg.max_queued_jobs,
+                 "jobs waiting in the queue (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-workers-per-job", cfg.max_workers_per_job,
                  "JobSpec.workers above this is refused at submit (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-watchers-per-job", cfg.max_watchers_per_job,
                  "concurrent WatchJob streams per job (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--max-upload-bytes", cfg.max_upload_bytes, "bytes per uploaded dataset (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-upload-bytes", cfg.max_upload_bytes,
+                 "bytes per uploaded dataset (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-dataset-bytes", cfg.max_dataset_bytes,
                  "bytes of all uploaded datasets together (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--min-free-disk-bytes", cfg.min_free_disk_bytes,
                  "uploads are refused once the data dir's disk has less free")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-threads", f.max_threads, "gRPC server threads (grpc::ResourceQuota)")
-      ->capture_default_str()->check(CLI::Range(4, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(4, 100000));
   app.add_option("--max-streams", f.max_streams, "concurrent streams per client connection")
-      ->capture_default_str()->check(CLI::Range(1, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   app.footer(
       "Example:\n  logit-server --listen 127.0.0.1:50051 --local-workers 2 --data-root "
       "/usr/share/datasets");
@@ -208,7 +221,8 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       f.listen.rfind("[::]", 0) == 0) {
     if (!security.tls() || security.client_token.empty()) {
       err << "logit-server: WARNING: listening on " << f.listen << " without "
-          << (!security.tls() ? "TLS" : "") << (!security.tls() && security.client_token.empty() ? " and " : "")
+          << (!security.tls() ? "TLS" : "")
+          << (!security.tls() && security.client_token.empty() ? " and " : "")
           << (security.client_token.empty() ? "--auth-token-file" : "")
           << ": anyone who can reach this port can submit jobs, read models and act as a worker "
              "(see README, Security)"

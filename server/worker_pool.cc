@@ -40,8 +40,12 @@ WorkerPool::WorkerPool(std::string binary, std::string server, int count, int th
 WorkerPool::~WorkerPool() { Stop(); }
 
 pid_t WorkerPool::Spawn() {
-  std::vector<std::string> args = {binary_,   "--server",     server_,
-                                   "--threads", std::to_string(threads_), "--parent-pid",
+  std::vector<std::string> args = {binary_,
+                                   "--server",
+                                   server_,
+                                   "--threads",
+                                   std::to_string(threads_),
+                                   "--parent-pid",
                                    std::to_string(getpid())};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;

@@ -10,8 +10,8 @@
 namespace logit {
 
 struct AgentOptions {
-  std::string server;  // coordinator HOST:PORT
-  std::string token;   // the server's worker token ("" = none)
+  std::string server;                                    // coordinator HOST:PORT
+  std::string token;                                     // the server's worker token ("" = none)
   std::string tls_ca_file, tls_cert_file, tls_key_file;  // TLS (see proto/connect.h)
   std::string device = "cpu";
   int threads = 0;  // 0: cores / ranks of the job on this host

@@ -106,9 +106,8 @@ absl::StatusOr<std::pair<DataConfig, TrainOptions>> BuildJob(const JobFlags& f) 
   if (f.workers < 1) return absl::InvalidArgumentError("workers: must be >= 1");
   if (f.checkpoint_every < 0) return absl::InvalidArgumentError("checkpoint_every: must be >= 0");
   if (!(f.deadline_seconds >= 0) || !std::isfinite(f.deadline_seconds)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("deadline_seconds: must be a finite number of seconds >= 0, got ",
-                     f.deadline_seconds));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "deadline_seconds: must be a finite number of seconds >= 0, got ", f.deadline_seconds));
   }
   return std::make_pair(dc, o);
 }

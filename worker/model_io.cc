@@ -321,7 +321,8 @@ absl::StatusOr<std::vector<float>> FloatArray(const std::string& bytes, const st
   auto h = ParseNpyHeader(bytes, where);  // checks that the data fits in `bytes`
   if (!h.ok()) return h.status();
   if (h->fortran_order && h->shape.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": Fortran-order arrays are not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": Fortran-order arrays are not supported"));
   }
   const int64_t n = h->NumElements();
   if (n > kMaxParameters) {

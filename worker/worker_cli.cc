@@ -166,7 +166,8 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   std::string token_file;
   app.add_option("--token-file", token_file,
                  "file holding the server's worker token (default: env LOGIT_TOKEN)");
-  app.add_option("--tls-ca", agent.tls_ca_file, "PEM CA that signed the server's certificate (TLS)");
+  app.add_option("--tls-ca", agent.tls_ca_file,
+                 "PEM CA that signed the server's certificate (TLS)");
   app.add_option("--tls-cert", agent.tls_cert_file, "PEM client certificate (mutual TLS)");
   app.add_option("--tls-key", agent.tls_key_file, "PEM key of --tls-cert");
   int parent_pid = 0;

@@ -31,9 +31,9 @@ struct Cli {
 
 // Runs the logit CLI with `args` (and `env` assignments before it, as a shell would).
 Cli Logit(const TempDir& dir, const std::string& args, const std::string& env = "") {
-  const std::string cmd = absl::StrCat(env, " ", Binary("LOGIT_CLI", "logit"), " ", args, " > ",
-                                       dir.Path("cli.out"), " 2> ", dir.Path("cli.err"),
-                                       " < /dev/null");
+  const std::string cmd =
+      absl::StrCat(env, " ", Binary("LOGIT_CLI", "logit"), " ", args, " > ", dir.Path("cli.out"),
+                   " 2> ", dir.Path("cli.err"), " < /dev/null");
   const int st = std::system(cmd.c_str());
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, ReadWholeFile(dir.Path("cli.out")),
           ReadWholeFile(dir.Path("cli.err"))};
@@ -53,8 +53,8 @@ grpc::StatusCode ListJobsCode(const std::string& address, const std::string& tok
 }
 
 grpc::Status RegisterWorker(const std::string& address, const std::string& token) {
-  auto stub = v1::WorkerService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   if (!token.empty()) WithToken(&ctx, token);
   v1::RegisterWorkerResponse resp;
@@ -73,16 +73,21 @@ TEST(Security, EveryMethodOfEveryServiceNeedsTheTokenOfItsRole) {
   Server server(dir, 0, "data", "server",
                 {"--auth-token-file", client_file, "--worker-token-file", worker_file});
   ASSERT_FALSE(server.address().empty()) << server.err();
-  const std::vector<std::string> client_methods = {
-      "/logit.v1.TrainingService/SubmitJob",       "/logit.v1.TrainingService/GetJob",
-      "/logit.v1.TrainingService/ListJobs",        "/logit.v1.TrainingService/CancelJob",
-      "/logit.v1.TrainingService/WatchJob",        "/logit.v1.TrainingService/UploadDataset",
-      "/logit.v1.TrainingService/GetModel",        "/logit.v1.TrainingService/DeleteModel",
-      "/logit.v1.TrainingService/Predict",         "/inference.GRPCInferenceService/ServerLive",
-      "/inference.GRPCInferenceService/ServerReady", "/inference.GRPCInferenceService/ModelReady",
-      "/inference.GRPCInferenceService/ServerMetadata",
-      "/inference.GRPCInferenceService/ModelMetadata",
-      "/inference.GRPCInferenceService/ModelInfer"};
+  const std::vector<std::string> client_methods = {"/logit.v1.TrainingService/SubmitJob",
+                                                   "/logit.v1.TrainingService/GetJob",
+                                                   "/logit.v1.TrainingService/ListJobs",
+                                                   "/logit.v1.TrainingService/CancelJob",
+                                                   "/logit.v1.TrainingService/WatchJob",
+                                                   "/logit.v1.TrainingService/UploadDataset",
+                                                   "/logit.v1.TrainingService/GetModel",
+                                                   "/logit.v1.TrainingService/DeleteModel",
+                                                   "/logit.v1.TrainingService/Predict",
+                                                   "/inference.GRPCInferenceService/ServerLive",
+                                                   "/inference.GRPCInferenceService/ServerReady",
+                                                   "/inference.GRPCInferenceService/ModelReady",
+                                                   "/inference.GRPCInferenceService/ServerMetadata",
+                                                   "/inference.GRPCInferenceService/ModelMetadata",
+                                                   "/inference.GRPCInferenceService/ModelInfer"};
   const std::vector<std::string> worker_methods = {
       "/logit.v1.WorkerService/RegisterWorker", "/logit.v1.WorkerService/Heartbeat",
       "/logit.v1.WorkerService/ReportProgress", "/logit.v1.WorkerService/UploadModel"};
@@ -220,9 +225,10 @@ TEST(Security, TheCliSendsItsTokenFromAFileOrTheEnvironmentAndSaysWhenItHasNone)
   Cli file = Logit(dir, flags + "--token-file " + client_file + " jobs");
   EXPECT_EQ(file.code, 0) << file.err;
 
-  Cli env = Logit(dir, flags + "-o json train --data " + TestData("iris.csv") +
-                           " --label-column target --l2 0.01",
-                  absl::StrCat("LOGIT_TOKEN=", kClientToken));
+  Cli env = Logit(
+      dir,
+      flags + "-o json train --data " + TestData("iris.csv") + " --label-column target --l2 0.01",
+      absl::StrCat("LOGIT_TOKEN=", kClientToken));
   EXPECT_EQ(env.code, 0) << env.err;
   EXPECT_NE(env.out.find("\"SUCCEEDED\""), std::string::npos) << env.out;
 
@@ -238,13 +244,13 @@ struct Certificates {
     const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     dir.Write("server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
     const std::string script = absl::StrCat(
-        "set -e; cd ", d, "; ",
-        "openssl req -x509 ", ec, " -days 2 -subj /CN=logit-test-ca -keyout ca.key -out ca.pem; ",
-        "openssl req ", ec, " -subj /CN=127.0.0.1 -keyout server.key -out server.csr; ",
+        "set -e; cd ", d, "; ", "openssl req -x509 ", ec,
+        " -days 2 -subj /CN=logit-test-ca -keyout ca.key -out ca.pem; ", "openssl req ", ec,
+        " -subj /CN=127.0.0.1 -keyout server.key -out server.csr; ",
         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
         "-extfile server.ext -out server.crt; ",
-        "cat server.crt ca.pem > server.pem; ",
-        "openssl req ", ec, " -subj /CN=logit-client -keyout client.key -out client.csr; ",
+        "cat server.crt ca.pem > server.pem; ", "openssl req ", ec,
+        " -subj /CN=logit-client -keyout client.key -out client.csr; ",
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
         "-out client.pem",
         " > openssl.log 2>&1");
@@ -303,14 +309,14 @@ TEST(Security, MutualTlsRequiresAClientCertificateSignedByTheClientCa) {
   Certificates certs(dir);
   ASSERT_TRUE(certs.ok) << ReadWholeFile(dir.Path("openssl.log"));
   Server server(dir, 1, "data", "server",
-                {"--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
-                 "--tls-client-ca", certs.ca});
+                {"--tls-cert", certs.server_cert, "--tls-key", certs.server_key, "--tls-client-ca",
+                 certs.ca});
   ASSERT_FALSE(server.address().empty()) << server.err();
   EXPECT_NE(ListJobsOver(server.address(), Tls(certs, false)), grpc::StatusCode::OK);
   EXPECT_EQ(ListJobsOver(server.address(), Tls(certs, true)), grpc::StatusCode::OK);
-  Cli train = Logit(dir, "--server " + server.address() + " --tls-ca " + certs.ca +
-                             " --tls-cert " + certs.client_cert + " --tls-key " +
-                             certs.client_key + " -o json train --data " + TestData("iris.csv") +
+  Cli train = Logit(dir, "--server " + server.address() + " --tls-ca " + certs.ca + " --tls-cert " +
+                             certs.client_cert + " --tls-key " + certs.client_key +
+                             " -o json train --data " + TestData("iris.csv") +
                              " --label-column target --l2 0.01");
   EXPECT_EQ(train.code, 0) << train.err;
   EXPECT_NE(train.out.find("\"SUCCEEDED\""), std::string::npos) << train.out;
@@ -392,7 +398,8 @@ TEST(Security, ADeadlineFailsAQueuedOrRunningJobAndFreesItsWorker) {
   auto queued = Submit(server.stub(), waiting);
   ASSERT_TRUE(queued.ok()) << queued.status();
   for (const auto& job : {*running, *queued}) {
-    const v1::Job done = WaitForState(server.stub(), job.id(), v1::FAILED, std::chrono::seconds(60));
+    const v1::Job done =
+        WaitForState(server.stub(), job.id(), v1::FAILED, std::chrono::seconds(60));
     EXPECT_EQ(done.state(), v1::FAILED) << job.id();
     EXPECT_NE(done.reason().find("deadline exceeded"), std::string::npos) << done.reason();
   }

@@ -37,11 +37,21 @@ class Server {
   Server(const TempDir& dir, int workers, const std::string& data_dir_name = "data",
          const std::string& tag = "server", const std::vector<std::string>& extra = {}) {
     const std::string out = dir.Path(tag + ".out");
-    std::vector<std::string> argv = {
-        Binary("LOGIT_SERVER_BIN", "logit-server"), "--listen", "127.0.0.1:0",
-        "--local-workers", std::to_string(workers), "--worker-binary",
-        Binary("LOGIT_WORKER", "logit-worker"), "--data-dir", dir.Path(data_dir_name),
-        "--data-root", "/usr/share/datasets", "--worker-timeout", "3", "--heartbeat-ms", "100"};
+    std::vector<std::string> argv = {Binary("LOGIT_SERVER_BIN", "logit-server"),
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--local-workers",
+                                     std::to_string(workers),
+                                     "--worker-binary",
+                                     Binary("LOGIT_WORKER", "logit-worker"),
+                                     "--data-dir",
+                                     dir.Path(data_dir_name),
+                                     "--data-root",
+                                     "/usr/share/datasets",
+                                     "--worker-timeout",
+                                     "3",
+                                     "--heartbeat-ms",
+                                     "100"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc_ = std::make_unique<Subprocess>(argv, out, dir.Path(tag + ".err"));
     const auto deadline = Clock::now() + std::chrono::seconds(90);
@@ -82,7 +92,7 @@ class Server {
 };
 
 inline grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& name,
-                    const std::string& bytes, v1::Dataset* out) {
+                           const std::string& bytes, v1::Dataset* out) {
   grpc::ClientContext ctx;
   auto w = stub->UploadDataset(&ctx, out);
   v1::UploadDatasetRequest head;
@@ -109,7 +119,7 @@ inline absl::StatusOr<v1::Job> Submit(v1::TrainingService::Stub* stub, const v1:
 }
 
 inline std::vector<v1::JobEvent> Watch(v1::TrainingService::Stub* stub, const std::string& id,
-                                int64_t from = 1) {
+                                       int64_t from = 1) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(240));
   v1::WatchJobRequest req;
@@ -133,7 +143,7 @@ inline v1::Job Get(v1::TrainingService::Stub* stub, const std::string& id) {
 }
 
 inline v1::Job WaitForState(v1::TrainingService::Stub* stub, const std::string& id, v1::JobState s,
-                     std::chrono::seconds timeout = std::chrono::seconds(60)) {
+                            std::chrono::seconds timeout = std::chrono::seconds(60)) {
   const auto deadline = Clock::now() + timeout;
   v1::Job job;
   while (Clock::now() < deadline) {
@@ -145,7 +155,7 @@ inline v1::Job WaitForState(v1::TrainingService::Stub* stub, const std::string& 
 }
 
 inline std::string DownloadModel(v1::TrainingService::Stub* stub, const std::string& id,
-                          v1::ModelInfo* info) {
+                                 v1::ModelInfo* info) {
   grpc::ClientContext ctx;
   v1::GetModelRequest req;
   req.set_model_id(id);
@@ -227,16 +237,17 @@ inline std::pair<grpc::Status, std::string> GenericCall(
   std::string bytes;
   std::vector<grpc::Slice> slices;
   if (status.ok() && response.Dump(&slices).ok()) {
-    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    for (const auto& sl : slices)
+      bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
   }
   return {status, bytes};
 }
 
 // grpc.health.v1.Health/Check (service ""): "SERVING", "NOT_SERVING", or the RPC's error.
 // A SERVING reply is the bytes 08 01 (field 1 = 1).
-inline std::string HealthCheck(const std::string& address,
-                               std::shared_ptr<grpc::ChannelCredentials> creds =
-                                   grpc::InsecureChannelCredentials()) {
+inline std::string HealthCheck(
+    const std::string& address,
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials()) {
   const auto [status, bytes] = GenericCall(address, "/grpc.health.v1.Health/Check", "", "", creds);
   if (!status.ok()) return "error: " + status.error_message();
   if (bytes == std::string("\x08\x01", 2)) return "SERVING";

@@ -276,8 +276,9 @@ TEST(HostileFiles, NpyFloat64PastFloat32RangeIsInvalid) {
   ReadOptions o;
   o.path = dir.Write("x.npy", EncodeNpy("<f8", {1, 2}, values, sizeof(values)));
   o.labels_path = dir.Write("y.npy", EncodeNpy("<i8", {1}, labels, sizeof(labels)));
-  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
-                                       "value 1e+300 at row 0, column 1 is outside float32's range"));
+  EXPECT_THAT(ReadDataset(o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "value 1e+300 at row 0, column 1 is outside float32's range"));
 }
 
 TEST(HostileFiles, NpyHeaderWhoseShapeOverflowsIsInvalid) {
@@ -294,7 +295,8 @@ TEST(HostileFiles, NpyLabelsOfANonsenseDtypeAreInvalid) {
   ReadOptions o;
   o.path = dir.Write("x.npy", EncodeNpy("<f4", {1, 2}, x, sizeof(x)));
   o.labels_path = dir.Write("y.npy", EncodeNpy("<i40", {1}, std::string(40, '\0').data(), 40));
-  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "labels must be integers"));
+  EXPECT_THAT(ReadDataset(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, "labels must be integers"));
 }
 
 TEST(HostileFiles, IdxWithNoRowsAndAnOverflowingRowShapeIsInvalid) {
@@ -330,15 +332,16 @@ TEST(HostileFiles, LibSvmIndicesAndLabelsPastTheLimitsAreInvalid) {
   o.path = dir.Write("b.svm", "0 -9223372036854775808:1\n");
   EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "is below 1"));
   o.path = dir.Write("c.svm", "1e30 1:1\n");
-  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
-                                       "past the largest supported class"));
+  EXPECT_THAT(ReadDataset(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, "past the largest supported class"));
 }
 
 TEST(CheckedArithmetic, ProductsOverflowIntoAnErrorNeverAWrap) {
   EXPECT_EQ(*CheckedProduct({3, 4}, 100, "x"), 12);
   EXPECT_EQ(*CheckedProduct({int64_t{1} << 62, 0}, 10, "x"), 0);
-  EXPECT_THAT(CheckedProduct({int64_t{1} << 62, 4}, INT64_MAX, "shape"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "shape: shape [4611686018427387904, 4]"));
+  EXPECT_THAT(
+      CheckedProduct({int64_t{1} << 62, 4}, INT64_MAX, "shape"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "shape: shape [4611686018427387904, 4]"));
   EXPECT_THAT(CheckedProduct({2, -3}, 100, "s"),
               StatusIs(absl::StatusCode::kInvalidArgument, "negative"));
   EXPECT_FALSE(CheckedMul(INT64_MAX, 2).has_value());

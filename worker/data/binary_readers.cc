@@ -50,7 +50,8 @@ absl::Status ReadNpyLabels(const std::string& path, int64_t expected_rows, int64
   }
   const char kind = h->descr[1];
   const size_t item = h->item_size;
-  const bool integer = (kind == 'i' || kind == 'u') && (item == 1 || item == 2 || item == 4 || item == 8);
+  const bool integer =
+      (kind == 'i' || kind == 'u') && (item == 1 || item == 2 || item == 4 || item == 8);
   const bool floating = kind == 'f' && (item == 4 || item == 8);
   if (!integer && !floating) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -133,8 +134,8 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
   }
   const int64_t n = h->shape[0], d = h->shape[1];
   if (d < 1 || d > kMaxFeatures) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": rows have ", d,
-                                                   " features (1 to ", kMaxFeatures, " supported)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ": rows have ", d, " features (1 to ", kMaxFeatures, " supported)"));
   }
   if (opt.num_features > 0 && d != opt.num_features) {
     return absl::InvalidArgumentError(
@@ -171,9 +172,9 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
       }
       // A finite float64 past float32's range would become inf.
       if (std::abs(v) > std::numeric_limits<float>::max()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(opt.path, ": value ", v, " at row ", begin + i / d, ", column ", i % d,
-                         " is outside float32's range"));
+        return absl::InvalidArgumentError(absl::StrCat(opt.path, ": value ", v, " at row ",
+                                                       begin + i / d, ", column ", i % d,
+                                                       " is outside float32's range"));
       }
       out.dense_f32[i] = static_cast<float>(v);
     }
@@ -211,8 +212,8 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
   // The most bytes the file can hold once decompressed: its size, or for gzip deflate's
   // largest expansion of it. Header dimensions promising more are refused before allocating.
   unsigned char gz_magic[2] = {0, 0};
-  const bool gzipped = std::fread(gz_magic, 1, 2, probe) == 2 && gz_magic[0] == 0x1f &&
-                       gz_magic[1] == 0x8b;
+  const bool gzipped =
+      std::fread(gz_magic, 1, 2, probe) == 2 && gz_magic[0] == 0x1f && gz_magic[1] == 0x8b;
   std::fseek(probe, 0, SEEK_END);
   const int64_t file_bytes = std::max<int64_t>(0, std::ftell(probe));
   std::fclose(probe);
@@ -240,9 +241,9 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
   auto elements = CheckedProduct(idx.dims, std::max<int64_t>(0, max_bytes - idx.header_bytes),
                                  absl::StrCat(path, ": IDX header"));
   if (!elements.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        elements.status().message(), ": more than the file can hold (",
-        gzipped ? "gzip-compressed, " : "", file_bytes, " bytes)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(elements.status().message(), ": more than the file can hold (",
+                     gzipped ? "gzip-compressed, " : "", file_bytes, " bytes)"));
   }
   idx.elements = *elements;
   idx.gzipped = gzipped;

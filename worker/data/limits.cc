@@ -26,9 +26,8 @@ absl::StatusOr<int64_t> CheckedProduct(absl::Span<const int64_t> dims, int64_t l
   for (int64_t d : dims) {
     if (empty && d >= 0) continue;
     if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": dimension ", d, " is negative (shape [", absl::StrJoin(dims, ", "),
-                       "])"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": dimension ", d, " is negative (shape [", absl::StrJoin(dims, ", "), "])"));
     }
     auto next = CheckedMul(n, d);
     if (!next || *next > limit) {

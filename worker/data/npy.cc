@@ -92,9 +92,8 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
   auto data_bytes = count.ok() ? CheckedMul(*count, item) : std::nullopt;
   if (!data_bytes || *data_bytes > available) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": truncated data: the shape (", absl::StrJoin(h.shape, ", "),
-                     ") of '", h.descr, "' needs more than the ", available,
-                     " bytes after the header"));
+        absl::StrCat(path, ": truncated data: the shape (", absl::StrJoin(h.shape, ", "), ") of '",
+                     h.descr, "' needs more than the ", available, " bytes after the header"));
   }
   h.num_elements = *count;
   return h;

@@ -15,8 +15,8 @@ struct NpyHeader {
   std::string descr;  // e.g. "<f4", "|u1", "<i8"
   bool fortran_order = false;
   std::vector<int64_t> shape;
-  size_t data_offset = 0;  // bytes from the start of the file to the first element
-  size_t item_size = 0;    // bytes per element
+  size_t data_offset = 0;    // bytes from the start of the file to the first element
+  size_t item_size = 0;      // bytes per element
   int64_t num_elements = 0;  // product of `shape` (checked: never overflows)
   int64_t NumElements() const { return num_elements; }
 };

@@ -89,16 +89,15 @@ absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::s
         absl::StrCat(where, ": label ", value, " is not an integer class"));
   }
   if (value >= static_cast<double>(kMaxClasses)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": label ", value,
-                                                   " is past the largest supported class ",
-                                                   kMaxClasses - 1));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": label ", value, " is past the largest supported class ", kMaxClasses - 1));
   }
   if (value < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": label ", value, " is negative (classes are 0..K-1, or -1/+1)"));
   }
   int64_t y = static_cast<int64_t>(value);  // in [-1, kMaxClasses): the cast is exact
-  if (y == -1) y = 0;                         // -1/+1 binary labels
+  if (y == -1) y = 0;                       // -1/+1 binary labels
   if (classes > 0 && y >= classes) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": label ", value, " is out of range for classes=", classes));
@@ -164,13 +163,13 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
                                                        fields, " (ragged row)"));
       }
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat(opt.path, ": ", total, " rows of ", columns, " columns cannot fit in ",
-                     text.size(), " bytes (empty fields?)"));
+    return absl::InvalidArgumentError(absl::StrCat(opt.path, ": ", total, " rows of ", columns,
+                                                   " columns cannot fit in ", text.size(),
+                                                   " bytes (empty fields?)"));
   }
   if (columns - 1 > kMaxFeatures) {
-    return absl::InvalidArgumentError(absl::StrCat(opt.path, ":1: ", columns,
-                                                   " columns (at most ", kMaxFeatures, " features)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ":1: ", columns, " columns (at most ", kMaxFeatures, " features)"));
   }
   const bool unlabeled = !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
   if (columns < 2 && !unlabeled) {

@@ -1,4 +1,3 @@
-#include "worker/data/limits.h"
 #include "worker/kernel/train_options.h"
 
 #include <cmath>
@@ -8,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "worker/data/limits.h"
 
 namespace logit {
 
@@ -69,8 +69,8 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](const std::string& msg) { return absl::InvalidArgumentError(msg); };
   if (o.classes == 1 || o.classes < 0 || o.classes > kMaxClasses) {
-    return bad(absl::StrCat("classes: must be 2 to ", kMaxClasses, " (or 0 to infer), got ",
-                            o.classes));
+    return bad(
+        absl::StrCat("classes: must be 2 to ", kMaxClasses, " (or 0 to infer), got ", o.classes));
   }
   if (o.lr && (!(*o.lr > 0) || !std::isfinite(*o.lr))) {
     return bad(absl::StrCat("lr: must be > 0, got ", *o.lr));

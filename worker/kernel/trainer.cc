@@ -348,8 +348,8 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
     }
     const auto params = CheckedMul(nf, classes == 2 ? 1 : classes);
     if (local.ok() && nf < 1) {
-      local = absl::InvalidArgumentError(
-          absl::StrCat("features: ", train.source, " has no feature columns (no index:value pairs)"));
+      local = absl::InvalidArgumentError(absl::StrCat(
+          "features: ", train.source, " has no feature columns (no index:value pairs)"));
     }
     if (local.ok() && (!params || *params > kMaxParameters)) {
       local = absl::ResourceExhaustedError(absl::StrCat(
@@ -407,8 +407,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs
                                 ? absl::OkStatus()
                                 : absl::InvalidArgumentError(absl::StrCat(
                                       "diverged: the training objective became ", objective_value,
-                                      " in epoch ", epoch,
-                                      "; lower --lr or use --standardize"));
+                                      " in epoch ", epoch, "; lower --lr or use --standardize"));
       if (coll != nullptr) finite = coll->Agree(finite);
       if (!finite.ok()) return finite;
       rec.seconds = Seconds(epoch_start);

@@ -609,6 +609,19 @@ absl::StatusOr<Coordinator::WorkerEntry*> Coordinator::AuthenticWorkerLocked(
   return &it->second;
 }
 
+absl::StatusOr<Coordinator::WorkerEntry*> Coordinator::RankHolderLocked(
+    const std::string& worker_id, const std::string& secret, const std::string& job_id, int attempt,
+    int rank) {
+  auto authentic = AuthenticWorkerLocked(worker_id, secret);
+  if (!authentic.ok()) return authentic.status();
+  const WorkerEntry& w = **authentic;
+  if (w.job_id != job_id || w.attempt != attempt || w.rank != rank) {
+    return absl::PermissionDeniedError(absl::StrCat("worker '", worker_id, "' does not hold rank ",
+                                                    rank, " of ", job_id, " attempt ", attempt));
+  }
+  return authentic;
+}
+
 absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   v1::HeartbeatResponse resp;
@@ -643,15 +656,9 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
     const v1::ReportProgressRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   v1::ReportProgressResponse resp;
-  auto authentic = AuthenticWorkerLocked(request.worker_id(), request.worker_secret());
-  if (!authentic.ok()) return authentic.status();
-  const WorkerEntry& reporter = **authentic;
-  if (reporter.job_id != request.job_id() || reporter.attempt != request.attempt() ||
-      reporter.rank != request.rank()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("worker '", request.worker_id(), "' does not hold rank ", request.rank(),
-                     " of ", request.job_id(), " attempt ", request.attempt()));
-  }
+  auto holder = RankHolderLocked(request.worker_id(), request.worker_secret(), request.job_id(),
+                                 request.attempt(), request.rank());
+  if (!holder.ok()) return holder.status();
   auto it = jobs_.find(request.job_id());
   if (it == jobs_.end()) {
     return absl::NotFoundError(absl::StrCat("job '", request.job_id(), "' not found"));
@@ -705,15 +712,10 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
     const v1::ModelUpload& header, const std::function<absl::StatusOr<bool>(std::string*)>& next) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto authentic = AuthenticWorkerLocked(header.worker_id(), header.worker_secret());
-    if (!authentic.ok()) return authentic.status();
-    const WorkerEntry& uploader = **authentic;
-    if (uploader.job_id != header.job_id() || uploader.attempt != header.attempt() ||
-        uploader.rank != 0) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "worker '", header.worker_id(), "' does not hold rank 0 of ", header.job_id(),
-          " attempt ", header.attempt(), ", so it cannot upload its model"));
-    }
+    // Only rank 0 uploads the model.
+    auto holder = RankHolderLocked(header.worker_id(), header.worker_secret(), header.job_id(),
+                                   header.attempt(), 0);
+    if (!holder.ok()) return holder.status();
     auto it = jobs_.find(header.job_id());
     if (it == jobs_.end()) {
       return absl::NotFoundError(absl::StrCat("job '", header.job_id(), "' not found"));
@@ -727,9 +729,7 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
   if (!n.ok()) return n.status();
   const std::string id = absl::StrCat("model-", *n);
   const std::string path = (fs::path(config_.data_dir) / "models" / (id + ".npz")).string();
-  // The largest model logit accepts, as float64 .npy members, plus room for the summary.
-  const int64_t max_model_bytes = kMaxParameters * 8 + (int64_t{64} << 20);
-  auto size = WriteChunks(path + ".part", next, max_model_bytes,
+  auto size = WriteChunks(path + ".part", next, kMaxModelFileBytes,
                           absl::StrCat("of a model (", kMaxParameters, " parameters)"),
                           config_.min_free_disk_bytes);
   if (!size.ok()) return size.status();

@@ -128,6 +128,11 @@ class Coordinator {
   // The worker `worker_id` if `secret` is its secret; PERMISSION_DENIED otherwise.
   absl::StatusOr<WorkerEntry*> AuthenticWorkerLocked(const std::string& worker_id,
                                                      const std::string& secret);
+  // The worker `worker_id` if `secret` is its secret and it holds `rank` of the job attempt;
+  // PERMISSION_DENIED otherwise.
+  absl::StatusOr<WorkerEntry*> RankHolderLocked(const std::string& worker_id,
+                                                const std::string& secret,
+                                                const std::string& job_id, int attempt, int rank);
   void ReleaseWorkersLocked(const JobEntry& entry, bool only_done);
   void MonitorLoop();
 

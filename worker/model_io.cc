@@ -282,7 +282,7 @@ class NpzArchive {
           absl::StrCat(path_, ": no array '", name, "' in the archive"));
     }
     const int64_t limit = std::min<int64_t>(
-        CheckedMul(archive_bytes_, kMaxGzipRatio).value_or(INT64_MAX), kMaxParameters * 8 + 4096);
+        CheckedMul(archive_bytes_, kMaxGzipRatio).value_or(INT64_MAX), kMaxModelFileBytes);
     if (st.size > static_cast<uint64_t>(limit)) {
       return absl::InvalidArgumentError(absl::StrCat(path_, ": member ", name, " claims ", st.size,
                                                      " bytes, more than the limit ", limit));
@@ -388,7 +388,7 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path) {
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
   if (size < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read"));
-  if (size > kMaxParameters * 8 + (int64_t{1} << 20)) {
+  if (size > kMaxModelFileBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", size, " bytes, larger than any model logit accepts"));
   }

@@ -201,7 +201,6 @@ struct IdxFile {
   uint8_t type = 0;
   std::vector<int64_t> dims;
   int64_t header_bytes = 0;
-  int64_t elements = 0;  // product of dims, checked against what the file can hold
   bool gzipped = false;  // the header's promise is only bounded by deflate's ratio
 };
 
@@ -245,7 +244,6 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path) {
         absl::StrCat(elements.status().message(), ": more than the file can hold (",
                      gzipped ? "gzip-compressed, " : "", file_bytes, " bytes)"));
   }
-  idx.elements = *elements;
   idx.gzipped = gzipped;
   return idx;
 }

@@ -26,6 +26,9 @@ inline constexpr int64_t kMaxClasses = int64_t{1} << 20;
 // ImageNet's 150,528 x 1,000). The server can lower it for Predict and uploads.
 inline constexpr int64_t kMaxParameters = int64_t{1} << 30;
 
+// The largest model file: kMaxParameters float64 values plus room for headers and the summary.
+inline constexpr int64_t kMaxModelFileBytes = kMaxParameters * 8 + (int64_t{64} << 20);
+
 // gzip cannot expand data by more than about 1032:1 (deflate's limit), so a compressed file of
 // n bytes holds at most n * kMaxGzipRatio bytes: a bound on what a .gz header may promise.
 inline constexpr int64_t kMaxGzipRatio = 1032;

@@ -115,8 +115,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   // input's to choose, and is checked against the file size below.
   LineCursor cursor(text);
   absl::string_view line;
-  absl::string_view header_line;  // the header, when the first line is not numeric
-  bool has_header = false;
+  absl::string_view header_line;  // the header (never blank), when the first line is not numeric
   int64_t columns = -1;
   int64_t total = 0;
   bool first = true;
@@ -133,7 +132,6 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
         if (numeric && !ParseFinite(f, &v, &nf) && !nf) numeric = false;
       }
       if (!numeric) {
-        has_header = true;
         header_line = line;
         continue;
       }
@@ -149,7 +147,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   const auto min_bytes = CheckedMul(total, 2 * columns - 1);
   if (!min_bytes || *min_bytes > static_cast<int64_t>(text.size())) {
     LineCursor scan(text);
-    bool in_header = has_header;
+    bool in_header = !header_line.empty();
     while (scan.Next(&line)) {
       if (IsBlank(line)) continue;
       if (in_header) {
@@ -181,7 +179,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   int64_t label_col = unlabeled ? -1 : columns - 1;
   if (!opt.label_column.empty() && !unlabeled) {
     int64_t named = -1, at = 0;
-    if (has_header) {
+    if (!header_line.empty()) {
       for (absl::string_view f : absl::StrSplit(header_line, ',')) {
         if (Unquote(f) == opt.label_column) {
           named = at;
@@ -227,7 +225,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   // Pass 2: parse only this shard's rows.
   LineCursor parse(text);
   int64_t row = -1;
-  bool skipped_header = !has_header;
+  bool skipped_header = header_line.empty();
   while (row + 1 < end && parse.Next(&line)) {
     if (IsBlank(line)) continue;
     if (!skipped_header) {

@@ -1,17 +1,26 @@
-// The coordinator's service logic: jobs, the FIFO gang scheduler, workers and their
-// heartbeats, events for watchers, datasets, models and predictions. No gRPC types here
-// beyond the generated messages; grpc_services.cc maps absl::Status to grpc::Status.
+// The coordinator's service logic, a facade over its parts: the Scheduler (FIFO queue, gang
+// placement), the WorkerRegistry (membership, secrets, heartbeats, assignments, lost workers),
+// the EventLog (events and WatchJob streams), the Catalog (datasets, models, Predict cache) and
+// the JobStore (durable state). No gRPC types here beyond the generated messages;
+// grpc_services.cc maps absl::Status to grpc::Status.
+//
+// Locking (lock order: commit_mu_, then mu_; the parts' own mutexes are leaves, never held
+// while calling back in here):
+//  - commit_mu_ serialises every change of a job's durable state (its record and events): the
+//    change is computed from the published state, written to the store, and only then
+//    published (jobs_ under mu_, then the EventLog). Store writes happen under commit_mu_ but
+//    never under mu_, so readers (GetJob, ListJobs, WatchJob, heartbeats, progress, Predict)
+//    never wait for an fsync. Sequences have no gaps: they are assigned and published in
+//    commit order. A failed write publishes nothing and its status is returned to the RPC
+//    (background paths log it and report it through StorageStatus()).
+//  - mu_ guards the published jobs and the storage status; held only briefly.
 #ifndef LOGIT_SERVER_COORDINATOR_H_
 #define LOGIT_SERVER_COORDINATOR_H_
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,9 +28,13 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "logit/v1/worker.pb.h"
+#include "server/catalog.h"
+#include "server/event_log.h"
+#include "server/job_store.h"
+#include "server/mutex.h"
 #include "server/request_decode.h"
-#include "server/store.h"
-#include "worker/kernel/model.h"
+#include "server/scheduler.h"
+#include "server/worker_registry.h"
 
 namespace logit {
 
@@ -40,8 +53,12 @@ struct CoordinatorConfig {
   std::chrono::milliseconds collective_timeout{60000};
   // How often the data dir and the job store are probed with a small write.
   std::chrono::milliseconds storage_probe_interval{2000};
+  // How often the monitor looks for lost workers and expired deadlines.
+  std::chrono::milliseconds monitor_interval{200};
   // Rows per Predict / ModelInfer request.
   PredictLimits predict_limits;
+  // Loaded models kept in memory for Predict, least recently used evicted (0 = no limit).
+  int max_cached_models = 64;
   // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
   int max_queued_jobs = 1000;                      // jobs waiting in the queue
   int max_workers_per_job = 256;                   // JobSpec.workers
@@ -53,9 +70,12 @@ struct CoordinatorConfig {
 
 class Coordinator {
  public:
-  // Opens the store under config.data_dir, reloads jobs, events, datasets and models, starts
-  // the c10d store and the monitor thread.
+  // Opens the SQLite store under config.data_dir, reloads jobs, events, datasets and models,
+  // starts the monitor thread.
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorConfig& config);
+  // The same on `store` (tests: a MemoryJobStore); config.data_dir still holds the files.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorConfig& config,
+                                                             std::unique_ptr<JobStore> store);
   ~Coordinator();
 
   // Client API (logit.v1.TrainingService).
@@ -86,72 +106,74 @@ class Coordinator {
       const v1::ModelUpload& header, const std::function<absl::StatusOr<bool>(std::string*)>& next);
 
   // OK when the data dir and the job store took a write at the last probe (every
-  // storage_probe_interval); the server's health check says NOT_SERVING otherwise.
+  // storage_probe_interval) and no background store write failed since; the server's health
+  // check says NOT_SERVING otherwise.
   absl::Status StorageStatus();
 
   // Registered workers by state ("idle", "busy"), for metrics and tests.
   std::map<std::string, int> WorkerCounts();
 
+  // The catalog, for tests of the Predict cache.
+  Catalog& catalog_for_test() { return catalog_; }
+
  private:
+  // A job as published: its record (always equal to what the store holds) and the c10d
+  // TCPStore of its running attempt (started when placed, stopped when it finishes).
   struct JobEntry {
     v1::Job job;
-    std::vector<v1::JobEvent> events;
-    std::vector<bool> rank_done;
-    // The latest in-epoch progress (transient: not stored) and how often it changed.
-    v1::StepProgress progress;
-    int64_t progress_version = 0;
-    int watchers = 0;  // live WatchJob streams
-    // The c10d TCPStore of the running attempt: started when the attempt is placed, stopped
-    // (every key gone) when the job finishes.
     std::unique_ptr<StoreServer> rendezvous;
   };
-  struct WorkerEntry {
-    v1::RegisterWorkerRequest info;
-    std::string secret;  // RegisterWorkerResponse.worker_secret
-    std::chrono::steady_clock::time_point last_seen;
-    std::string job_id;  // busy with this job attempt ("" = idle)
-    int attempt = 0;
-    int rank = 0;
-    std::optional<v1::Assignment> pending;  // delivered with the next heartbeat
-  };
 
-  explicit Coordinator(const CoordinatorConfig& config);
+  Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobStore> store);
   absl::Status Load();
-  // The following run under mu_.
-  // Resolves "dataset:ID" / "server:PATH" to a file path; `field` names the JobSpec field.
-  absl::StatusOr<std::string> ResolveData(const std::string& field, const std::string& ref);
+
   // Resolves every data reference and validates the spec (INVALID_ARGUMENT names the field).
   absl::StatusOr<v1::JobSpec> ResolveSpec(const v1::JobSpec& spec);
-  void AppendEventLocked(JobEntry& entry, v1::JobEvent event);
-  void SetStateLocked(JobEntry& entry, v1::JobState state, const std::string& reason);
-  void ScheduleLocked();
-  // The worker `worker_id` if `secret` is its secret; PERMISSION_DENIED otherwise.
-  absl::StatusOr<WorkerEntry*> AuthenticWorkerLocked(const std::string& worker_id,
-                                                     const std::string& secret);
-  // The worker `worker_id` if `secret` is its secret and it holds `rank` of the job attempt;
-  // PERMISSION_DENIED otherwise.
-  absl::StatusOr<WorkerEntry*> RankHolderLocked(const std::string& worker_id,
-                                                const std::string& secret,
-                                                const std::string& job_id, int attempt, int rank);
-  void ReleaseWorkersLocked(const JobEntry& entry, bool only_done);
+  // The published job (a copy), NOT_FOUND if unknown.
+  absl::StatusOr<v1::Job> FindJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Writes `job` with `event` (which gets the job's next sequence and the time) to the store in
+  // one transaction, then publishes both; `rendezvous`, if given, becomes the job's. A job
+  // whose state is final loses its rendezvous. On a store error nothing is published.
+  absl::Status CommitLocked(v1::Job job, v1::JobEvent event,
+                            std::unique_ptr<StoreServer> rendezvous = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // CommitLocked with `job` moved to `state` and its state-change event.
+  absl::Status SetStateLocked(v1::Job job, v1::JobState state, const std::string& reason,
+                              std::unique_ptr<StoreServer> rendezvous = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // Places queued jobs, head first, while enough workers are idle. Returns the first store
+  // error (the job it concerned stays queued).
+  absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // ScheduleLocked for paths whose own work is done: a store error is reported in background.
+  void Schedule() ABSL_LOCKS_EXCLUDED(commit_mu_, mu_);
+  // Logs a store error of a background path and reports it through StorageStatus().
+  void ReportBackgroundError(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Status ProbeStorage();  // no lock needed: the store serialises its own writes
+  // One pass of the monitor: lost workers, expired deadlines, scheduling.
+  void MonitorPass() ABSL_LOCKS_EXCLUDED(commit_mu_, mu_);
   void MonitorLoop();
 
+  // Constant after construction (the parts are thread-safe themselves).
   const CoordinatorConfig config_;
-  std::unique_ptr<Store> store_;
+  const std::unique_ptr<JobStore> store_;
+  Scheduler scheduler_;
+  WorkerRegistry registry_;
+  EventLog log_;
+  Catalog catalog_;
 
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<std::string, JobEntry> jobs_;
-  std::deque<std::string> queue_;
-  std::map<std::string, WorkerEntry> workers_;
-  std::map<std::string, DatasetRecord> datasets_;
-  std::map<std::string, ModelRecord> models_;
-  std::map<std::string, std::shared_ptr<const LinearModel>> model_cache_;
-  int64_t next_worker_ = 0;
+  Mutex commit_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // Lost workers whose job could not be failed yet (a store error): retried by the monitor.
+  std::vector<WorkerRegistry::Lost> unrecorded_losses_ ABSL_GUARDED_BY(commit_mu_);
 
-  absl::Status ProbeStorage();   // no lock needed: the store serialises its own writes
-  absl::Status storage_status_;  // guarded by mu_
-  bool stopping_ = false;
+  Mutex mu_;
+  std::map<std::string, JobEntry> jobs_ ABSL_GUARDED_BY(mu_);
+  absl::Status storage_status_ ABSL_GUARDED_BY(mu_);
+
+  Mutex monitor_mu_;
+  CondVar monitor_wake_;
+  bool stopping_ ABSL_GUARDED_BY(monitor_mu_) = false;
   std::thread monitor_;
 };
 

@@ -48,14 +48,14 @@ absl::StatusOr<T> Parse(const std::string& bytes, const std::string& what) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
   if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
     const std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("store: cannot open ", path, ": ", msg));
   }
-  std::unique_ptr<Store> store(new Store(db));
+  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db));
   sqlite3_busy_timeout(db, 5000);
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
@@ -70,15 +70,15 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
            "CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
            "extra TEXT, seq INTEGER)",
        }) {
-    absl::Status st = store->Exec(sql);
+    absl::Status st = store->ExecLocked(sql);
     if (!st.ok()) return st;
   }
   return store;
 }
 
-Store::~Store() { sqlite3_close(db_); }
+SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
 
-absl::Status Store::Exec(const std::string& sql) {
+absl::Status SqliteJobStore::ExecLocked(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     absl::Status st = absl::InternalError(absl::StrCat("store: ", sql, ": ", err ? err : "?"));
@@ -88,7 +88,7 @@ absl::Status Store::Exec(const std::string& sql) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> Store::NextId(const std::string& kind) {
+absl::StatusOr<int64_t> SqliteJobStore::NextId(const std::string& kind) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement up(db_,
                "INSERT INTO counters (kind, value) VALUES (?1, 1) "
@@ -101,9 +101,15 @@ absl::StatusOr<int64_t> Store::NextId(const std::string& kind) {
   return v;
 }
 
-absl::Status Store::Put(const std::string& table, const std::string& key,
-                        const google::protobuf::Message& value, const std::string& extra) {
+absl::Status SqliteJobStore::Put(const std::string& table, const std::string& key,
+                                 const google::protobuf::Message& value, const std::string& extra) {
   std::lock_guard<std::mutex> lock(mu_);
+  return PutLocked(table, key, value, extra);
+}
+
+absl::Status SqliteJobStore::PutLocked(const std::string& table, const std::string& key,
+                                       const google::protobuf::Message& value,
+                                       const std::string& extra) {
   // seq keeps the first insertion order across replacements.
   Statement st(db_, absl::StrCat("INSERT INTO ", table,
                                  " (id, body, extra, seq) VALUES (?1, ?2, ?3, "
@@ -119,7 +125,7 @@ absl::Status Store::Put(const std::string& table, const std::string& key,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::LoadAll(
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> SqliteJobStore::LoadAll(
     const std::string& table, const std::string& order_by) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st(db_, absl::StrCat("SELECT body, extra FROM ", table, " ORDER BY ", order_by));
@@ -134,9 +140,9 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::LoadAll(
   return rows;
 }
 
-absl::Status Store::PutJob(const v1::Job& job) { return Put("jobs", job.id(), job, ""); }
+absl::Status SqliteJobStore::PutJob(const v1::Job& job) { return Put("jobs", job.id(), job, ""); }
 
-absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
+absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::LoadJobs() {
   auto rows = LoadAll("jobs", "seq");
   if (!rows.ok()) return rows.status();
   std::vector<v1::Job> out;
@@ -148,11 +154,22 @@ absl::StatusOr<std::vector<v1::Job>> Store::LoadJobs() {
   return out;
 }
 
-absl::Status Store::AppendEvent(const v1::JobEvent& event) {
+absl::Status SqliteJobStore::PutJobWithEvent(const v1::Job& job, const v1::JobEvent& event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::Status st = ExecLocked("BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  st = PutLocked("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
+  if (st.ok()) st = PutLocked("jobs", job.id(), job, "");
+  if (st.ok()) st = ExecLocked("COMMIT");
+  if (!st.ok()) (void)ExecLocked("ROLLBACK");  // the write's own error is the one to report
+  return st;
+}
+
+absl::Status SqliteJobStore::AppendEvent(const v1::JobEvent& event) {
   return Put("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
 }
 
-absl::StatusOr<std::vector<v1::JobEvent>> Store::LoadEvents() {
+absl::StatusOr<std::vector<v1::JobEvent>> SqliteJobStore::LoadEvents() {
   auto rows = LoadAll("events", "seq");
   if (!rows.ok()) return rows.status();
   std::vector<v1::JobEvent> out;
@@ -164,11 +181,11 @@ absl::StatusOr<std::vector<v1::JobEvent>> Store::LoadEvents() {
   return out;
 }
 
-absl::Status Store::PutDataset(const DatasetRecord& d) {
+absl::Status SqliteJobStore::PutDataset(const DatasetRecord& d) {
   return Put("datasets", d.info.id(), d.info, d.path);
 }
 
-absl::StatusOr<std::vector<DatasetRecord>> Store::LoadDatasets() {
+absl::StatusOr<std::vector<DatasetRecord>> SqliteJobStore::LoadDatasets() {
   auto rows = LoadAll("datasets", "seq");
   if (!rows.ok()) return rows.status();
   std::vector<DatasetRecord> out;
@@ -180,11 +197,11 @@ absl::StatusOr<std::vector<DatasetRecord>> Store::LoadDatasets() {
   return out;
 }
 
-absl::Status Store::PutModel(const ModelRecord& m) {
+absl::Status SqliteJobStore::PutModel(const ModelRecord& m) {
   return Put("models", m.info.model_id(), m.info, m.path);
 }
 
-absl::Status Store::DeleteModel(const std::string& model_id) {
+absl::Status SqliteJobStore::DeleteModel(const std::string& model_id) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st(db_, "DELETE FROM models WHERE id = ?1");
   if (!st.ok()) return SqlError(db_, "prepare delete");
@@ -193,7 +210,7 @@ absl::Status Store::DeleteModel(const std::string& model_id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<ModelRecord>> Store::LoadModels() {
+absl::StatusOr<std::vector<ModelRecord>> SqliteJobStore::LoadModels() {
   auto rows = LoadAll("models", "seq");
   if (!rows.ok()) return rows.status();
   std::vector<ModelRecord> out;

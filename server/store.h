@@ -1,58 +1,51 @@
-// Durable state of the coordinator in one embedded SQLite database (--data-dir/logit.db):
-// jobs, their events, datasets and models metadata. Weights and datasets are files next to it.
-// Every write is a committed transaction before the caller acknowledges anything.
+// The server's JobStore: one embedded SQLite database (--data-dir/logit.db) in WAL mode with
+// synchronous=FULL, so every write is a committed, fsynced transaction before it returns.
+// Thread-safe: one connection, its calls serialised by mu_.
 #ifndef LOGIT_SERVER_STORE_H_
 #define LOGIT_SERVER_STORE_H_
 
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
+#include "server/job_store.h"
 
 struct sqlite3;
 
 namespace logit {
 
-// A model's metadata and where its .npz lives.
-struct ModelRecord {
-  v1::ModelInfo info;
-  std::string path;
-};
-
-// A dataset's metadata and where its bytes live.
-struct DatasetRecord {
-  v1::Dataset info;
-  std::string path;
-};
-
-class Store {
+class SqliteJobStore final : public JobStore {
  public:
   // Opens (creating if needed) the database file.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
-  ~Store();
+  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
+  ~SqliteJobStore() override;
 
-  // The next number of a counter ("job", "model", "dataset"), durable across restarts.
-  absl::StatusOr<int64_t> NextId(const std::string& kind);
+  absl::StatusOr<int64_t> NextId(const std::string& kind) override;
 
-  absl::Status PutJob(const v1::Job& job);
-  absl::StatusOr<std::vector<v1::Job>> LoadJobs();
-  absl::Status AppendEvent(const v1::JobEvent& event);
-  absl::StatusOr<std::vector<v1::JobEvent>> LoadEvents();
+  absl::Status PutJob(const v1::Job& job) override;
+  absl::Status PutJobWithEvent(const v1::Job& job, const v1::JobEvent& event) override;
+  absl::StatusOr<std::vector<v1::Job>> LoadJobs() override;
+  absl::Status AppendEvent(const v1::JobEvent& event) override;
+  absl::StatusOr<std::vector<v1::JobEvent>> LoadEvents() override;
 
-  absl::Status PutDataset(const DatasetRecord& dataset);
-  absl::StatusOr<std::vector<DatasetRecord>> LoadDatasets();
+  absl::Status PutDataset(const DatasetRecord& dataset) override;
+  absl::StatusOr<std::vector<DatasetRecord>> LoadDatasets() override;
 
-  absl::Status PutModel(const ModelRecord& model);
-  absl::Status DeleteModel(const std::string& model_id);
-  absl::StatusOr<std::vector<ModelRecord>> LoadModels();
+  absl::Status PutModel(const ModelRecord& model) override;
+  absl::Status DeleteModel(const std::string& model_id) override;
+  absl::StatusOr<std::vector<ModelRecord>> LoadModels() override;
 
  private:
-  explicit Store(sqlite3* db) : db_(db) {}
-  absl::Status Exec(const std::string& sql);
-  // Inserts or replaces (key, blob[, path]) into `table`.
+  explicit SqliteJobStore(sqlite3* db) : db_(db) {}
+  // REQUIRES: mu_ held (or the store not yet shared).
+  absl::Status ExecLocked(const std::string& sql);
+  // Inserts or replaces (key, blob[, path]) into `table`. REQUIRES: mu_ held.
+  absl::Status PutLocked(const std::string& table, const std::string& key,
+                         const google::protobuf::Message& value, const std::string& extra);
   absl::Status Put(const std::string& table, const std::string& key,
                    const google::protobuf::Message& value, const std::string& extra);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll(

@@ -1,0 +1,346 @@
+#include "server/catalog.h"
+
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/time_util.h"
+#include "worker/common/status.h"
+#include "worker/data/limits.h"
+#include "worker/data/readers.h"
+#include "worker/kernel/trainer.h"
+#include "worker/model_io.h"
+
+namespace logit {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Keeps the name's extension (the readers infer the format from it) and nothing dangerous.
+std::string SafeFileName(const std::string& name) {
+  std::string base = fs::path(name).filename().string();
+  for (char& c : base) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) c = '_';
+  }
+  if (base.empty() || base == "." || base == "..") base = "data";
+  return base;
+}
+
+// Bytes free for this process on the file system holding `path` (INT64_MAX when unknown).
+int64_t FreeDiskBytes(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return INT64_MAX;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+// Reads all chunks from `next` into `path`, at most `max_bytes` (RESOURCE_EXHAUSTED naming
+// `limit_name` beyond) and never below `reserve_bytes` of free disk; removes the file on error.
+absl::StatusOr<int64_t> WriteChunks(const std::string& path, const ChunkSource& next,
+                                    int64_t max_bytes = INT64_MAX,
+                                    const std::string& limit_name = "", int64_t reserve_bytes = 0) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  int64_t size = 0, checked_disk_at = -1;
+  std::string chunk;
+  auto fail = [&](absl::Status st) {
+    out.close();
+    std::error_code ec;
+    fs::remove(path, ec);
+    return st;
+  };
+  while (true) {
+    auto more = next(&chunk);
+    if (!more.ok()) return fail(more.status());
+    if (!*more) break;
+    if (static_cast<int64_t>(chunk.size()) > max_bytes - size) {
+      return fail(absl::ResourceExhaustedError(
+          absl::StrCat("upload: more than ", max_bytes, " bytes, over the limit ", limit_name)));
+    }
+    if (reserve_bytes > 0 && (checked_disk_at < 0 || size - checked_disk_at >= (64 << 20))) {
+      checked_disk_at = size;
+      const int64_t free = FreeDiskBytes(fs::path(path).parent_path().string());
+      if (free - static_cast<int64_t>(chunk.size()) < reserve_bytes) {
+        return fail(absl::ResourceExhaustedError(
+            absl::StrCat("upload: the server's disk has ", free,
+                         " bytes free, and keeps --min-free-disk-bytes=", reserve_bytes, " free")));
+      }
+    }
+    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    size += static_cast<int64_t>(chunk.size());
+  }
+  out.flush();
+  if (!out) {
+    std::error_code ec;
+    fs::remove(path, ec);
+    return absl::ResourceExhaustedError(absl::StrCat("writing ", path, " failed (disk full?)"));
+  }
+  return size;
+}
+
+// Predict's model loading: the model file at `path`, ready to serve.
+absl::StatusOr<std::shared_ptr<const LinearModel>> LoadServingModel(const std::string& path) {
+  ASSIGN_OR_RETURN(LinearModel model, LoadModel(path));
+  return std::make_shared<const LinearModel>(std::move(model));
+}
+
+// Predict's computation: class probabilities of `rows` (row-major, rows x num_classes).
+absl::StatusOr<std::vector<float>> ServingProbabilities(const LinearModel& model,
+                                                        const Dataset& rows) {
+  return PredictProba(model, rows);
+}
+
+}  // namespace
+
+Catalog::Catalog(CatalogOptions options, JobStore* store)
+    : options_(std::move(options)), store_(store) {}
+
+void Catalog::Restore(std::vector<DatasetRecord> datasets, std::vector<ModelRecord> models) {
+  MutexLock lock(&mu_);
+  for (DatasetRecord& d : datasets) datasets_[d.info.id()] = std::move(d);
+  for (ModelRecord& m : models) {
+    const std::string id = m.info.model_id();
+    models_[id] = Model{std::move(m), ++next_generation_};
+  }
+}
+
+absl::StatusOr<std::string> Catalog::ResolveData(const std::string& field,
+                                                 const std::string& ref) const {
+  if (absl::StartsWith(ref, "dataset:")) {
+    const std::string id = ref.substr(8);
+    MutexLock lock(&mu_);
+    auto it = datasets_.find(id);
+    if (it == datasets_.end()) {
+      return absl::NotFoundError(absl::StrCat(field, ": dataset '", id, "' does not exist"));
+    }
+    return it->second.path;
+  }
+  if (absl::StartsWith(ref, "server:")) {
+    if (options_.data_root.empty()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          field, ": '", ref, "': this server has no --data-root, so server: paths are disabled"));
+    }
+    std::error_code ec;
+    const fs::path root = fs::weakly_canonical(options_.data_root, ec);
+    const fs::path rel = ref.substr(7);
+    if (rel.is_absolute()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": '", ref, "' must be relative to the server's data root"));
+    }
+    const fs::path full = fs::weakly_canonical(root / rel, ec);
+    const std::string r = root.string(), f = full.string();
+    if (ec || f.compare(0, r.size(), r) != 0 || (f.size() > r.size() && f[r.size()] != '/')) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(field, ": '", ref, "' points outside the server's data root"));
+    }
+    if (!fs::is_regular_file(full, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": '", ref, "': no such file"));
+    }
+    return f;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": '", ref, "' must be dataset:ID (upload it first: logit upload) or server:PATH"));
+}
+
+absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
+                                                   const ChunkSource& next) {
+  if (info.name().empty()) return absl::InvalidArgumentError("info.name: no file name given");
+  if (!info.format().empty() && !ParseDataFormat(info.format()).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("info.format: '", info.format(), "' is not csv, libsvm, npy or idx"));
+  }
+  // The most this upload may write: the per-dataset limit, what the all-datasets limit leaves,
+  // and the disk space above the reserve; checked again as chunks arrive.
+  int64_t allowed = options_.max_upload_bytes > 0 ? options_.max_upload_bytes : INT64_MAX;
+  std::string limit_name = absl::StrCat("--max-upload-bytes=", options_.max_upload_bytes);
+  if (options_.max_dataset_bytes > 0) {
+    int64_t used = 0;
+    {
+      MutexLock lock(&mu_);
+      for (const auto& [id, d] : datasets_) used += d.info.size_bytes();
+    }
+    if (options_.max_dataset_bytes - used < allowed) {
+      allowed = std::max<int64_t>(0, options_.max_dataset_bytes - used);
+      limit_name = absl::StrCat("--max-dataset-bytes=", options_.max_dataset_bytes, " (", used,
+                                " bytes used)");
+    }
+  }
+  ASSIGN_OR_RETURN(const int64_t n, store_->NextId("dataset"));
+  const std::string id = absl::StrCat("dataset-", n);
+  const fs::path dir = fs::path(options_.data_dir) / "datasets" / id;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string path = (dir / SafeFileName(info.name())).string();
+  auto size = WriteChunks(path, next, allowed, limit_name, options_.min_free_disk_bytes);
+  if (!size.ok()) {
+    fs::remove_all(dir, ec);
+    return size.status();
+  }
+  DatasetRecord rec;
+  rec.info.set_id(id);
+  rec.info.set_name(info.name());
+  rec.info.set_size_bytes(*size);
+  *rec.info.mutable_created() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  rec.path = path;
+  absl::Status st = store_->PutDataset(rec);
+  if (!st.ok()) {
+    fs::remove_all(dir, ec);
+    return st;
+  }
+  MutexLock lock(&mu_);
+  datasets_[id] = rec;
+  return rec.info;
+}
+
+absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id, const ChunkSource& next) {
+  ASSIGN_OR_RETURN(const int64_t n, store_->NextId("model"));
+  const std::string id = absl::StrCat("model-", n);
+  const std::string path = (fs::path(options_.data_dir) / "models" / (id + ".npz")).string();
+  ASSIGN_OR_RETURN(const int64_t size,
+                   WriteChunks(path + ".part", next, kMaxModelFileBytes,
+                               absl::StrCat("of a model (", kMaxParameters, " parameters)"),
+                               options_.min_free_disk_bytes));
+  std::error_code ec;
+  fs::rename(path + ".part", path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot store ", path, ": ", ec.message()));
+  auto model = LoadModel(path);
+  if (!model.ok()) {
+    fs::remove(path, ec);
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: the uploaded file is not a model: ", model.status().message()));
+  }
+  ModelRecord rec;
+  rec.path = path;
+  rec.info.set_model_id(id);
+  rec.info.set_job_id(job_id);
+  rec.info.set_num_features(model->num_features);
+  rec.info.set_num_classes(model->num_classes);
+  rec.info.set_size_bytes(size);
+  auto summary = LoadModelSummary(path);
+  if (summary.ok()) rec.info.set_summary_json(*summary);
+  absl::Status st = store_->PutModel(rec);
+  if (!st.ok()) {
+    fs::remove(path, ec);
+    return st;
+  }
+  MutexLock lock(&mu_);
+  models_[id] = Model{std::move(rec), ++next_generation_};
+  return id;
+}
+
+absl::StatusOr<ModelRecord> Catalog::GetModel(const std::string& model_id) const {
+  MutexLock lock(&mu_);
+  auto it = models_.find(model_id);
+  if (it == models_.end()) {
+    return absl::NotFoundError(absl::StrCat("model '", model_id, "' not found"));
+  }
+  return it->second.record;
+}
+
+void Catalog::UncacheLocked(const std::string& model_id) {
+  auto c = cache_.find(model_id);
+  if (c == cache_.end()) return;
+  lru_.erase(c->second.lru);
+  cache_.erase(c);
+}
+
+absl::Status Catalog::DeleteModel(const std::string& model_id) {
+  uint64_t generation = 0;
+  {
+    MutexLock lock(&mu_);
+    auto it = models_.find(model_id);
+    if (it == models_.end()) {
+      return absl::NotFoundError(absl::StrCat("model '", model_id, "' not found"));
+    }
+    generation = it->second.generation;
+  }
+  RETURN_IF_ERROR(store_->DeleteModel(model_id));
+  std::string path;
+  {
+    MutexLock lock(&mu_);
+    auto it = models_.find(model_id);
+    // A concurrent DeleteModel of the same model got here first.
+    if (it == models_.end() || it->second.generation != generation) {
+      return absl::NotFoundError(absl::StrCat("model '", model_id, "' not found"));
+    }
+    path = it->second.record.path;
+    models_.erase(it);
+    UncacheLocked(model_id);
+  }
+  std::error_code ec;
+  fs::remove(path, ec);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PredictResponse> Catalog::Predict(const v1::PredictRequest& request) {
+  const auto start = Clock::now();
+  const std::string& id = request.model_id();
+  std::shared_ptr<const LinearModel> model;
+  std::string path;
+  uint64_t generation = 0;
+  std::function<void(const std::string&)> hook;
+  {
+    MutexLock lock(&mu_);
+    auto it = models_.find(id);
+    if (it == models_.end()) {
+      return absl::NotFoundError(absl::StrCat("model '", id, "' not found"));
+    }
+    path = it->second.record.path;
+    generation = it->second.generation;
+    auto c = cache_.find(id);
+    if (c != cache_.end()) {
+      model = c->second.model;
+      lru_.splice(lru_.begin(), lru_, c->second.lru);
+    }
+    hook = after_load_hook_;
+  }
+  if (!model) {
+    ASSIGN_OR_RETURN(model, LoadServingModel(path));
+    if (hook) hook(id);
+    MutexLock lock(&mu_);
+    auto it = models_.find(id);
+    // Deleted (or deleted and re-added) while loading: serve this request, cache nothing.
+    if (it != models_.end() && it->second.generation == generation && !cache_.count(id)) {
+      lru_.push_front(id);
+      cache_[id] = Cached{model, lru_.begin()};
+      while (options_.max_cached_models > 0 &&
+             static_cast<int>(cache_.size()) > options_.max_cached_models) {
+        cache_.erase(lru_.back());
+        lru_.pop_back();
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(
+      const Dataset rows,
+      RowsFromPredict(request, model->num_features, model->num_classes, options_.predict_limits));
+  ASSIGN_OR_RETURN(const std::vector<float> proba, ServingProbabilities(*model, rows));
+  v1::PredictResponse resp;
+  const int64_t k = model->num_classes;
+  resp.set_num_classes(k);
+  resp.mutable_probabilities()->Add(proba.begin(), proba.end());
+  for (int64_t i = 0; i < rows.num_rows; ++i) {
+    const float* p = proba.data() + i * k;
+    resp.add_labels(std::max_element(p, p + k) - p);
+  }
+  resp.set_server_nanos(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+  return resp;
+}
+
+bool Catalog::IsCached(const std::string& model_id) const {
+  MutexLock lock(&mu_);
+  return cache_.count(model_id) > 0;
+}
+
+void Catalog::SetAfterLoadHookForTest(std::function<void(const std::string& model_id)> hook) {
+  MutexLock lock(&mu_);
+  after_load_hook_ = std::move(hook);
+}
+
+}  // namespace logit

@@ -1,0 +1,97 @@
+// The catalog: datasets and models (metadata in the JobStore, bytes as files under the data
+// dir), the resolution of a JobSpec's data references, and Predict with a bounded LRU cache of
+// loaded models.
+//
+// Thread-safety: thread-safe. mu_ guards the in-memory maps and the cache only; store writes,
+// file I/O and model loading happen outside it (a record is written to the store first and
+// published in memory after, so nothing is visible before it is durable). A model deleted while
+// a Predict was loading it is never put back in the cache: every model carries a generation,
+// and a loaded model is cached only if the same generation is still in the catalog.
+#ifndef LOGIT_SERVER_CATALOG_H_
+#define LOGIT_SERVER_CATALOG_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "logit/v1/training.pb.h"
+#include "server/job_store.h"
+#include "server/mutex.h"
+#include "server/request_decode.h"
+#include "worker/kernel/model.h"
+
+namespace logit {
+
+struct CatalogOptions {
+  std::string data_dir = "./logit-data";  // datasets/ and models/ are under it
+  std::string data_root;                  // where "server:PATH" may point; empty: nowhere
+  PredictLimits predict_limits;           // rows per Predict request
+  // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
+  int64_t max_upload_bytes = int64_t{64} << 30;    // one uploaded dataset
+  int64_t max_dataset_bytes = 0;                   // all uploaded datasets together
+  int64_t min_free_disk_bytes = int64_t{1} << 30;  // uploads stop before the disk is this full
+  // Loaded models kept for Predict, least recently used evicted first (0 = no limit).
+  int max_cached_models = 64;
+};
+
+// Chunks of an upload: returns false at the end, or a status on a transport error.
+using ChunkSource = std::function<absl::StatusOr<bool>(std::string*)>;
+
+class Catalog {
+ public:
+  // `store` must outlive the catalog.
+  Catalog(CatalogOptions options, JobStore* store);
+
+  // Adds what the store holds (at start-up).
+  void Restore(std::vector<DatasetRecord> datasets, std::vector<ModelRecord> models);
+
+  // Resolves "dataset:ID" / "server:PATH" to a file path; `field` names the JobSpec field in
+  // the error (NOT_FOUND, PERMISSION_DENIED or INVALID_ARGUMENT).
+  absl::StatusOr<std::string> ResolveData(const std::string& field, const std::string& ref) const;
+
+  // Stores an uploaded dataset; the store's error if its record cannot be written.
+  absl::StatusOr<v1::Dataset> UploadDataset(const v1::DatasetInfo& info, const ChunkSource& next);
+
+  // Stores a model uploaded by job `job_id`'s rank 0 and returns its id. INVALID_ARGUMENT if
+  // the file is not a model; the store's error if its record cannot be written.
+  absl::StatusOr<std::string> AddModel(const std::string& job_id, const ChunkSource& next);
+  absl::StatusOr<ModelRecord> GetModel(const std::string& model_id) const;
+  // Deletes the record (store first), then the file. NOT_FOUND if there is no such model.
+  absl::Status DeleteModel(const std::string& model_id);
+  absl::StatusOr<v1::PredictResponse> Predict(const v1::PredictRequest& request);
+
+  // For tests: whether the model is in the Predict cache, and a hook Predict calls after
+  // loading a model and before caching it (without mu_ held).
+  bool IsCached(const std::string& model_id) const;
+  void SetAfterLoadHookForTest(std::function<void(const std::string& model_id)> hook);
+
+ private:
+  struct Model {
+    ModelRecord record;
+    uint64_t generation = 0;
+  };
+  struct Cached {
+    std::shared_ptr<const LinearModel> model;
+    std::list<std::string>::iterator lru;  // its place in lru_
+  };
+  void UncacheLocked(const std::string& model_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CatalogOptions options_;
+  JobStore* const store_;
+
+  mutable Mutex mu_;
+  std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Model> models_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, Cached> cache_ ABSL_GUARDED_BY(mu_);
+  std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // most recently used first
+  std::function<void(const std::string&)> after_load_hook_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace logit
+
+#endif  // LOGIT_SERVER_CATALOG_H_

@@ -1,0 +1,453 @@
+// The coordinator's service logic on the in-memory store, driven like its gRPC handlers would
+// drive it: fake workers register, heartbeat, report and upload by calling the Coordinator
+// directly. No processes, no network beyond the per-job c10d TCPStore on loopback.
+#include "server/coordinator.h"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/memory_store.h"
+#include "tests/integration/subprocess.h"
+#include "tests/unit/test_util.h"
+#include "worker/model_io.h"
+
+namespace logit {
+namespace {
+
+using ::logit::testing::ReadWholeFile;
+using ::logit::testing::StatusIs;
+using ::logit::testing::TempDir;
+using ::logit::testing::TestData;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+// Feeds `bytes` to an upload in 4 KiB chunks.
+std::function<absl::StatusOr<bool>(std::string*)> Chunks(const std::string& bytes) {
+  auto offset = std::make_shared<size_t>(0);
+  return [bytes, offset](std::string* chunk) -> absl::StatusOr<bool> {
+    if (*offset >= bytes.size()) return false;
+    *chunk = bytes.substr(*offset, 4096);
+    *offset += chunk->size();
+    return true;
+  };
+}
+
+struct FakeWorker {
+  std::string id;
+  std::string secret;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void Start(CoordinatorConfig cfg = {}) {
+    cfg.data_dir = dir_.Path("data");
+    cfg.heartbeat_interval = std::chrono::milliseconds(5);
+    cfg.storage_probe_interval = std::chrono::milliseconds(20);
+    cfg.monitor_interval = std::chrono::milliseconds(10);
+    auto store = std::make_unique<MemoryJobStore>();
+    store_ = store.get();
+    auto c = Coordinator::Create(cfg, std::move(store));
+    ASSERT_TRUE(c.ok()) << c.status();
+    c_ = std::move(*c);
+    v1::DatasetInfo info;
+    info.set_name("iris.csv");
+    auto iris = c_->UploadDataset(info, Chunks(ReadWholeFile(TestData("iris.csv"))));
+    ASSERT_TRUE(iris.ok()) << iris.status();
+    dataset_ = iris->id();
+    LinearModel m;
+    m.num_features = 4;
+    m.num_classes = 3;
+    m.weights.assign(12, 0.1f);
+    m.bias.assign(3, 0.0f);
+    ASSERT_TRUE(SaveModel(m, dir_.Path("m.npz")).ok());
+    model_bytes_ = ReadWholeFile(dir_.Path("m.npz"));
+  }
+
+  absl::StatusOr<v1::Job> Submit(int workers) {
+    v1::JobSpec spec;
+    spec.set_data("dataset:" + dataset_);
+    spec.set_label_column("target");
+    spec.set_workers(workers);
+    return c_->SubmitJob(spec);
+  }
+  FakeWorker Register() {
+    v1::RegisterWorkerRequest reg;
+    reg.set_hostname("fake");
+    const v1::RegisterWorkerResponse r = c_->RegisterWorker(reg);
+    return FakeWorker{r.worker_id(), r.worker_secret()};
+  }
+  v1::HeartbeatResponse Beat(const FakeWorker& w, const std::string& running_job = "") {
+    v1::HeartbeatRequest hb;
+    hb.set_worker_id(w.id);
+    hb.set_worker_secret(w.secret);
+    hb.set_job_id(running_job);
+    auto r = c_->Heartbeat(hb);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::HeartbeatResponse();
+  }
+  v1::ReportProgressRequest Report(const FakeWorker& w, const v1::Assignment& a) {
+    v1::ReportProgressRequest r;
+    r.set_worker_id(w.id);
+    r.set_worker_secret(w.secret);
+    r.set_job_id(a.job_id());
+    r.set_attempt(a.attempt());
+    r.set_rank(a.rank());
+    return r;
+  }
+  absl::StatusOr<v1::ReportProgressResponse> ReportEpoch(const FakeWorker& w,
+                                                         const v1::Assignment& a, int epoch) {
+    v1::ReportProgressRequest r = Report(w, a);
+    r.mutable_epoch()->set_epoch(epoch);
+    r.mutable_epoch()->set_train_loss(0.5);
+    return c_->ReportProgress(r);
+  }
+  absl::StatusOr<v1::UploadModelResponse> Upload(const FakeWorker& w, const v1::Assignment& a) {
+    v1::ModelUpload header;
+    header.set_worker_id(w.id);
+    header.set_worker_secret(w.secret);
+    header.set_job_id(a.job_id());
+    header.set_attempt(a.attempt());
+    return c_->UploadModel(header, Chunks(model_bytes_));
+  }
+  absl::StatusOr<v1::ReportProgressResponse> Finish(const FakeWorker& w, const v1::Assignment& a) {
+    v1::ReportProgressRequest r = Report(w, a);
+    r.mutable_outcome()->set_ok(true);
+    r.mutable_outcome()->set_summary_json(
+        "{\"epochs_run\": 3, \"train_loss\": 0.25, \"stop_reason\": \"converged\"}");
+    return c_->ReportProgress(r);
+  }
+  v1::JobState State(const std::string& id) {
+    auto j = c_->GetJob(id);
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? j->state() : v1::JOB_STATE_UNSPECIFIED;
+  }
+  // Waits up to `timeout` for `done`.
+  template <typename F>
+  static bool Eventually(F done, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return done();
+  }
+
+  TempDir dir_;
+  MemoryJobStore* store_ = nullptr;  // owned by c_
+  std::unique_ptr<Coordinator> c_;
+  std::string dataset_;
+  std::string model_bytes_;
+};
+
+TEST_F(CoordinatorTest, JobQueuesUntilAWorkerRegistersAndItsAssignmentComesWithTheHeartbeat) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::QUEUED);
+  EXPECT_EQ(job->reason(), "waiting for 1 idle workers (0 idle, 0 registered)");
+  const FakeWorker w = Register();
+  EXPECT_EQ(State(job->id()), v1::RUNNING);
+  const v1::HeartbeatResponse beat = Beat(w);
+  ASSERT_TRUE(beat.has_assignment());
+  EXPECT_EQ(beat.assignment().job_id(), job->id());
+  EXPECT_EQ(beat.assignment().rank(), 0);
+  EXPECT_EQ(beat.assignment().world_size(), 1);
+  EXPECT_GT(beat.assignment().store_port(), 0);
+  EXPECT_FALSE(Beat(w, job->id()).has_assignment());  // delivered once
+  EXPECT_EQ(c_->WorkerCounts()["busy"], 1);
+}
+
+TEST_F(CoordinatorTest, GangJobStartsOnlyWhenAllItsWorkersAreIdleAndGivesEachOneRank) {
+  Start();
+  auto job = Submit(2);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const FakeWorker a = Register();
+  EXPECT_EQ(State(job->id()), v1::QUEUED);
+  EXPECT_EQ(c_->GetJob(job->id())->reason(), "waiting for 2 idle workers (1 idle, 1 registered)");
+  EXPECT_FALSE(Beat(a).has_assignment());
+  const FakeWorker b = Register();
+  EXPECT_EQ(State(job->id()), v1::RUNNING);
+  const v1::HeartbeatResponse ba = Beat(a), bb = Beat(b);
+  ASSERT_TRUE(ba.has_assignment());
+  ASSERT_TRUE(bb.has_assignment());
+  EXPECT_EQ(ba.assignment().rank(), 0);
+  EXPECT_EQ(bb.assignment().rank(), 1);
+  EXPECT_EQ(ba.assignment().world_size(), 2);
+  EXPECT_EQ(ba.assignment().store_port(), bb.assignment().store_port());
+  EXPECT_THAT(c_->GetJob(job->id())->workers(), ElementsAre(a.id, b.id));
+}
+
+TEST_F(CoordinatorTest, BigJobAtTheHeadIsNotOvertakenBySmallJobsBehindIt) {
+  Start();
+  const FakeWorker w = Register();
+  auto first = Submit(1), big = Submit(2), small = Submit(1);
+  ASSERT_TRUE(first.ok() && big.ok() && small.ok());
+  EXPECT_EQ(State(first->id()), v1::RUNNING);
+  EXPECT_EQ(State(big->id()), v1::QUEUED);
+  EXPECT_EQ(State(small->id()), v1::QUEUED);
+  // Cancelling the head lets the next one run.
+  ASSERT_TRUE(c_->CancelJob(big->id()).ok());
+  const v1::Assignment a = Beat(w).assignment();
+  ASSERT_TRUE(Finish(w, a).ok());
+  EXPECT_EQ(State(small->id()), v1::RUNNING);
+}
+
+TEST_F(CoordinatorTest, FinishedRankZeroWithModelSucceedsWithTheResultAndFreesTheWorker) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  ASSERT_TRUE(ReportEpoch(w, a, 1).ok());
+  auto model = Upload(w, a);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(Finish(w, a).ok());
+  auto done = c_->GetJob(job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::SUCCEEDED);
+  EXPECT_EQ(done->reason(), "converged");
+  EXPECT_EQ(done->model_id(), model->model_id());
+  EXPECT_EQ(done->result().epochs_run(), 3);
+  EXPECT_DOUBLE_EQ(done->result().train_loss(), 0.25);
+  EXPECT_EQ(done->last_sequence(), 4);  // QUEUED, RUNNING, epoch 1, SUCCEEDED
+  EXPECT_EQ(c_->WorkerCounts()["idle"], 1);
+  EXPECT_TRUE(c_->GetModel(model->model_id()).ok());
+}
+
+TEST_F(CoordinatorTest, ReportsFromAWorkerNotHoldingTheRankArePermissionDenied) {
+  Start();
+  ASSERT_TRUE(Submit(1).ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  FakeWorker impostor = w;
+  impostor.secret = "not-the-secret";
+  EXPECT_THAT(ReportEpoch(impostor, a, 1),
+              StatusIs(absl::StatusCode::kPermissionDenied, "not the secret issued to worker"));
+  v1::Assignment other = a;
+  other.set_rank(1);
+  EXPECT_THAT(ReportEpoch(w, other, 1),
+              StatusIs(absl::StatusCode::kPermissionDenied, "does not hold rank 1"));
+}
+
+TEST_F(CoordinatorTest, CancelledQueuedJobLeavesTheQueueAndCancelledRunningJobStopsItsWorker) {
+  CoordinatorConfig cfg;
+  cfg.max_queued_jobs = 1;
+  Start(cfg);
+  auto queued = Submit(1);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_THAT(Submit(1), StatusIs(absl::StatusCode::kResourceExhausted, "--max-queued-jobs=1"));
+  auto cancelled = c_->CancelJob(queued->id());
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  auto running = Submit(1);  // the queue has room again
+  ASSERT_TRUE(running.ok()) << running.status();
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  ASSERT_EQ(a.job_id(), running->id());
+  ASSERT_TRUE(c_->CancelJob(running->id()).ok());
+  EXPECT_TRUE(Beat(w, running->id()).cancel());
+  EXPECT_EQ(c_->WorkerCounts()["busy"], 1);  // until the rank says it stopped
+  auto report = ReportEpoch(w, a, 1);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->cancel());
+  EXPECT_TRUE(Beat(w).cancel());  // restarted worker, idle: freed
+  EXPECT_EQ(c_->WorkerCounts()["idle"], 1);
+}
+
+TEST_F(CoordinatorTest, SilentWorkerIsLostAndItsJobFailsNamingIt) {
+  CoordinatorConfig cfg;
+  cfg.worker_timeout = std::chrono::milliseconds(100);
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  ASSERT_TRUE(Eventually([&] { return State(job->id()) == v1::FAILED; }));
+  EXPECT_THAT(c_->GetJob(job->id())->reason(),
+              HasSubstr(absl::StrCat("worker ", w.id, " (rank 0) was lost")));
+  EXPECT_EQ(c_->WorkerCounts()["idle"] + c_->WorkerCounts()["busy"], 0);
+  EXPECT_TRUE(Beat(w).reregister());
+}
+
+TEST_F(CoordinatorTest, WatcherGetsEveryEventInOrderAndIsWokenAtOnce) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  struct Seen {
+    std::mutex mu;
+    std::vector<v1::JobEvent> events;
+    std::vector<Clock::time_point> at;
+  } seen;
+  absl::Status watched;
+  std::thread watcher([&] {
+    watched = c_->WatchJob(
+        job->id(), 1,
+        [&](const v1::JobEvent& e) {
+          std::lock_guard<std::mutex> lock(seen.mu);
+          seen.events.push_back(e);
+          seen.at.push_back(Clock::now());
+          return true;
+        },
+        [] { return false; });
+  });
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    return seen.events.size();
+  };
+  ASSERT_TRUE(Eventually([&] { return count() == 1; }));  // QUEUED
+  const FakeWorker w = Register();
+  ASSERT_TRUE(Eventually([&] { return count() == 2; }));  // RUNNING
+  const v1::Assignment a = Beat(w).assignment();
+  // Far below the watcher's 200 ms cancellation check: only a wake-up can be this fast.
+  const auto sent = Clock::now();
+  ASSERT_TRUE(ReportEpoch(w, a, 1).ok());
+  ASSERT_TRUE(Eventually([&] { return count() == 3; }));
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    EXPECT_LT(seen.at[2] - sent, std::chrono::milliseconds(100));
+  }
+  v1::ReportProgressRequest progress = Report(w, a);
+  progress.mutable_progress()->set_epoch(2);
+  ASSERT_TRUE(c_->ReportProgress(progress).ok());
+  ASSERT_TRUE(Eventually([&] { return count() == 4; }));  // transient progress
+  ASSERT_TRUE(c_->CancelJob(job->id()).ok());
+  watcher.join();
+  EXPECT_TRUE(watched.ok()) << watched;
+  ASSERT_EQ(seen.events.size(), 5u);
+  EXPECT_EQ(seen.events[0].state_change().state(), v1::QUEUED);
+  EXPECT_EQ(seen.events[1].state_change().state(), v1::RUNNING);
+  EXPECT_EQ(seen.events[2].epoch().epoch(), 1);
+  EXPECT_EQ(seen.events[3].progress().epoch(), 2);
+  EXPECT_EQ(seen.events[3].sequence(), 3);  // progress carries the last stored sequence
+  EXPECT_EQ(seen.events[4].state_change().state(), v1::CANCELLED);
+  EXPECT_EQ(seen.events[4].job().state(), v1::CANCELLED);
+  for (int i : {0, 1, 2}) EXPECT_EQ(seen.events[i].sequence(), i + 1);
+  EXPECT_EQ(seen.events[4].sequence(), 4);
+}
+
+TEST_F(CoordinatorTest, WatchersOverTheLimitAreResourceExhausted) {
+  CoordinatorConfig cfg;
+  cfg.max_watchers_per_job = 1;
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  std::atomic<bool> stop{false};
+  std::atomic<bool> watching{false};
+  std::thread first([&] {
+    (void)c_->WatchJob(
+        job->id(), 1,
+        [&](const v1::JobEvent&) {
+          watching = true;
+          return true;
+        },
+        [&] { return stop.load(); });
+  });
+  ASSERT_TRUE(Eventually([&] { return watching.load(); }));
+  EXPECT_THAT(c_->WatchJob(
+                  job->id(), 1, [](const v1::JobEvent&) { return true; }, [] { return false; }),
+              StatusIs(absl::StatusCode::kResourceExhausted, "--max-watchers-per-job=1"));
+  stop = true;
+  first.join();
+  EXPECT_THAT(c_->WatchJob(
+                  "job-404", 1, [](const v1::JobEvent&) { return true; }, [] { return false; }),
+              StatusIs(absl::StatusCode::kNotFound, "job-404"));
+}
+
+TEST_F(CoordinatorTest, StoreWriteFailureFailsTheRpcWithTheStoreStatusAndPublishesNothing) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  store_->FailWrites(absl::UnavailableError("disk on fire"));
+  EXPECT_THAT(Submit(1), StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  EXPECT_THAT(c_->CancelJob(job->id()), StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  EXPECT_EQ(State(job->id()), v1::QUEUED);
+  EXPECT_EQ(c_->GetJob(job->id())->last_sequence(), 1);
+  v1::DatasetInfo info;
+  info.set_name("iris.csv");
+  EXPECT_THAT(c_->UploadDataset(info, Chunks("a,b\n1,2\n")),
+              StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  EXPECT_EQ(c_->ListJobs(v1::JOB_STATE_UNSPECIFIED, 10).size(), 1u);
+  store_->FailWrites(absl::OkStatus());
+  auto cancelled = c_->CancelJob(job->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->last_sequence(), 2);  // no gap where the failed write was
+}
+
+TEST_F(CoordinatorTest, FailingStoreMakesStorageUnhealthyAndALostWorkerIsRecordedOnceItRecovers) {
+  CoordinatorConfig cfg;
+  cfg.worker_timeout = std::chrono::milliseconds(100);
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  store_->FailWrites(absl::UnavailableError("disk on fire"));
+  ASSERT_TRUE(Eventually([&] { return !c_->StorageStatus().ok(); }));
+  EXPECT_THAT(c_->StorageStatus(), StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  ASSERT_TRUE(Eventually([&] { return c_->WorkerCounts()["busy"] == 0; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(State(job->id()), v1::RUNNING);  // its failure could not be written yet
+  store_->FailWrites(absl::OkStatus());
+  ASSERT_TRUE(Eventually([&] { return State(job->id()) == v1::FAILED; }));
+  EXPECT_THAT(c_->GetJob(job->id())->reason(), HasSubstr("was lost"));
+  ASSERT_TRUE(Eventually([&] { return c_->StorageStatus().ok(); }));
+}
+
+TEST_F(CoordinatorTest, PredictDoesNotRecacheAModelDeletedWhileItWasLoading) {
+  Start();
+  Catalog& catalog = c_->catalog_for_test();
+  auto id = catalog.AddModel("job-1", Chunks(model_bytes_));
+  ASSERT_TRUE(id.ok()) << id.status();
+  v1::PredictRequest p;
+  p.set_model_id(*id);
+  for (float v : {5.1f, 3.5f, 1.4f, 0.2f}) p.add_features(v);
+  absl::Status deleted = absl::UnknownError("hook not called");
+  catalog.SetAfterLoadHookForTest(
+      [&](const std::string& model_id) { deleted = c_->DeleteModel(model_id); });
+  auto served = c_->Predict(p);  // the request came before the delete: it is answered
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->labels_size(), 1);
+  EXPECT_TRUE(deleted.ok()) << deleted;
+  EXPECT_FALSE(catalog.IsCached(*id));
+  catalog.SetAfterLoadHookForTest(nullptr);
+  EXPECT_THAT(c_->Predict(p), StatusIs(absl::StatusCode::kNotFound, *id));
+  EXPECT_THAT(c_->DeleteModel(*id), StatusIs(absl::StatusCode::kNotFound, *id));
+}
+
+TEST_F(CoordinatorTest, PredictCacheKeepsTheMostRecentlyUsedModels) {
+  CoordinatorConfig cfg;
+  cfg.max_cached_models = 2;
+  Start(cfg);
+  Catalog& catalog = c_->catalog_for_test();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto id = catalog.AddModel("job-1", Chunks(model_bytes_));
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  auto predict = [&](const std::string& id) {
+    v1::PredictRequest p;
+    p.set_model_id(id);
+    for (float v : {5.1f, 3.5f, 1.4f, 0.2f}) p.add_features(v);
+    ASSERT_TRUE(c_->Predict(p).ok());
+  };
+  predict(ids[0]);
+  predict(ids[1]);
+  predict(ids[0]);  // ids[1] is now the least recently used
+  predict(ids[2]);
+  EXPECT_TRUE(catalog.IsCached(ids[0]));
+  EXPECT_FALSE(catalog.IsCached(ids[1]));
+  EXPECT_TRUE(catalog.IsCached(ids[2]));
+  ASSERT_TRUE(c_->DeleteModel(ids[0]).ok());
+  EXPECT_FALSE(catalog.IsCached(ids[0]));
+}
+
+}  // namespace
+}  // namespace logit

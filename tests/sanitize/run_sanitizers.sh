@@ -5,7 +5,8 @@
 #   tsan: the coordinator under concurrent clients and workers in one process
 #         (coordinator_concurrency_test), then logit-server, logit-worker and the integration
 #         tests built with ThreadSanitizer; a data race in logit's code fails the run.
-#   tsan-unit: only coordinator_concurrency_test under ThreadSanitizer (what CI runs).
+#   tsan-unit: only coordinator_test and coordinator_concurrency_test under ThreadSanitizer
+#         (what CI runs).
 # Usage: bash tests/sanitize/run_sanitizers.sh [asan|tsan-unit|tsan|all]   (default all)
 # Build trees: build-asan/, build-tsan/ (ignored by git). Needs the packages of
 # .ci/install-deps.sh.
@@ -37,15 +38,16 @@ configure_tsan() {
 run_tsan_unit() {
   local b="$ROOT/build-tsan"
   configure_tsan "$b"
-  cmake --build "$b" -j2 --target coordinator_concurrency_test
+  cmake --build "$b" -j2 --target coordinator_test coordinator_concurrency_test
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitize/tsan.supp"
-  (cd "$b" && ctest --output-on-failure --timeout 900 -R '^coordinator_concurrency_test$')
+  (cd "$b" && ctest --output-on-failure --timeout 900 -R '^coordinator(_concurrency)?_test$')
 }
 
 run_tsan() {
   local b="$ROOT/build-tsan"
   configure_tsan "$b"
-  local tests=(coordinator_concurrency_test hostile_input_test security_test server_test)
+  local tests=(coordinator_test coordinator_concurrency_test hostile_input_test security_test
+    server_test)
   cmake --build "$b" -j2 --target logit logit-server logit-worker "${tests[@]}"
   # Uninstrumented libraries (gRPC's core, LibTorch, libgomp) synchronise in ways TSan cannot
   # see; their frames are suppressed, races with logit's frames on both sides are not.

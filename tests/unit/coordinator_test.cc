@@ -449,5 +449,68 @@ TEST_F(CoordinatorTest, PredictCacheKeepsTheMostRecentlyUsedModels) {
   EXPECT_FALSE(catalog.IsCached(ids[0]));
 }
 
+TEST(CoordinatorRestart, QueuedJobsQueueAgainAndRunningOnesFailWithGaplessEvents) {
+  TempDir dir;
+  CoordinatorConfig cfg;
+  cfg.data_dir = dir.Path("data");
+  std::string queued_id, running_id;
+  {
+    auto c = Coordinator::Create(cfg);  // SQLite
+    ASSERT_TRUE(c.ok()) << c.status();
+    v1::DatasetInfo info;
+    info.set_name("iris.csv");
+    auto iris = (*c)->UploadDataset(info, Chunks(ReadWholeFile(TestData("iris.csv"))));
+    ASSERT_TRUE(iris.ok()) << iris.status();
+    v1::JobSpec spec;
+    spec.set_data("dataset:" + iris->id());
+    spec.set_label_column("target");
+    auto running = (*c)->SubmitJob(spec);
+    ASSERT_TRUE(running.ok()) << running.status();
+    running_id = running->id();
+    v1::RegisterWorkerRequest reg;
+    (void)(*c)->RegisterWorker(reg);
+    auto queued = (*c)->SubmitJob(spec);
+    ASSERT_TRUE(queued.ok()) << queued.status();
+    queued_id = queued->id();
+    ASSERT_EQ((*c)->GetJob(running_id)->state(), v1::RUNNING);
+    ASSERT_EQ((*c)->GetJob(queued_id)->state(), v1::QUEUED);
+  }
+  auto c = Coordinator::Create(cfg);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto running = (*c)->GetJob(running_id);
+  ASSERT_TRUE(running.ok());
+  EXPECT_EQ(running->state(), v1::FAILED);
+  EXPECT_EQ(running->reason(), "the coordinator restarted while the job was running");
+  std::vector<int64_t> sequences;
+  ASSERT_TRUE((*c)->WatchJob(
+                      running_id, 1,
+                      [&](const v1::JobEvent& e) {
+                        sequences.push_back(e.sequence());
+                        return true;
+                      },
+                      [] { return false; })
+                  .ok());
+  EXPECT_THAT(sequences, ElementsAre(1, 2, 3));  // QUEUED, RUNNING, FAILED
+  EXPECT_EQ(running->last_sequence(), 3);
+  EXPECT_EQ((*c)->GetJob(queued_id)->state(), v1::QUEUED);
+  v1::RegisterWorkerRequest reg;
+  (void)(*c)->RegisterWorker(reg);
+  EXPECT_EQ((*c)->GetJob(queued_id)->state(), v1::RUNNING);
+}
+
+TEST(CoordinatorRestart, StoreFailureWhileFailingInterruptedJobsFailsCreate) {
+  TempDir dir;
+  CoordinatorConfig cfg;
+  cfg.data_dir = dir.Path("data");
+  auto store = std::make_unique<MemoryJobStore>();
+  v1::Job job;
+  job.set_id("job-1");
+  job.set_state(v1::RUNNING);
+  ASSERT_TRUE(store->PutJob(job).ok());
+  store->FailWrites(absl::DataLossError("sector gone"));
+  EXPECT_THAT(Coordinator::Create(cfg, std::move(store)),
+              StatusIs(absl::StatusCode::kDataLoss, "sector gone"));
+}
+
 }  // namespace
 }  // namespace logit

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
   }
   std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db));
   sqlite3_busy_timeout(db, 5000);
+  MutexLock lock(&store->mu_);
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
            "PRAGMA synchronous=FULL",
@@ -89,7 +90,7 @@ absl::Status SqliteJobStore::ExecLocked(const std::string& sql) {
 }
 
 absl::StatusOr<int64_t> SqliteJobStore::NextId(const std::string& kind) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement up(db_,
                "INSERT INTO counters (kind, value) VALUES (?1, 1) "
                "ON CONFLICT(kind) DO UPDATE SET value = value + 1 RETURNING value");
@@ -103,7 +104,7 @@ absl::StatusOr<int64_t> SqliteJobStore::NextId(const std::string& kind) {
 
 absl::Status SqliteJobStore::Put(const std::string& table, const std::string& key,
                                  const google::protobuf::Message& value, const std::string& extra) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return PutLocked(table, key, value, extra);
 }
 
@@ -127,7 +128,7 @@ absl::Status SqliteJobStore::PutLocked(const std::string& table, const std::stri
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> SqliteJobStore::LoadAll(
     const std::string& table, const std::string& order_by) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement st(db_, absl::StrCat("SELECT body, extra FROM ", table, " ORDER BY ", order_by));
   if (!st.ok()) return SqlError(db_, absl::StrCat("prepare ", table));
   std::vector<std::pair<std::string, std::string>> rows;
@@ -155,7 +156,7 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::LoadJobs() {
 }
 
 absl::Status SqliteJobStore::PutJobWithEvent(const v1::Job& job, const v1::JobEvent& event) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   absl::Status st = ExecLocked("BEGIN IMMEDIATE");
   if (!st.ok()) return st;
   st = PutLocked("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
@@ -202,7 +203,7 @@ absl::Status SqliteJobStore::PutModel(const ModelRecord& m) {
 }
 
 absl::Status SqliteJobStore::DeleteModel(const std::string& model_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement st(db_, "DELETE FROM models WHERE id = ?1");
   if (!st.ok()) return SqlError(db_, "prepare delete");
   st.BindText(1, model_id);

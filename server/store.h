@@ -1,11 +1,10 @@
 // The server's JobStore: one embedded SQLite database (--data-dir/logit.db) in WAL mode with
 // synchronous=FULL, so every write is a committed, fsynced transaction before it returns.
-// Thread-safe: one connection, its calls serialised by mu_.
+// Thread-safe: one connection, every use of it under mu_ (a leaf lock).
 #ifndef LOGIT_SERVER_STORE_H_
 #define LOGIT_SERVER_STORE_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "server/job_store.h"
+#include "server/mutex.h"
 
 struct sqlite3;
 
@@ -41,18 +41,18 @@ class SqliteJobStore final : public JobStore {
 
  private:
   explicit SqliteJobStore(sqlite3* db) : db_(db) {}
-  // REQUIRES: mu_ held (or the store not yet shared).
-  absl::Status ExecLocked(const std::string& sql);
-  // Inserts or replaces (key, blob[, path]) into `table`. REQUIRES: mu_ held.
+  absl::Status ExecLocked(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inserts or replaces (key, blob[, path]) into `table`.
   absl::Status PutLocked(const std::string& table, const std::string& key,
-                         const google::protobuf::Message& value, const std::string& extra);
+                         const google::protobuf::Message& value, const std::string& extra)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Put(const std::string& table, const std::string& key,
                    const google::protobuf::Message& value, const std::string& extra);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll(
       const std::string& table, const std::string& order_by);
 
-  std::mutex mu_;
-  sqlite3* db_;
+  Mutex mu_;
+  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
 };
 
 }  // namespace logit

@@ -28,7 +28,7 @@ inline absl::Status FieldError(absl::string_view field, absl::string_view messag
 
 // The field a status names (its payload), if any.
 inline std::optional<std::string> ErrorField(const absl::Status& status) {
-  std::optional<absl::Cord> field = status.GetPayload(kFieldPayload);
+  const auto field = status.GetPayload(kFieldPayload);  // absl::optional on Debian's Abseil
   if (!field) return std::nullopt;
   return std::string(*field);
 }

@@ -141,7 +141,7 @@ TEST(Train, EarlyStoppingStopsWhenValidationStalls) {
   o.tol = 1e-3;
   auto r = RunTrainingJob(dc, o);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->result.stop_reason, "early_stopping");
+  EXPECT_EQ(r->result.stop_reason, StopReason::kEarlyStopping);
   EXPECT_LT(r->result.epochs_run, 500);
   EXPECT_FALSE(std::isnan(r->result.history.back().val_loss));
   EXPECT_GT(r->val_rows, 0);

@@ -69,6 +69,8 @@ class LogisticObjective {
                                                                    Collective* collective);
 
   int64_t num_params() const { return d_ * c_ + c_; }
+  int64_t num_rows() const { return n_; }  // local rows
+  Collective* collective() const { return collective_; }
   at::TensorOptions options() const;
   // Indices (into theta) of the penalised entries are [0, d * C).
   int64_t num_weights() const { return d_ * c_; }

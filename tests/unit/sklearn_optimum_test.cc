@@ -70,6 +70,7 @@ TEST_P(SklearnOptimum, LbfgsReachesObjectiveAndWeights) {
   }
   const int64_t cols = m.OutputColumns();
   ASSERT_EQ(static_cast<int64_t>(W.size()), m.num_features);
+  ASSERT_FALSE(W.empty());
   ASSERT_EQ(static_cast<int64_t>(W[0].size()), cols);
   double max_w = 0, max_b = 0;
   int64_t zeros = 0, zero_mismatch = 0;

@@ -78,6 +78,11 @@ absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const 
   return out;
 }
 
+namespace {
+
+// Metrics over all ranks: additive sums through one allreduce; for the binary ROC AUC the
+// scores of every rank are gathered (each rank writes its slice of a zero tensor, which a sum
+// allreduce fills in), since the AUC needs the global ranking.
 absl::StatusOr<ClassificationMetrics> GlobalMetrics(const std::vector<float>& proba,
                                                     const std::vector<int64_t>& labels,
                                                     int64_t classes, Collective* coll) {
@@ -124,6 +129,8 @@ absl::StatusOr<ClassificationMetrics> GlobalMetrics(const std::vector<float>& pr
   return MetricsFromSums(sums, classes, auc);
 }
 
+// The metrics of `model` on `data` over all ranks; nullopt when no rank holds such a split or it
+// has no rows.
 absl::StatusOr<std::optional<ClassificationMetrics>> SplitMetrics(const LinearModel& model,
                                                                   const Dataset* data,
                                                                   int64_t classes,
@@ -143,6 +150,8 @@ absl::StatusOr<std::optional<ClassificationMetrics>> SplitMetrics(const LinearMo
   if (global.rows == 0) return std::optional<ClassificationMetrics>();
   return std::optional<ClassificationMetrics>(global);
 }
+
+}  // namespace
 
 absl::Status EvaluateSplits(const TrainInputs& inputs, int64_t classes, Collective* coll,
                             TrainResult* result) {

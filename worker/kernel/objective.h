@@ -147,7 +147,6 @@ class LogisticObjective {
   Collective* collective_ = nullptr;
   int64_t n_ = 0, d_ = 0, c_ = 0;
   at::Tensor x_;           // dense features (f32 or u8), on device; undefined for sparse
-  at::Tensor sparse_x_;    // full sparse matrix (COO, compute dtype) for sparse data
   at::Tensor y_;           // labels (int64)
   at::Tensor yf_;          // labels as compute dtype (binary)
   at::Tensor sw_;          // sample weights (compute dtype) or undefined

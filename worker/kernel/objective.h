@@ -124,6 +124,9 @@ class LogisticObjective {
  private:
   struct Block;
   LogisticObjective() = default;
+  // Create's parts: the rows and labels on the device; the fused CPU kernels (dense CPU rows).
+  void LoadRows(const Dataset& data);
+  void SetUpFusedKernels(const Dataset& data);
   Block MakeContiguousBlock(int64_t begin, int64_t rows);
   Block MakeGatherBlock(const std::vector<int64_t>& rows, size_t begin, size_t end);
   void EffectiveParams(const at::Tensor& theta, at::Tensor* w_eff, at::Tensor* b_eff) const;

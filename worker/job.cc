@@ -127,7 +127,7 @@ nlohmann::json SummaryJson(const JobOutcome& o, const TrainOptions& opt) {
   }
   nlohmann::json j = {
       {"epochs_run", r.epochs_run},
-      {"stop_reason", r.stop_reason},
+      {"stop_reason", StopReasonName(r.stop_reason)},
       {"function_evaluations", r.function_evaluations},
       {"train_loss", r.train_loss},
       {"objective", r.objective},

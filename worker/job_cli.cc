@@ -147,7 +147,7 @@ std::string EpochLine(const EpochRecord& e, int64_t total_epochs) {
 }
 
 void PrintResultTable(const TrainResult& r, std::ostream& out) {
-  out << "stopped: " << r.stop_reason << " after " << r.epochs_run << " epochs, "
+  out << "stopped: " << StopReasonName(r.stop_reason) << " after " << r.epochs_run << " epochs, "
       << r.function_evaluations << " evaluations, " << Fixed(r.wall_seconds, 2) << "s\n";
   out << "objective " << Fixed(r.objective, 8) << "  train_loss " << Fixed(r.train_loss, 6) << "\n";
   auto show = [&](const char* name, const std::optional<ClassificationMetrics>& m) {

@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
                                {"final_objective", r->objective},
                                {"iterations", r->epochs_run},
                                {"evaluations", r->function_evaluations},
-                               {"stop_reason", r->stop_reason},
+                               {"stop_reason", StopReasonName(r->stop_reason)},
                                {"train_accuracy", r->train_metrics->accuracy}};
   }
   out["peak_rss_mb"] = PeakRssMb();

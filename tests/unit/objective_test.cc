@@ -98,9 +98,10 @@ TEST_P(GradientCheck, MatchesCentralFiniteDifferences) {
     at::Tensor tp = theta.clone(), tm = theta.clone();
     tp[k] += h;
     tm[k] -= h;
-    const double fp = (*(*obj)->ValueAndGradient(tp, scratch)).objective;
-    const double fm = (*(*obj)->ValueAndGradient(tm, scratch)).objective;
-    const double fd = (fp - fm) / (2 * h);
+    const auto fp = (*obj)->ValueAndGradient(tp, scratch);
+    const auto fm = (*obj)->ValueAndGradient(tm, scratch);
+    ASSERT_TRUE(fp.ok() && fm.ok()) << fp.status() << " " << fm.status();
+    const double fd = (fp->objective - fm->objective) / (2 * h);
     max_err = std::max(max_err, std::abs(fd - grad[k].item<double>()));
   }
   EXPECT_LT(max_err, 1e-7) << c.name;
@@ -130,14 +131,19 @@ TEST(Objective, MatchesClosedFormAtZero) {
   ASSERT_TRUE(obj.ok());
   at::Tensor theta = at::zeros({(*obj)->num_params()}, at::kDouble);
   at::Tensor grad = at::zeros_like(theta);
-  EXPECT_NEAR((*(*obj)->ValueAndGradient(theta, grad)).loss, std::log(5.0), 1e-12);
+  const auto v = (*obj)->ValueAndGradient(theta, grad);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_NEAR(v->loss, std::log(5.0), 1e-12);
   cfg.classes = 2;
   Dataset bin = RandomDense(20, 3, 2, 3);
   auto obj2 =
       LogisticObjective::Create(bin, cfg, at::Tensor(), at::Tensor(), at::Tensor(), nullptr);
+  ASSERT_TRUE(obj2.ok()) << obj2.status();
   at::Tensor t2 = at::zeros({(*obj2)->num_params()}, at::kDouble);
   at::Tensor g2 = at::zeros_like(t2);
-  EXPECT_NEAR((*(*obj2)->ValueAndGradient(t2, g2)).loss, std::log(2.0), 1e-12);
+  const auto v2 = (*obj2)->ValueAndGradient(t2, g2);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_NEAR(v2->loss, std::log(2.0), 1e-12);
 }
 
 TEST(Objective, MinibatchOfAllRowsEqualsFullPass) {
@@ -153,8 +159,10 @@ TEST(Objective, MinibatchOfAllRowsEqualsFullPass) {
   at::Tensor g1 = at::zeros_like(theta), g2 = at::zeros_like(theta);
   std::vector<int64_t> rows(50);
   for (int i = 0; i < 50; ++i) rows[i] = 49 - i;
-  const double f1 = (*(*obj)->ValueAndGradient(theta, g1)).objective;
-  const double f2 = (*(*obj)->BatchValueAndGradient(theta, rows, 0, rows.size(), g2)).objective;
+  const auto v1 = (*obj)->ValueAndGradient(theta, g1);
+  const auto v2 = (*obj)->BatchValueAndGradient(theta, rows, 0, rows.size(), g2);
+  ASSERT_TRUE(v1.ok() && v2.ok()) << v1.status() << " " << v2.status();
+  const double f1 = v1->objective, f2 = v2->objective;
   EXPECT_NEAR(f1, f2, 1e-12);
   EXPECT_LT((g1 - g2).abs().max().item<double>(), 1e-12);
 }

@@ -41,7 +41,7 @@ TEST_P(SklearnOptimum, LbfgsReachesObjectiveAndWeights) {
   const double rel = (out->result.objective - expected) / expected;
   // Never meaningfully worse than scikit-learn's optimum.
   EXPECT_LT(rel, l1 ? 1e-5 : 1e-6) << "objective " << out->result.objective << " vs " << expected
-                                   << " stop=" << out->result.stop_reason;
+                                   << " stop=" << StopReasonName(out->result.stop_reason);
   EXPECT_GT(rel, -1e-5);
   // Compare in the space the problem was solved in (standardised features when standardize is
   // on, as scikit-learn's coef_ after StandardScaler): W_s = W * sigma, b_s = b + mu . W.
@@ -70,6 +70,7 @@ TEST_P(SklearnOptimum, LbfgsReachesObjectiveAndWeights) {
   }
   const int64_t cols = m.OutputColumns();
   ASSERT_EQ(static_cast<int64_t>(W.size()), m.num_features);
+  ASSERT_FALSE(W.empty());
   ASSERT_EQ(static_cast<int64_t>(W[0].size()), cols);
   double max_w = 0, max_b = 0;
   int64_t zeros = 0, zero_mismatch = 0;

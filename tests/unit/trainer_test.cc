@@ -1,7 +1,11 @@
 #include "worker/kernel/trainer.h"
 
 #include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
 
+#include "absl/strings/str_join.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/readers.h"
 #include "worker/job.h"
@@ -18,7 +22,7 @@ Dataset ReadCsv(const std::string& name) {
   o.path = TestData(name);
   auto d = ReadDataset(o);
   EXPECT_TRUE(d.ok()) << d.status();
-  return *d;
+  return d.ok() ? *d : Dataset();
 }
 
 TEST(Train, SameSeedGivesIdenticalWeights) {
@@ -34,6 +38,7 @@ TEST(Train, SameSeedGivesIdenticalWeights) {
   EXPECT_EQ(a->model.weights, b->model.weights);
   o.seed = 43;
   auto c = Train(o, {&iris});
+  ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_NE(a->model.weights, c->model.weights);
 }
 
@@ -88,6 +93,7 @@ TEST(Train, BalancedClassWeightsUpweightTheRareClass) {
   o.class_weight = "balanced";
   auto balanced = Train(o, {&cancer});
   ASSERT_TRUE(plain.ok() && balanced.ok());
+  ASSERT_TRUE(plain->train_metrics.has_value() && balanced->train_metrics.has_value());
   // Class 0 (malignant) is the minority: its recall must not drop with balanced weights.
   EXPECT_GE(balanced->train_metrics->recall[0], plain->train_metrics->recall[0]);
   EXPECT_NE(plain->objective, balanced->objective);
@@ -108,6 +114,7 @@ TEST(Train, L1WithAdamAndSgdGivesExactZeros) {
     int zeros = 0;
     for (float w : r->model.weights) zeros += w == 0.0f;
     EXPECT_GT(zeros, 5) << OptimizerName(k);
+    ASSERT_TRUE(r->train_metrics.has_value());
     EXPECT_GT(r->train_metrics->accuracy, 0.9);
   }
 }
@@ -123,8 +130,10 @@ TEST(Train, SgdWithNesterovMomentumConverges) {
   o.epochs = 50;
   o.batch_size = 10;
   auto r = Train(o, {&iris});
-  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->train_metrics.has_value());
   EXPECT_GT(r->train_metrics->accuracy, 0.93);
+  ASSERT_FALSE(r->history.empty());
   EXPECT_LT(r->history.back().train_loss, r->history.front().train_loss);
 }
 
@@ -141,8 +150,9 @@ TEST(Train, EarlyStoppingStopsWhenValidationStalls) {
   o.tol = 1e-3;
   auto r = RunTrainingJob(dc, o);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->result.stop_reason, "early_stopping");
+  EXPECT_EQ(r->result.stop_reason, StopReason::kEarlyStopping);
   EXPECT_LT(r->result.epochs_run, 500);
+  ASSERT_FALSE(r->result.history.empty());
   EXPECT_FALSE(std::isnan(r->result.history.back().val_loss));
   EXPECT_GT(r->val_rows, 0);
 }
@@ -169,10 +179,12 @@ TEST(Train, MixedPrecisionLbfgsPolishesToTheFloat64Optimum) {
     o.precision = Precision::kMixed;
     auto mixed = Train(o, {&data});
     ASSERT_TRUE(exact.ok() && mixed.ok()) << mixed.status();
+    ASSERT_TRUE(exact->train_metrics.has_value() && mixed->train_metrics.has_value());
     EXPECT_NEAR(mixed->objective, exact->objective, 1e-8 * exact->objective);
     EXPECT_NEAR(mixed->train_metrics->accuracy, exact->train_metrics->accuracy, 0.01);
     // The polish continues the epoch numbering.
     ASSERT_EQ(static_cast<int64_t>(mixed->history.size()), mixed->epochs_run);
+    ASSERT_FALSE(mixed->history.empty());
     EXPECT_EQ(mixed->history.back().epoch, mixed->epochs_run);
   }
 }
@@ -200,8 +212,32 @@ TEST(Train, MismatchedValidationFeaturesAreRejected) {
                           "val.csv: has 2 feature columns, expected features=4"));
 }
 
+// The files mapped into this process whose path names a BLAS or LAPACK (/proc/self/maps).
+std::set<std::string> MappedBlasLibraries() {
+  std::set<std::string> libs;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms, offset, dev, inode, path;
+    fields >> range >> perms >> offset >> dev >> inode >> path;
+    if (path.find("blas") != std::string::npos || path.find("lapack") != std::string::npos) {
+      libs.insert(path);
+    }
+  }
+  return libs;
+}
+
 TEST(DescribeComputeBackend, NamesTheBlasLibrary) {
-  EXPECT_NE(DescribeComputeBackend().find("blas="), std::string::npos);
+  const std::string text = DescribeComputeBackend();
+  ASSERT_EQ(text.rfind("blas=", 0), 0u) << text;
+  const std::string blas = text.substr(5, text.find(' ') - 5);
+  const std::set<std::string> mapped = MappedBlasLibraries();
+  // Linked through LibTorch, the system BLAS is loaded: the text names exactly those files.
+  EXPECT_EQ(blas, mapped.empty() ? "builtin" : absl::StrJoin(mapped, ",")) << text;
+  EXPECT_NE(text.find(" torch_threads="), std::string::npos) << text;
+  EXPECT_TRUE(text.find(" cuda=yes") != std::string::npos ||
+              text.find(" cuda=no") != std::string::npos)
+      << text;
 }
 
 }  // namespace

@@ -1,43 +1,89 @@
 // Full-batch L-BFGS with a strong-Wolfe line search, and OWL-QN (orthant-wise L-BFGS) when an
-// L1 penalty is present, so that L1 produces exact zeros. Internal to the kernel.
+// L1 penalty is present, so that L1 produces exact zeros. One iteration at a time, with its whole
+// state saveable. Internal to the kernel.
 #ifndef LOGIT_WORKER_KERNEL_LBFGS_H_
 #define LOGIT_WORKER_KERNEL_LBFGS_H_
 
 #include <ATen/ATen.h>
 
-#include <functional>
+#include <deque>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "worker/kernel/objective.h"
+#include "worker/kernel/optimizer.h"
 
 namespace logit {
 
 struct LbfgsOptions {
-  int64_t max_iterations = 1000;
   double tol = 1e-6;          // objective relative decrease and gradient max-norm thresholds
   int64_t history = 20;       // (s, y) pairs kept
   double l1 = 0;              // OWL-QN when > 0 (applies to W only, never the bias)
   double initial_step = 1.0;  // first trial step of each line search (scaled on iteration 1)
 };
 
-struct LbfgsReport {
-  std::string stop_reason;  // max_epochs | objective_tol | gradient_tol | line_search
-  int64_t iterations = 0;
-  int64_t evaluations = 0;  // full passes over the data
-  double objective = 0;     // including the L1 term
-  PassValue last;           // loss and smooth objective at the returned point
+// A point the minimizer visited.
+struct LbfgsPoint {
+  at::Tensor x;  // the parameters
+  at::Tensor g;  // smooth gradient at x
+  double f = 0;  // objective (smooth + l1) at x
+  PassValue value;
 };
 
-// Called after every iteration with the iteration number (1-based), the smooth pass value and
-// the full objective; a non-OK status stops the optimizer and is returned.
-using LbfgsIterationCallback =
-    std::function<absl::Status(int64_t iteration, const PassValue& value, double objective)>;
+// What one iteration did.
+enum class LbfgsOutcome {
+  kStepped,      // moved to a point with a lower objective
+  kGradientTol,  // no step: the pseudo-gradient max-norm is <= tol
+  kLineSearch,   // no step: not even steepest descent decreased the objective
+};
 
-// Minimises the objective (+ l1 |W|_1) from `theta` in place.
-absl::StatusOr<LbfgsReport> MinimizeLbfgs(LogisticObjective& objective, at::Tensor& theta,
-                                          const LbfgsOptions& options,
-                                          const LbfgsIterationCallback& on_iteration);
+class LbfgsMinimizer {
+ public:
+  // `objective` must outlive the minimizer.
+  LbfgsMinimizer(LogisticObjective& objective, const LbfgsOptions& options);
+
+  // Evaluates the starting point (a copy of `theta`) and clears the history.
+  absl::Status Start(const at::Tensor& theta);
+  // One iteration from the current point. REQUIRES: Start or Restore.
+  absl::StatusOr<LbfgsOutcome> Iterate();
+  // After kStepped: whether the relative objective decrease of that step was <= tol.
+  bool converged() const { return converged_; }
+
+  const LbfgsPoint& current() const { return cur_; }
+  int64_t evaluations() const { return evals_; }  // full passes since construction
+
+  // The current point, the (s, y) pairs and the counters, as entries named `prefix`... of `state`.
+  void Save(const std::string& prefix, OptimizerState& state) const;
+  absl::Status Restore(const std::string& prefix, const OptimizerState& state);
+
+ private:
+  struct Trial;
+  absl::StatusOr<Trial> Eval(const at::Tensor& x);
+  double L1(const at::Tensor& x) const;
+  at::Tensor PseudoGradient(const at::Tensor& x, const at::Tensor& g) const;
+  at::Tensor Direction(const at::Tensor& pg) const;
+  // The search direction from pseudo-gradient pg (projected for OWL-QN; steepest descent when
+  // the quasi-Newton one does not descend) and the first trial step.
+  at::Tensor SearchDirection(const at::Tensor& pg, double* step);
+  void Remember(const at::Tensor& s, const at::Tensor& y);
+  void Reset();
+  static double Cubic(const Trial& a, const Trial& b, double lo, double hi);
+  absl::StatusOr<Trial> Probe(const Trial& at, const at::Tensor& d, double t);
+  absl::StatusOr<Trial> StrongWolfe(const Trial& x0, const at::Tensor& d, double t);
+  absl::StatusOr<Trial> Backtrack(const Trial& x0, const at::Tensor& pg, const at::Tensor& d,
+                                  double t);
+  Trial CurrentTrial() const;
+
+  LogisticObjective& obj_;
+  const LbfgsOptions opt_;
+  int64_t nw_ = 0;
+  int64_t evals_ = 0;
+  LbfgsPoint cur_;
+  bool converged_ = false;
+  std::deque<at::Tensor> s_, y_;
+  std::deque<double> rho_;
+  double gamma_ = 1.0;
+};
 
 }  // namespace logit
 

@@ -44,6 +44,62 @@ at::Tensor SparseRowsToCoo(const Dataset& data, const int64_t* rows, int64_t cou
       .coalesce();
 }
 
+void LogisticObjective::LoadRows(const Dataset& data) {
+  const at::TensorOptions opts = options();
+  const int64_t n = n_, d = d_;
+  switch (data.storage) {
+    case FeatureStorage::kDenseFloat32:
+      x_ = at::from_blob(const_cast<float*>(data.dense_f32.data()), {n, d}, at::kFloat)
+               .to(config_.device);
+      break;
+    case FeatureStorage::kDenseUint8:
+      x_ = at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()), {n, d}, at::kByte)
+               .to(config_.device);
+      break;
+    case FeatureStorage::kSparseCsr:
+      for (int64_t b = 0; b < n; b += config_.block_rows) {
+        const int64_t rows = std::min(config_.block_rows, n - b);
+        at::Tensor x = SparseRowsToCoo(data, nullptr, rows, b, d_, opts);
+        sparse_blocks_t_.push_back(x.t().coalesce());
+        sparse_blocks_.push_back(std::move(x));
+      }
+      break;
+  }
+  y_ = at::from_blob(const_cast<int64_t*>(data.labels.data()), {n}, at::kLong).to(config_.device);
+}
+
+void LogisticObjective::SetUpFusedKernels(const Dataset& data) {
+  const int64_t n = n_;
+  fused::DenseRows& v = fused_rows_;
+  if (data.storage == FeatureStorage::kDenseUint8) {
+    v.u8 = data.dense_u8.data();
+    v.scale = static_cast<float>(data.u8_scale);
+  } else {
+    v.f32 = data.dense_f32.data();
+  }
+  v.d = d_;
+  v.labels = data.labels.data();
+  auto to_floats = [](const at::Tensor& t) {
+    at::Tensor f = t.to(at::kFloat).contiguous();
+    return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  };
+  if (sw_.defined()) sw32_ = to_floats(sw_);
+  if (sigma_.defined()) {
+    mu32_ = to_floats(mu_);
+    sigma32_ = to_floats(sigma_);
+  }
+  v.weights = sw32_.empty() ? nullptr : sw32_.data();
+  if (config_.dtype == at::kFloat) {
+    fused_ = std::make_unique<fused::MinibatchKernel>(d_, c_);
+  }
+  fused_full_ = std::make_unique<fused::MinibatchKernel>(d_, c_, true);
+  if (config_.dtype == at::kDouble) {
+    fused_full64_ = std::make_unique<fused::FusedKernel64>(d_, c_);
+  }
+  all_rows_.resize(n);
+  std::iota(all_rows_.begin(), all_rows_.end(), 0);
+}
+
 absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     const Dataset& data, const ObjectiveConfig& config, at::Tensor sample_weight, at::Tensor mu,
     at::Tensor sigma, Collective* collective) {
@@ -73,27 +129,7 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   obj->c_ = config.classes == 2 ? 1 : config.classes;
   obj->u8_scale_ = data.u8_scale;
   const at::TensorOptions opts = obj->options();
-  const int64_t n = obj->n_, d = obj->d_;
-  switch (data.storage) {
-    case FeatureStorage::kDenseFloat32:
-      obj->x_ = at::from_blob(const_cast<float*>(data.dense_f32.data()), {n, d}, at::kFloat)
-                    .to(config.device);
-      break;
-    case FeatureStorage::kDenseUint8:
-      obj->x_ = at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()), {n, d}, at::kByte)
-                    .to(config.device);
-      break;
-    case FeatureStorage::kSparseCsr:
-      for (int64_t b = 0; b < n; b += obj->config_.block_rows) {
-        const int64_t rows = std::min(obj->config_.block_rows, n - b);
-        at::Tensor x = SparseRowsToCoo(data, nullptr, rows, b, obj->d_, opts);
-        obj->sparse_blocks_t_.push_back(x.t().coalesce());
-        obj->sparse_blocks_.push_back(std::move(x));
-      }
-      break;
-  }
-  obj->y_ =
-      at::from_blob(const_cast<int64_t*>(data.labels.data()), {n}, at::kLong).to(config.device);
+  obj->LoadRows(data);
   if (obj->c_ == 1) obj->yf_ = obj->y_.to(opts);
   if (sample_weight.defined()) obj->sw_ = sample_weight.to(opts);
   if (sigma.defined()) {
@@ -109,36 +145,7 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
   constexpr int64_t kFusedMaxParams = int64_t{4} << 20;
   const bool dense_cpu = data.storage != FeatureStorage::kSparseCsr && config.device.is_cpu() &&
                          obj->d_ * obj->c_ <= kFusedMaxParams;
-  if (dense_cpu) {
-    fused::DenseRows& v = obj->fused_rows_;
-    if (data.storage == FeatureStorage::kDenseUint8) {
-      v.u8 = data.dense_u8.data();
-      v.scale = static_cast<float>(data.u8_scale);
-    } else {
-      v.f32 = data.dense_f32.data();
-    }
-    v.d = obj->d_;
-    v.labels = data.labels.data();
-    auto to_floats = [](const at::Tensor& t) {
-      at::Tensor f = t.to(at::kFloat).contiguous();
-      return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
-    };
-    if (obj->sw_.defined()) obj->sw32_ = to_floats(obj->sw_);
-    if (obj->sigma_.defined()) {
-      obj->mu32_ = to_floats(obj->mu_);
-      obj->sigma32_ = to_floats(obj->sigma_);
-    }
-    v.weights = obj->sw32_.empty() ? nullptr : obj->sw32_.data();
-    if (config.dtype == at::kFloat) {
-      obj->fused_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_);
-    }
-    obj->fused_full_ = std::make_unique<fused::MinibatchKernel>(obj->d_, obj->c_, true);
-    if (config.dtype == at::kDouble) {
-      obj->fused_full64_ = std::make_unique<fused::FusedKernel64>(obj->d_, obj->c_);
-    }
-    obj->all_rows_.resize(n);
-    std::iota(obj->all_rows_.begin(), obj->all_rows_.end(), 0);
-  }
+  if (dense_cpu) obj->SetUpFusedKernels(data);
   return obj;
 }
 

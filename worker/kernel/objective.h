@@ -69,6 +69,8 @@ class LogisticObjective {
                                                                    Collective* collective);
 
   int64_t num_params() const { return d_ * c_ + c_; }
+  int64_t num_rows() const { return n_; }  // local rows
+  Collective* collective() const { return collective_; }
   at::TensorOptions options() const;
   // Indices (into theta) of the penalised entries are [0, d * C).
   int64_t num_weights() const { return d_ * c_; }
@@ -122,6 +124,9 @@ class LogisticObjective {
  private:
   struct Block;
   LogisticObjective() = default;
+  // Create's parts: the rows and labels on the device; the fused CPU kernels (dense CPU rows).
+  void LoadRows(const Dataset& data);
+  void SetUpFusedKernels(const Dataset& data);
   Block MakeContiguousBlock(int64_t begin, int64_t rows);
   Block MakeGatherBlock(const std::vector<int64_t>& rows, size_t begin, size_t end);
   void EffectiveParams(const at::Tensor& theta, at::Tensor* w_eff, at::Tensor* b_eff) const;
@@ -145,7 +150,6 @@ class LogisticObjective {
   Collective* collective_ = nullptr;
   int64_t n_ = 0, d_ = 0, c_ = 0;
   at::Tensor x_;           // dense features (f32 or u8), on device; undefined for sparse
-  at::Tensor sparse_x_;    // full sparse matrix (COO, compute dtype) for sparse data
   at::Tensor y_;           // labels (int64)
   at::Tensor yf_;          // labels as compute dtype (binary)
   at::Tensor sw_;          // sample weights (compute dtype) or undefined

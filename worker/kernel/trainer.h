@@ -32,12 +32,23 @@ struct EpochRecord {
   int64_t samples = 0;  // training rows processed in the epoch, over all ranks
 };
 
+// Why training stopped.
+enum class StopReason {
+  kMaxEpochs,      // ran every epoch (SGD/Adam) or iteration (L-BFGS) allowed
+  kObjectiveTol,   // L-BFGS: the relative objective decrease fell to tol
+  kGradientTol,    // L-BFGS: the (pseudo-)gradient max-norm fell to tol
+  kLineSearch,     // L-BFGS: no step along steepest descent decreased the objective
+  kEarlyStopping,  // SGD/Adam: early_stopping_patience epochs without improvement
+};
+
+// The reason as the summaries and the CLI print it: "max_epochs", "objective_tol",
+// "gradient_tol", "line_search", "early_stopping".
+const char* StopReasonName(StopReason reason);
+
 struct TrainResult {
   LinearModel model;  // on raw features (standardisation folded in)
   std::vector<EpochRecord> history;
-  // Why training stopped: "max_epochs", "objective_tol", "gradient_tol", "line_search",
-  // "early_stopping".
-  std::string stop_reason;
+  StopReason stop_reason = StopReason::kMaxEpochs;
   int64_t epochs_run = 0;
   int64_t function_evaluations = 0;  // full-data passes (L-BFGS) or minibatch steps
   double objective = 0;              // final objective (training space, double precision)

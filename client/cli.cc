@@ -17,17 +17,22 @@
 #include "client/job_file.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
-#include "worker/job.h"
+#include "client/local_trainer.h"
+#include "worker/common/status.h"
 #include "worker/job_cli.h"
-#include "worker/model_io.h"
-#include "worker/spec.h"
+#include "worker/job_spec.h"
+#include "worker/model/model_io.h"
+#include "worker/model/predict.h"
+#include "worker/summary.h"
 
 namespace logit {
 
 namespace {
 
 // Flag values of `logit train`: the shared training flags plus the CLI's own.
-struct TrainFlags : JobFlags {
+struct TrainFlags {
+  v1::JobSpec spec;      // the training flags and -f file
+  LocalRunFlags run;    // --save-model, --threads (--local)
   bool local = false;
   bool detach = false;
 };
@@ -48,37 +53,47 @@ struct UsageError {
   std::string message;
 };
 
-int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
-  if (!f.local) {
-    RemoteOptions ro;
-    ro.connect = g.connect;
-    ro.json = g.output == "json";
-    ro.detach = f.detach;
-    ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
-    return RunRemoteTrain(f, ro, out, err);
-  }
-  absl::StatusOr<std::pair<DataConfig, TrainOptions>> job = BuildJob(f);
-  for (const std::string* p : {&f.data, &f.val_data, &f.test_data}) {
-    if (job.ok() && (absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:"))) {
-      job = absl::InvalidArgumentError(absl::StrCat(
-          "--data: '", *p, "' names a server-side dataset; --local needs a local file"));
+// The exit code of a failed --local job: a usage error for a bad device request (the flag
+// names what this machine cannot do), a failed job otherwise.
+int LocalFailureCode(const absl::Status& st) {
+  return absl::IsInvalidArgument(st) && ErrorField(st) == "device" ? kExitUsage : kExitJobFailed;
+}
+
+// The plan of a --local job: local files only, one process.
+absl::StatusOr<JobPlan> PlanLocalJob(const TrainFlags& f) {
+  const v1::JobSpec& s = f.spec;
+  for (const std::string* p : {&s.data(), &s.val_data(), &s.test_data()}) {
+    if (absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
+      return FieldError("data", absl::StrCat("'", *p,
+                                             "' names a server-side dataset; --local needs a "
+                                             "local file"));
     }
   }
-  if (job.ok() && f.workers != 1) {
-    job = absl::InvalidArgumentError("--workers: --local trains in one process; use 1");
-  }
-  if (!job.ok()) {
-    err << "logit train: " << FlagMessage(job.status()) << "\n";
+  ASSIGN_OR_RETURN(JobPlan plan, PlanJob(s));
+  if (plan.workers != 1) return FieldError("workers", "--local trains in one process; use 1");
+  plan.train.threads = f.run.threads;
+  RETURN_IF_ERROR(ValidateTrainOptions(plan.train));
+  return plan;
+}
+
+int RunLocalTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<JobPlan> plan = PlanLocalJob(f);
+  if (!plan.ok()) {
+    err << "logit train: " << FlagMessage(plan.status()) << "\n";
     return kExitUsage;
   }
-  const auto& [dc, opts] = *job;
+  auto trainer = LoadLocalTrainer();
+  if (!trainer.ok()) {
+    err << "logit train: " << trainer.status().message() << "\n";
+    return kExitJobFailed;
+  }
   const bool json = g.output == "json";
-  const int64_t total_epochs = EffectiveEpochs(opts);
-  err << "logit: " << DescribeComputeBackend() << "\n";
+  const int64_t total_epochs = EffectiveEpochs(plan->train);
+  err << "logit: " << (*trainer)->describe_backend() << "\n";
   auto on_epoch = [&](const EpochRecord& e) {
     if (!json) out << EpochLine(e, total_epochs) << std::endl;
   };
-  auto outcome = RunTrainingJob(dc, opts, on_epoch);
+  auto outcome = (*trainer)->run(plan->data, plan->train, on_epoch);
   if (!outcome.ok()) {
     err << "logit train: " << FlagMessage(outcome.status()) << "\n";
     if (json) {
@@ -88,32 +103,39 @@ int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostr
                  .dump()
           << "\n";
     }
-    return absl::IsInvalidArgument(outcome.status()) &&
-                   absl::StartsWith(outcome.status().message(), "device")
-               ? kExitUsage
-               : kExitJobFailed;
+    return LocalFailureCode(outcome.status());
   }
-  nlohmann::json summary = SummaryJson(*outcome, opts);
-  if (!f.save_model.empty()) {
-    absl::Status st = SaveModel(outcome->result.model, f.save_model, summary.dump());
+  const v1::TrainingSummary summary = MakeSummary(*outcome, plan->train);
+  const std::string& save = f.run.save_model;
+  if (!save.empty()) {
+    absl::Status st = SaveModel(outcome->result.model, save, SummaryToJson(summary).dump());
     if (!st.ok()) {
       err << "logit train: " << FlagMessage(st) << "\n";
       return kExitJobFailed;
     }
   }
-  const TrainResult& r = outcome->result;
   if (json) {
-    nlohmann::json line = summary;
+    nlohmann::json line = SummaryToJson(summary);
     line.erase("history");
     line["job_id"] = "local";
     line["state"] = "SUCCEEDED";
-    line["model_id"] = f.save_model;
+    line["model_id"] = save;
     out << line.dump() << "\n";
   } else {
-    PrintResultTable(r, out);
-    if (!f.save_model.empty()) out << "model written to " << f.save_model << "\n";
+    PrintResultTable(summary, out);
+    if (!save.empty()) out << "model written to " << save << "\n";
   }
   return kExitOk;
+}
+
+int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
+  if (f.local) return RunLocalTrain(f, g, out, err);
+  RemoteOptions ro;
+  ro.connect = g.connect;
+  ro.json = g.output == "json";
+  ro.detach = f.detach;
+  ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+  return RunRemoteTrain(f.spec, ro, out, err);
 }
 
 int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
@@ -246,7 +268,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   std::string job_file;
   train->add_option("-f,--file", job_file,
                     "job spec file (.yaml/.json, JobSpec fields); flags given too override it");
-  AddJobFlags(train, &tf);
+  AddJobFlags(train, &tf.spec);
+  AddLocalRunFlags(train, &tf.run);
 
   PredictFlags pf;
   CLI::App* predict = app.add_subcommand("predict", "predict classes and probabilities");
@@ -305,7 +328,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       err << "logit train: " << FlagMessage(spec.status()) << "\n";
       return kExitUsage;
     }
-    static_cast<JobFlags&>(tf) = JobFlagsFromSpec(*spec);
+    tf.spec = *spec;  // the flags parsed below override its fields
   }
   try {
     app.parse(argc, argv);

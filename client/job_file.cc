@@ -63,6 +63,7 @@ absl::StatusOr<v1::JobSpec> LoadJobFile(const std::string& path) {
   }
   v1::JobSpec spec;
   google::protobuf::util::JsonParseOptions opts;
+  opts.case_insensitive_enum_parsing = true;  // optimizer: sgd, precision: float32
   const auto st = google::protobuf::util::JsonStringToMessage(json, &spec, opts);
   if (!st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("file: ", path, ": ", st.message().as_string()));

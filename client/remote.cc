@@ -9,6 +9,7 @@
 #include <mutex>
 #include <ostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli.h"
@@ -16,8 +17,10 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "worker/model_io.h"
-#include "worker/spec.h"
+#include "worker/model/model_io.h"
+#include "worker/job_cli.h"
+#include "worker/job_spec.h"
+#include "worker/summary.h"
 
 namespace logit {
 
@@ -103,32 +106,6 @@ void DrawBar(std::ostream& out, int64_t epoch, int64_t total, double fraction,
   out << "\r\033[K"
       << "epoch " << epoch << "/" << total << " [" << std::string(filled, '#')
       << std::string(width - filled, '.') << "] " << text << std::flush;
-}
-
-// The final metrics of a summary: ROC AUC for binary models, else per-class precision, recall,
-// F1 and support (test metrics when there is a test set, else validation, else training).
-void PrintMetricsTable(const std::string& summary_json, std::ostream& out) {
-  const auto j = nlohmann::json::parse(summary_json, nullptr, false);
-  if (!j.is_object() || !j.contains("metrics")) return;
-  const auto& all = j["metrics"];
-  const char* which = all.contains("test") ? "test" : all.contains("val") ? "val" : "train";
-  if (!all.contains(which)) return;
-  const auto& m = all[which];
-  if (m.contains("roc_auc")) {
-    out << which << ": roc_auc " << Fixed(m["roc_auc"].get<double>(), 4) << "  macro_f1 "
-        << Fixed(m.value("macro_f1", 0.0), 4) << "\n";
-    return;
-  }
-  if (!m.contains("precision")) return;
-  out << which << " metrics:\n  class  precision  recall  f1      support\n";
-  for (size_t k = 0; k < m["precision"].size(); ++k) {
-    out << "  " << std::left << std::setw(7) << k << std::setw(11)
-        << Fixed(m["precision"][k].get<double>(), 4) << std::setw(8)
-        << Fixed(m["recall"][k].get<double>(), 4) << std::setw(8)
-        << Fixed(m["f1"][k].get<double>(), 4) << m["support"][k].get<int64_t>() << "\n";
-  }
-  out << "  macro_f1 " << Fixed(m.value("macro_f1", 0.0), 4) << "  weighted_f1 "
-      << Fixed(m.value("weighted_f1", 0.0), 4) << "\n";
 }
 
 // Prints a job's events from `from` until it finishes; the exit code follows its state.
@@ -228,9 +205,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   }
   const v1::JobResult& r = final_job.result();
   if (o.json) {
-    nlohmann::json line =
-        nlohmann::json::parse(r.summary_json().empty() ? "{}" : r.summary_json(), nullptr, false);
-    if (!line.is_object()) line = nlohmann::json::object();
+    nlohmann::json line = SummaryToJson(r.summary());
     line.erase("history");
     line["job_id"] = final_job.id();
     line["state"] = StateName(final_job.state());
@@ -246,7 +221,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     if (r.has_test_accuracy()) {
       out << "test: accuracy " << Fixed(100 * r.test_accuracy(), 2) << "%\n";
     }
-    PrintMetricsTable(r.summary_json(), out);
+    PrintMetricsTable(r.summary(), out);
     out << "model " << final_job.model_id() << "\n";
   } else {
     out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
@@ -316,22 +291,24 @@ bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
 
 }  // namespace
 
-int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& out,
+int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& o, std::ostream& out,
                    std::ostream& err) {
   if (o.connect.server.empty()) {
     err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
     return kExitUsage;
   }
   // Flag values are checked here first (a 0 in the JobSpec means "default" on the server).
-  auto built = BuildJob(flags);
-  if (!built.ok()) {
-    err << "logit train: " << FlagMessage(built.status()) << "\n";
+  auto plan = PlanJob(flags);
+  if (!plan.ok()) {
+    err << "logit train: " << FlagMessage(plan.status()) << "\n";
     return kExitUsage;
   }
   auto stub = Connect(o);
-  JobFlags f = flags;
-  for (std::string* p :
-       {&f.data, &f.labels, &f.val_data, &f.val_labels, &f.test_data, &f.test_labels}) {
+  v1::SubmitJobRequest req;
+  v1::JobSpec& f = *req.mutable_spec();
+  f = flags;
+  for (std::string* p : {f.mutable_data(), f.mutable_labels(), f.mutable_val_data(),
+                         f.mutable_val_labels(), f.mutable_test_data(), f.mutable_test_labels()}) {
     if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
       continue;
     }
@@ -343,8 +320,6 @@ int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& o, std::ostream& 
       return Unreachable(st) ? kExitUnreachable : kExitUsage;
     }
   }
-  v1::SubmitJobRequest req;
-  *req.mutable_spec() = SpecFromJobFlags(f);
   v1::Job job;
   {
     grpc::ClientContext ctx;
@@ -410,9 +385,13 @@ int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& o
     out << Json(j) << "\n";
     return kExitOk;
   }
-  out << "job       " << j.id() << "\nstate     " << StateName(j.state()) << "\nreason    "
+  const v1::Optimizer optimizer =
+      j.spec().optimizer() == v1::OPTIMIZER_UNSPECIFIED ? v1::LBFGS : j.spec().optimizer();
+  out << "job       " << j.id() << "\n";
+  if (!j.spec().name().empty()) out << "name      " << j.spec().name() << "\n";
+  out << "state     " << StateName(j.state()) << "\nreason    "
       << j.reason() << "\nworkers   " << j.spec().workers() << "\ndata      " << j.spec().data()
-      << "\noptimizer " << (j.spec().optimizer().empty() ? "lbfgs" : j.spec().optimizer())
+      << "\noptimizer " << absl::AsciiStrToLower(v1::Optimizer_Name(optimizer))
       << "\nepochs    " << j.result().epochs_run() << "\naccuracy  " << Accuracy(j)
       << "\nmodel     " << (j.model_id().empty() ? "-" : j.model_id()) << "\nevents    "
       << j.last_sequence() << "\n";

@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "proto/connect.h"
 #include "worker/data/dataset.h"
-#include "worker/job_cli.h"
+#include "logit/v1/training.pb.h"
 
 namespace logit {
 
@@ -22,7 +22,7 @@ struct RemoteOptions {
 
 // `logit train` against a server: local data files are uploaded first; then the job is
 // submitted and followed. Returns the CLI exit code.
-int RunRemoteTrain(const JobFlags& flags, const RemoteOptions& options, std::ostream& out,
+int RunRemoteTrain(const v1::JobSpec& spec, const RemoteOptions& options, std::ostream& out,
                    std::ostream& err);
 
 // Ctrl-C while a job is followed: stops following (the job keeps running) and returns true;

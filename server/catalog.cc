@@ -13,8 +13,8 @@
 #include "worker/common/status.h"
 #include "worker/data/limits.h"
 #include "worker/data/readers.h"
-#include "worker/kernel/trainer.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
+#include "worker/model/predict.h"
 
 namespace logit {
 
@@ -198,7 +198,9 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
   return rec.info;
 }
 
-absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id, const ChunkSource& next) {
+absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id,
+                                             const v1::TrainingSummary& summary,
+                                             const ChunkSource& next) {
   ASSIGN_OR_RETURN(const int64_t n, store_->NextId("model"));
   const std::string id = absl::StrCat("model-", n);
   const std::string path = (fs::path(options_.data_dir) / "models" / (id + ".npz")).string();
@@ -222,8 +224,7 @@ absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id, const C
   rec.info.set_num_features(model->num_features);
   rec.info.set_num_classes(model->num_classes);
   rec.info.set_size_bytes(size);
-  auto summary = LoadModelSummary(path);
-  if (summary.ok()) rec.info.set_summary_json(*summary);
+  *rec.info.mutable_summary() = summary;
   absl::Status st = store_->PutModel(rec);
   if (!st.ok()) {
     fs::remove(path, ec);

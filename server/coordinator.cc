@@ -15,8 +15,8 @@
 #include "server/store.h"
 #include "worker/common/status.h"
 #include "worker/dist/process_group.h"
-#include "worker/job_cli.h"
-#include "worker/spec.h"
+#include "worker/job_spec.h"
+#include "worker/summary.h"
 
 namespace logit {
 
@@ -31,42 +31,6 @@ bool IsFinished(v1::JobState s) {
 }
 
 google::protobuf::Timestamp Now() { return TimeUtil::GetCurrentTime(); }
-
-// Admission check of a spec whose data references are resolved to paths: INVALID_ARGUMENT
-// naming the field when the training flags it stands for are not a valid job.
-absl::Status ValidateSpecForAdmission(const v1::JobSpec& resolved) {
-  return BuildJob(JobFlagsFromSpec(resolved)).status();
-}
-
-// Reads the rank-0 summary without trusting it: a missing, null or mistyped field (a NaN is
-// written as null) leaves the result's field unset instead of throwing.
-v1::JobResult ResultFromSummary(const std::string& summary_json) {
-  v1::JobResult result;
-  v1::JobResult* r = &result;
-  r->set_summary_json(summary_json);
-  const auto j = nlohmann::json::parse(summary_json, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return result;
-  auto number = [&j](const char* key) -> std::optional<double> {
-    const auto it = j.find(key);
-    if (it == j.end() || !it->is_number()) return std::nullopt;
-    return it->get<double>();
-  };
-  r->set_epochs_run(static_cast<int64_t>(std::clamp(number("epochs_run").value_or(0), 0.0, 1e15)));
-  const auto reason = j.find("stop_reason");
-  if (reason != j.end() && reason->is_string()) r->set_stop_reason(reason->get<std::string>());
-  r->set_train_loss(number("train_loss").value_or(0));
-  r->set_objective(number("objective").value_or(0));
-  r->set_wall_seconds(number("wall_seconds").value_or(0));
-  if (auto v = number("val_accuracy")) {
-    r->set_val_accuracy(*v);
-    r->set_has_val_accuracy(true);
-  }
-  if (auto v = number("test_accuracy")) {
-    r->set_test_accuracy(*v);
-    r->set_has_test_accuracy(true);
-  }
-  return result;
-}
 
 CatalogOptions CatalogOptionsFrom(const CoordinatorConfig& config) {
   CatalogOptions o;
@@ -180,9 +144,9 @@ absl::StatusOr<v1::JobSpec> Coordinator::ResolveSpec(const v1::JobSpec& spec) {
     if (f.value->empty()) continue;
     ASSIGN_OR_RETURN(*f.value, catalog_.ResolveData(f.name, *f.value));
   }
-  if (spec.workers() < 0) return absl::InvalidArgumentError("workers: must be >= 1");
-  if (spec.workers() == 0) out.set_workers(1);
-  RETURN_IF_ERROR(ValidateSpecForAdmission(out));
+  // Admission: INVALID_ARGUMENT naming the field when the resolved spec is not a valid job.
+  ASSIGN_OR_RETURN(const JobPlan plan, PlanJob(out));
+  out.set_workers(plan.workers);  // the effective count, as the job shows it
   return out;
 }
 
@@ -251,12 +215,12 @@ absl::StatusOr<v1::Job> Coordinator::SubmitJob(const v1::JobSpec& spec) {
                        config_.max_queued_jobs, "; retry when some have run"));
     }
   }
-  RETURN_IF_ERROR(ResolveSpec(spec).status());
+  ASSIGN_OR_RETURN(const v1::JobSpec resolved, ResolveSpec(spec));
   ASSIGN_OR_RETURN(const int64_t n, store_->NextId("job"));
   v1::Job job;
   job.set_id(absl::StrCat("job-", n));
   *job.mutable_spec() = spec;
-  if (spec.workers() == 0) job.mutable_spec()->set_workers(1);
+  job.mutable_spec()->set_workers(resolved.workers());  // the effective count (PlanJob's)
   *job.mutable_created() = Now();
   const std::string id = job.id();
   RETURN_IF_ERROR(SetStateLocked(std::move(job), v1::QUEUED, "waiting for workers"));
@@ -481,7 +445,7 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
           std::move(job), v1::FAILED,
           absl::StrCat("rank ", request.rank(), " (", request.worker_id(), "): ", out.message()));
     } else if (request.rank() == 0) {
-      *job.mutable_result() = ResultFromSummary(out.summary_json());
+      *job.mutable_result() = ResultFromSummary(out.summary());
       if (job.model_id().empty()) {
         recorded = SetStateLocked(std::move(job), v1::FAILED,
                                   "rank 0 finished without uploading the model");
@@ -509,7 +473,7 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
           absl::StrCat("job '", header.job_id(), "' no longer runs attempt ", header.attempt()));
     }
   }
-  ASSIGN_OR_RETURN(const std::string model_id, catalog_.AddModel(header.job_id(), next));
+  ASSIGN_OR_RETURN(const std::string model_id, catalog_.AddModel(header.job_id(), header.summary(), next));
   {
     MutexLock commit(&commit_mu_);
     ASSIGN_OR_RETURN(v1::Job job, FindJob(header.job_id()));

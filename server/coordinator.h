@@ -31,7 +31,7 @@
 #include "server/catalog.h"
 #include "server/event_log.h"
 #include "server/job_store.h"
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 #include "server/request_decode.h"
 #include "server/scheduler.h"
 #include "server/worker_registry.h"

@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "logit/v1/training.pb.h"
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 
 namespace logit {
 

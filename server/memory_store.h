@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "server/job_store.h"
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 
 namespace logit {
 

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 
 namespace logit {
 

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "server/job_store.h"
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 
 struct sqlite3;
 

@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "logit/v1/worker.pb.h"
-#include "server/mutex.h"
+#include "worker/common/mutex.h"
 
 namespace logit {
 

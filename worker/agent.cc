@@ -6,18 +6,19 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
 #include <ostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "logit/v1/worker.grpc.pb.h"
-#include "nlohmann/json.hpp"
 #include "proto/connect.h"
 #include "worker/dist/process_group.h"
 #include "worker/kernel/collective.h"
-#include "worker/model_io.h"
-#include "worker/spec.h"
+#include "worker/common/mutex.h"
+#include "worker/job.h"
+#include "worker/job_spec.h"
+#include "worker/model/model_io.h"
+#include "worker/summary.h"
 
 namespace logit {
 
@@ -73,7 +74,7 @@ class Agent {
       return false;
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       worker_id_ = resp.worker_id();
       worker_secret_ = resp.worker_secret();
     }
@@ -85,14 +86,14 @@ class Agent {
 
   // (worker id, secret) of the current registration; ("", "") before one.
   std::pair<std::string, std::string> Identity() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return {worker_id_, worker_secret_};
   }
 
   void Beat() {
     v1::HeartbeatRequest req;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       req.set_worker_id(worker_id_);
       req.set_worker_secret(worker_secret_);
       if (job_running_) {
@@ -108,7 +109,7 @@ class Agent {
     if (resp.reregister()) {
       // The coordinator forgot this worker (it was lost, or the coordinator restarted): the
       // rank it may still run belongs to no one now, so it stops.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       worker_id_.clear();
       worker_secret_.clear();
       cancel_ = true;
@@ -119,7 +120,7 @@ class Agent {
       // The coordinator assigns only after this worker reported the previous rank's outcome,
       // so a job thread still alive is just returning: wait for it, never drop the assignment.
       if (job_thread_.joinable()) job_thread_.join();
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       job_id_ = resp.assignment().job_id();
       attempt_ = resp.assignment().attempt();
       cancel_ = false;
@@ -130,9 +131,9 @@ class Agent {
         try {
           RunAssignment(a);
         } catch (const std::bad_alloc&) {
-          ReportOutcome(a, absl::ResourceExhaustedError("out of memory on this worker"), "");
+          ReportOutcome(a, absl::ResourceExhaustedError("out of memory on this worker"), {});
         } catch (const std::exception& e) {
-          ReportOutcome(a, absl::InternalError(absl::StrCat("worker: ", e.what())), "");
+          ReportOutcome(a, absl::InternalError(absl::StrCat("worker: ", e.what())), {});
         }
         job_running_ = false;
       });
@@ -157,19 +158,21 @@ class Agent {
     }
   }
 
-  void ReportOutcome(const v1::Assignment& a, const absl::Status& st, const std::string& summary) {
+  void ReportOutcome(const v1::Assignment& a, const absl::Status& st,
+                     const v1::TrainingSummary& summary) {
     v1::ReportProgressRequest req;
     v1::RankOutcome* out = req.mutable_outcome();
     out->set_ok(st.ok());
     out->set_code(static_cast<int>(st.code()));
     out->set_message(std::string(st.message()));
-    out->set_summary_json(summary);
+    if (st.ok()) *out->mutable_summary() = summary;
     Report(a, std::move(req));
     log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank()
          << ": " << (st.ok() ? "done" : std::string(st.message())) << std::endl;
   }
 
-  absl::Status Upload(const v1::Assignment& a, const std::string& path) {
+  absl::Status Upload(const v1::Assignment& a, const std::string& path,
+                      const v1::TrainingSummary& summary) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, 600);
     v1::UploadModelResponse resp;
@@ -180,6 +183,7 @@ class Agent {
     head.mutable_header()->set_worker_secret(secret);
     head.mutable_header()->set_job_id(a.job_id());
     head.mutable_header()->set_attempt(a.attempt());
+    *head.mutable_header()->mutable_summary() = summary;
     bool ok = writer->Write(head);
     std::ifstream in(path, std::ios::binary);
     std::string buf(kChunkBytes, '\0');
@@ -200,9 +204,10 @@ class Agent {
   void RunAssignment(const v1::Assignment& a) {
     log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank() << "/"
          << a.world_size() << std::endl;
-    auto job = BuildJob(JobFlagsFromSpec(a.spec()));
-    if (!job.ok()) return ReportOutcome(a, job.status(), "");
-    auto [dc, opts] = *job;
+    auto plan = PlanJob(a.spec());
+    if (!plan.ok()) return ReportOutcome(a, plan.status(), {});
+    const DataConfig& dc = plan->data;
+    TrainOptions& opts = plan->train;
     RendezvousOptions ro;
     ro.store_host = a.store_host();
     ro.store_port = a.store_port();
@@ -212,7 +217,7 @@ class Agent {
     ro.timeout = std::chrono::milliseconds(std::max<int64_t>(1000, a.timeout_ms()));
     ro.device = opts.device;
     auto conn = ConnectProcessGroup(ro);
-    if (!conn.ok()) return ReportOutcome(a, conn.status(), "");
+    if (!conn.ok()) return ReportOutcome(a, conn.status(), {});
     opts.device = conn->device;
     if (opts.threads == 0) {
       opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
@@ -259,17 +264,17 @@ class Agent {
       Report(a, std::move(req));
     };
     auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_, on_step);
-    if (!outcome.ok()) return ReportOutcome(a, outcome.status(), "");
-    const std::string summary = SummaryJson(*outcome, opts).dump();
+    if (!outcome.ok()) return ReportOutcome(a, outcome.status(), {});
+    const v1::TrainingSummary summary = MakeSummary(*outcome, opts);
     if (a.rank() == 0) {
       // POSIX rather than std::filesystem, which a pip LibTorch interposes (see test_util.h).
       const char* tmp = std::getenv("TMPDIR");
       const std::string path = absl::StrCat(tmp != nullptr && *tmp != 0 ? tmp : "/tmp", "/logit-",
                                             getpid(), "-", a.job_id(), "-", a.attempt(), ".npz");
-      absl::Status st = SaveModel(outcome->result.model, path, summary);
-      if (st.ok()) st = Upload(a, path);
+      absl::Status st = SaveModel(outcome->result.model, path, SummaryToJson(summary).dump());
+      if (st.ok()) st = Upload(a, path, summary);
       unlink(path.c_str());
-      if (!st.ok()) return ReportOutcome(a, st, "");
+      if (!st.ok()) return ReportOutcome(a, st, {});
     }
     ReportOutcome(a, absl::OkStatus(), summary);
   }
@@ -278,14 +283,17 @@ class Agent {
   std::ostream& log_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::chrono::milliseconds interval_{500};
-  std::mutex mu_;
-  std::string worker_id_;      // guarded by mu_ (the job thread reports with it)
-  std::string worker_secret_;  // guarded by mu_; never logged
-  std::thread job_thread_;
+  // Threads: the heartbeat thread (Run, Beat, Register) and one job thread at a time
+  // (RunAssignment). mu_ guards the registration, which both read; the job thread's own state is
+  // its Assignment; the flags below are atomics.
+  Mutex mu_;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  std::string worker_secret_ ABSL_GUARDED_BY(mu_);  // never logged
+  std::string job_id_ ABSL_GUARDED_BY(mu_);         // the running rank's job, for heartbeats
+  int attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread job_thread_;  // heartbeat thread only
   std::atomic<bool> job_running_{false};
   std::atomic<bool> cancel_{false};
-  std::string job_id_;
-  int attempt_ = 0;
 };
 
 }  // namespace

@@ -6,26 +6,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "nlohmann/json.hpp"
 #include "worker/data/readers.h"
+#include "worker/job_spec.h"
 #include "worker/kernel/trainer.h"
 
 namespace logit {
-
-struct DataConfig {
-  // The training file: path, label file, format, label column, classes, features, pixel scale.
-  ReadOptions train;
-  // Optional explicit validation / test files (same format as the training file unless named).
-  std::string val_path, val_labels;
-  std::string test_path, test_labels;
-  // Fractions of the training file held out by seed when no explicit file is given.
-  // Each in [0, 1), sum < 1.
-  double val_split = 0;
-  double test_split = 0;
-};
-
-// InvalidArgument naming the field when the data configuration is inconsistent.
-absl::Status ValidateDataConfig(const DataConfig& config);
 
 struct JobOutcome {
   TrainResult result;
@@ -33,16 +18,14 @@ struct JobOutcome {
   int64_t classes = 0;
 };
 
-// Reads the data (shard `rank` of `world` from config.train), splits it and trains.
-// `stop` (optional) cancels the training (Cancelled).
+// Reads the data (shard `rank` of `world` from config.train), splits it and trains. `data` and
+// `options` come from PlanJob (worker/job_spec.h), which validated them. `stop` (optional)
+// cancels the training (Cancelled).
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
                                           const EpochCallback& on_epoch = {},
                                           Collective* collective = nullptr,
                                           const std::atomic<bool>* stop = nullptr,
                                           const StepCallback& on_step = {});
-
-// The training summary: options, history, final metrics (also stored with exported models).
-nlohmann::json SummaryJson(const JobOutcome& outcome, const TrainOptions& options);
 
 }  // namespace logit
 

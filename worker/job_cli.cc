@@ -1,138 +1,173 @@
 #include "worker/job_cli.h"
 
-#include <cmath>
-#include <iomanip>
-#include <ostream>
-#include <sstream>
+#include <optional>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "worker/common/status.h"
+#include "worker/kernel/train_options.h"
+#include "worker/kernel/trainer.h"
+#include "worker/summary.h"
 
 namespace logit {
 
-void AddJobFlags(CLI::App* app, JobFlags* f) {
-  app->add_option("--data", f->data, "training data file (or dataset:ID / server:PATH)");
-  app->add_option("--labels", f->labels, "label file (.npy / IDX data)");
-  app->add_option("--format", f->format, "csv|libsvm|npy|idx (default: from the file name)");
-  app->add_option("--label-column", f->label_column,
-                  "CSV label column: name or index (default: last)");
-  app->add_option("--classes", f->classes, "number of classes (default: max label + 1)");
-  app->add_option("--features", f->features, "number of features (default: inferred)");
-  app->add_flag("--bias,!--no-bias", f->bias, "fit an intercept (default on)");
-  app->add_option("--optimizer", f->optimizer, "sgd|adam|lbfgs")->capture_default_str();
-  app->add_option("--lr", f->lr, "step size (default sgd 0.1, adam 1e-3, lbfgs 1)");
-  app->add_option("--momentum", f->momentum, "SGD momentum")->capture_default_str();
-  app->add_flag("--nesterov", f->nesterov, "Nesterov momentum (SGD)");
-  app->add_option("--batch-size", f->batch_size, "global rows per step (SGD/Adam)")
-      ->capture_default_str();
-  app->add_option("--epochs", f->epochs,
-                  "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
-  app->add_option("--tol", f->tol, "stopping tolerance")->capture_default_str();
-  app->add_option("--l1", f->l1, "L1 penalty")->capture_default_str();
-  app->add_option("--l2", f->l2, "L2 penalty (scikit-learn C: l2 = 1/(C n))")
-      ->capture_default_str();
-  app->add_option("--class-weight", f->class_weight, "balanced or k=v,...");
-  app->add_option("--val-split", f->val_split, "fraction held out for validation");
-  app->add_option("--test-split", f->test_split, "fraction held out for testing");
-  app->add_option("--val-data", f->val_data, "validation file");
-  app->add_option("--val-labels", f->val_labels, "validation label file");
-  app->add_option("--test-data", f->test_data, "test file");
-  app->add_option("--test-labels", f->test_labels, "test label file");
-  app->add_flag("--standardize", f->standardize, "standardise features (folded into the model)");
-  app->add_option("--workers", f->workers, "worker processes (server mode)")->capture_default_str();
-  app->add_option("--device", f->device, "cpu|cuda[:N]|auto")->capture_default_str();
-  app->add_option("--seed", f->seed, "random seed")->capture_default_str();
-  app->add_option("--checkpoint-every", f->checkpoint_every,
-                  "checkpoint period in epochs (server mode)");
-  app->add_option("--early-stopping-patience", f->patience, "epochs without improvement (0 = off)");
-  app->add_option("--save-model", f->save_model, "write the model (.npz)");
+namespace {
+
+// Adds `--name`: its value of type T goes to the JobSpec through `set`.
+template <typename T, typename Set>
+CLI::Option* Field(CLI::App* app, const std::string& name, v1::JobSpec* spec, Set set,
+                   const std::string& help) {
+  return app->add_option_function<T>(
+      name, [spec, set](const T& value) { set(spec, value); }, help);
+}
+
+v1::Optimizer ParseOptimizerFlag(const std::string& text) {
+  auto kind = ParseOptimizer(text);
+  if (!kind.ok()) throw CLI::ValidationError("--optimizer", FlagMessage(kind.status()));
+  switch (*kind) {
+    case OptimizerKind::kSgd:
+      return v1::SGD;
+    case OptimizerKind::kAdam:
+      return v1::ADAM;
+    case OptimizerKind::kLbfgs:
+      return v1::LBFGS;
+  }
+  return v1::OPTIMIZER_UNSPECIFIED;
+}
+
+v1::Precision ParsePrecisionFlag(const std::string& text) {
+  auto p = ParsePrecision(text);
+  if (!p.ok()) throw CLI::ValidationError("--precision", FlagMessage(p.status()));
+  switch (*p) {
+    case Precision::kAuto:
+      return v1::AUTO;
+    case Precision::kFloat32:
+      return v1::FLOAT32;
+    case Precision::kFloat64:
+      return v1::FLOAT64;
+    case Precision::kMixed:
+      return v1::MIXED;
+  }
+  return v1::AUTO;
+}
+
+void AddDataFlags(CLI::App* app, v1::JobSpec* s) {
+  using S = v1::JobSpec;
+  using Str = std::string;
+  Field<Str>(app, "--data", s, [](S* s, const Str& v) { s->set_data(v); },
+             "training data file (or dataset:ID / server:PATH)");
+  Field<Str>(app, "--labels", s, [](S* s, const Str& v) { s->set_labels(v); },
+             "label file (.npy / IDX data)");
+  Field<Str>(app, "--format", s, [](S* s, const Str& v) { s->set_format(v); },
+             "csv|libsvm|npy|idx (default: from the file name)");
+  Field<Str>(app, "--label-column", s, [](S* s, const Str& v) { s->set_label_column(v); },
+             "CSV label column: name or index (default: last)");
+  Field<int64_t>(app, "--classes", s, [](S* s, int64_t v) { s->set_classes(v); },
+                 "number of classes (default: max label + 1)");
+  Field<int64_t>(app, "--features", s, [](S* s, int64_t v) { s->set_features(v); },
+                 "number of features (default: inferred)");
+  Field<double>(app, "--val-split", s, [](S* s, double v) { s->set_val_split(v); },
+                "fraction held out for validation");
+  Field<double>(app, "--test-split", s, [](S* s, double v) { s->set_test_split(v); },
+                "fraction held out for testing");
+  Field<Str>(app, "--val-data", s, [](S* s, const Str& v) { s->set_val_data(v); },
+             "validation file");
+  Field<Str>(app, "--val-labels", s, [](S* s, const Str& v) { s->set_val_labels(v); },
+             "validation label file");
+  Field<Str>(app, "--test-data", s, [](S* s, const Str& v) { s->set_test_data(v); },
+             "test file");
+  Field<Str>(app, "--test-labels", s, [](S* s, const Str& v) { s->set_test_labels(v); },
+             "test label file");
+  app->add_flag_function(
+      "--no-pixel-scale", [s](int64_t n) { s->set_no_pixel_scale(n > 0); },
+      "keep uint8 features unscaled");
+}
+
+void AddModelFlags(CLI::App* app, v1::JobSpec* s) {
+  using S = v1::JobSpec;
+  app->add_flag_function(
+      "--bias,!--no-bias", [s](int64_t n) { s->set_bias(n > 0); }, "fit an intercept (default on)");
+  Field<std::string>(app, "--optimizer", s,
+                     [](S* s, const std::string& v) { s->set_optimizer(ParseOptimizerFlag(v)); },
+                     "sgd|adam|lbfgs")
+      ->default_str("lbfgs");
+  Field<double>(app, "--lr", s, [](S* s, double v) { s->set_lr(v); },
+                "step size (default sgd 0.1, adam 1e-3, lbfgs 1)");
+  Field<double>(app, "--momentum", s, [](S* s, double v) { s->set_momentum(v); }, "SGD momentum")
+      ->default_str("0");
+  app->add_flag_function(
+      "--nesterov", [s](int64_t n) { s->set_nesterov(n > 0); }, "Nesterov momentum (SGD)");
+  Field<int64_t>(app, "--batch-size", s, [](S* s, int64_t v) { s->set_batch_size(v); },
+                 "global rows per step (SGD/Adam)")
+      ->default_str("256");
+  Field<int64_t>(app, "--epochs", s, [](S* s, int64_t v) { s->set_epochs(v); },
+                 "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
+  Field<double>(app, "--tol", s, [](S* s, double v) { s->set_tol(v); }, "stopping tolerance")
+      ->default_str("1e-06");
+  Field<double>(app, "--l1", s, [](S* s, double v) { s->set_l1(v); }, "L1 penalty")
+      ->default_str("0");
+  Field<double>(app, "--l2", s, [](S* s, double v) { s->set_l2(v); },
+                "L2 penalty (scikit-learn C: l2 = 1/(C n))")
+      ->default_str("0");
+  Field<std::string>(app, "--class-weight", s,
+                     [](S* s, const std::string& v) { s->set_class_weight(v); },
+                     "balanced or k=v,...");
+  app->add_flag_function(
+      "--standardize", [s](int64_t n) { s->set_standardize(n > 0); },
+      "standardise features (folded into the model)");
+  Field<uint64_t>(app, "--seed", s, [](S* s, uint64_t v) { s->set_seed(v); }, "random seed")
+      ->default_str("0");
+  Field<int64_t>(app, "--early-stopping-patience", s,
+                 [](S* s, int64_t v) { s->set_early_stopping_patience(v); },
+                 "epochs without improvement (0 = off)");
+  Field<std::string>(app, "--precision", s,
+                     [](S* s, const std::string& v) { s->set_precision(ParsePrecisionFlag(v)); },
+                     "auto|float32|float64|mixed")
+      ->default_str("auto");
+  Field<int64_t>(app, "--lbfgs-history", s, [](S* s, int64_t v) { s->set_lbfgs_history(v); },
+                 "L-BFGS memory (0 = auto: up to 100 pairs)")
+      ->default_str("0");
+}
+
+void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
+  using S = v1::JobSpec;
+  Field<int32_t>(app, "--workers", s, [](S* s, int32_t v) { s->set_workers(v); },
+                 "worker processes (server mode)")
+      ->default_str("1");
+  Field<std::string>(app, "--device", s, [](S* s, const std::string& v) { s->set_device(v); },
+                     "cpu|cuda[:N]|auto")
+      ->default_str("cpu");
+  Field<int64_t>(app, "--checkpoint-every", s,
+                 [](S* s, int64_t v) { s->set_checkpoint_every(v); },
+                 "checkpoint period in epochs (server mode)");
+  Field<std::string>(app, "--name", s, [](S* s, const std::string& v) { s->set_name(v); },
+                     "a label for people (shown by 'logit status')");
+  Field<double>(app, "--deadline", s, [](S* s, double v) { s->set_deadline_seconds(v); },
+                "server mode: fail the job when it has not finished this many seconds after "
+                "submission (0 = no deadline)");
+}
+
+}  // namespace
+
+void AddJobFlags(CLI::App* app, v1::JobSpec* spec) {
+  AddDataFlags(app, spec);
+  AddModelFlags(app, spec);
+  AddServiceFlags(app, spec);
+}
+
+void AddLocalRunFlags(CLI::App* app, LocalRunFlags* f) {
+  app->add_option("--save-model", f->save_model, "write the model (.npz, .safetensors, .onnx)");
   app->add_option("--threads", f->threads, "compute threads (0 = all cores, shared by the ranks)");
-  app->add_option("--precision", f->precision, "auto|float32|float64|mixed")->capture_default_str();
-  app->add_option("--lbfgs-history", f->lbfgs_history, "L-BFGS memory (0 = auto: up to 100 pairs)")
-      ->capture_default_str();
-  app->add_flag("--no-pixel-scale", f->no_pixel_scale, "keep uint8 features unscaled");
-  app->add_option("--deadline", f->deadline_seconds,
-                  "server mode: fail the job when it has not finished this many seconds after "
-                  "submission (0 = no deadline)");
 }
 
-absl::StatusOr<std::pair<DataConfig, TrainOptions>> BuildJob(const JobFlags& f) {
-  DataConfig dc;
-  dc.train.path = f.data;
-  dc.train.labels_path = f.labels;
-  auto fmt = ParseDataFormat(f.format);
-  if (!fmt.ok()) return fmt.status();
-  dc.train.format = *fmt;
-  dc.train.label_column = f.label_column;
-  dc.train.classes = f.classes;
-  dc.train.num_features = f.features;
-  dc.train.pixel_scale = !f.no_pixel_scale;
-  dc.val_path = f.val_data;
-  dc.val_labels = f.val_labels;
-  dc.test_path = f.test_data;
-  dc.test_labels = f.test_labels;
-  dc.val_split = f.val_split;
-  dc.test_split = f.test_split;
-  absl::Status st = ValidateDataConfig(dc);
-  if (!st.ok()) return st;
-
-  TrainOptions o;
-  o.classes = f.classes;
-  o.fit_bias = f.bias;
-  auto opt = ParseOptimizer(f.optimizer);
-  if (!opt.ok()) return opt.status();
-  o.optimizer = *opt;
-  o.lr = f.lr;
-  o.momentum = f.momentum;
-  o.nesterov = f.nesterov;
-  o.batch_size = f.batch_size;
-  o.epochs = f.epochs;
-  o.tol = f.tol;
-  o.l1 = f.l1;
-  o.l2 = f.l2;
-  o.class_weight = f.class_weight;
-  o.standardize = f.standardize;
-  o.early_stopping_patience = f.patience;
-  o.seed = f.seed;
-  o.threads = f.threads;
-  o.device = f.device;
-  o.lbfgs_history = f.lbfgs_history;
-  auto prec = ParsePrecision(f.precision);
-  if (!prec.ok()) return prec.status();
-  o.precision = *prec;
-  st = ValidateTrainOptions(o);
-  if (!st.ok()) return st;
-  if (f.workers < 1) return absl::InvalidArgumentError("workers: must be >= 1");
-  if (f.checkpoint_every < 0) return absl::InvalidArgumentError("checkpoint_every: must be >= 0");
-  if (!(f.deadline_seconds >= 0) || !std::isfinite(f.deadline_seconds)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "deadline_seconds: must be a finite number of seconds >= 0, got ", f.deadline_seconds));
-  }
-  return std::make_pair(dc, o);
-}
-
-std::string FlagMessage(const absl::Status& st) {
-  std::string msg(st.message());
-  const size_t colon = msg.find(':');
-  if (colon != std::string::npos && colon < 40 && msg.find(' ') > colon && msg[0] != '/' &&
-      msg.find('.') > colon) {
-    std::string name = msg.substr(0, colon);
-    if (!absl::StartsWith(name, "--")) {
-      for (char& c : name) {
-        if (c == '_') c = '-';
-      }
-      msg = absl::StrCat("--", name, msg.substr(colon));
-    }
-  }
-  return msg;
-}
-
-std::string Fixed(double v, int digits) {
-  if (std::isnan(v)) return "-";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
+std::string FlagMessage(const absl::Status& status) {
+  std::string msg(status.message());
+  const std::optional<std::string> field = ErrorField(status);
+  if (!field || msg.compare(0, field->size() + 1, *field + ":") != 0) return msg;
+  const std::string flag =
+      *field == "deadline_seconds" ? "deadline" : absl::StrReplaceAll(*field, {{"_", "-"}});
+  return absl::StrCat("--", flag, msg.substr(field->size()));
 }
 
 std::string EpochLine(const EpochRecord& e, int64_t total_epochs) {
@@ -144,22 +179,6 @@ std::string EpochLine(const EpochRecord& e, int64_t total_epochs) {
   }
   absl::StrAppend(&line, "  (", Fixed(e.seconds, 3), "s)");
   return line;
-}
-
-void PrintResultTable(const TrainResult& r, std::ostream& out) {
-  out << "stopped: " << StopReasonName(r.stop_reason) << " after " << r.epochs_run << " epochs, "
-      << r.function_evaluations << " evaluations, " << Fixed(r.wall_seconds, 2) << "s\n";
-  out << "objective " << Fixed(r.objective, 8) << "  train_loss " << Fixed(r.train_loss, 6) << "\n";
-  auto show = [&](const char* name, const std::optional<ClassificationMetrics>& m) {
-    if (!m) return;
-    out << name << ": accuracy " << Fixed(100 * m->accuracy, 2) << "%  log_loss "
-        << Fixed(m->log_loss, 4) << "  macro_f1 " << Fixed(m->macro_f1, 4);
-    if (m->roc_auc >= 0) out << "  roc_auc " << Fixed(m->roc_auc, 4);
-    out << "  (" << m->rows << " rows)\n";
-  };
-  show("train", r.train_metrics);
-  show("val", r.val_metrics);
-  show("test", r.test_metrics);
 }
 
 }  // namespace logit

@@ -17,10 +17,14 @@
 #include "nlohmann/json.hpp"
 #include "proto/connect.h"
 #include "worker/agent.h"
+#include "worker/common/status.h"
 #include "worker/dist/process_group.h"
+#include "worker/job.h"
 #include "worker/job_cli.h"
+#include "worker/job_spec.h"
+#include "worker/summary.h"
 #include "worker/kernel/collective.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 
@@ -32,7 +36,9 @@ constexpr int kExitUsage = 2;
 
 // Flags of `logit-worker run`: one rank of a job, rendezvous given on the command line (the
 // coordinator passes the same facts in a job assignment).
-struct RankFlags : JobFlags {
+struct RankFlags {
+  v1::JobSpec spec;      // the training flags
+  LocalRunFlags local;  // --save-model, --threads
   int rank = 0;
   int world_size = 1;
   std::string store;  // HOST:PORT
@@ -47,8 +53,7 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, int* port
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(text.substr(colon + 1), port) ||
       *port < 1 || *port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("store: '", text, "' is not HOST:PORT with a port in [1, 65535]"));
+    return FieldError("store", absl::StrCat("'", text, "' is not HOST:PORT with a port in [1, 65535]"));
   }
   *host = text.substr(0, colon);
   return absl::OkStatus();
@@ -61,16 +66,18 @@ struct AllreduceStats {
 
 int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
   const std::string who = absl::StrCat("logit-worker rank ", f.rank, "/", f.world_size);
-  auto job = BuildJob(f);
+  auto plan = PlanJob(f.spec);
   RendezvousOptions ro;
-  absl::Status st = job.status();
+  absl::Status st = plan.status();
   if (st.ok()) st = ParseHostPort(f.store, &ro.store_host, &ro.store_port);
-  if (st.ok() && !(f.timeout_s > 0)) st = absl::InvalidArgumentError("timeout: must be positive");
+  if (st.ok() && !(f.timeout_s > 0)) st = FieldError("timeout", "must be positive");
   if (!st.ok()) {
     err << who << ": " << FlagMessage(st) << "\n";
     return kExitUsage;
   }
-  auto [dc, opts] = *job;
+  const DataConfig& dc = plan->data;
+  TrainOptions& opts = plan->train;
+  opts.threads = f.local.threads;
   const bool json = f.output == "json";
   ro.prefix = f.prefix;
   ro.rank = f.rank;
@@ -116,19 +123,20 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
     }
     return kExitFailed;
   }
-  nlohmann::json summary = SummaryJson(*outcome, opts);
+  const v1::TrainingSummary summary = MakeSummary(*outcome, opts);
   // "%r" in the path gives every rank its own copy (tests compare them); otherwise rank 0 writes.
   std::string model_path;
-  if (!f.save_model.empty() && (f.rank == 0 || f.save_model.find("%r") != std::string::npos)) {
-    model_path = absl::StrReplaceAll(f.save_model, {{"%r", std::to_string(f.rank)}});
-    st = SaveModel(outcome->result.model, model_path, summary.dump());
+  const std::string& save = f.local.save_model;
+  if (!save.empty() && (f.rank == 0 || save.find("%r") != std::string::npos)) {
+    model_path = absl::StrReplaceAll(save, {{"%r", std::to_string(f.rank)}});
+    st = SaveModel(outcome->result.model, model_path, SummaryToJson(summary).dump());
     if (!st.ok()) {
       err << who << ": " << FlagMessage(st) << "\n";
       return kExitFailed;
     }
   }
   if (json) {
-    nlohmann::json line = summary;  // with the per-epoch history (machine-readable)
+    nlohmann::json line = SummaryToJson(summary);  // with the per-epoch history
     line["rank"] = f.rank;
     line["world_size"] = f.world_size;
     line["state"] = "SUCCEEDED";
@@ -141,7 +149,7 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
                          {"connect_seconds", conn->connect_seconds}};
     out << line.dump() << "\n";
   } else {
-    PrintResultTable(outcome->result, out);
+    PrintResultTable(summary, out);
     out << "allreduce: " << stats.count << " calls, " << Fixed(stats.seconds, 3) << "s, "
         << stats.bytes << " bytes\n";
     if (!model_path.empty()) out << "model written to " << model_path << "\n";
@@ -200,7 +208,8 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   run->add_option("--interface", rf.interface, "network interface for Gloo (default: by address)");
   run->add_option("-o,--output-format", rf.output, "printed format")
       ->check(CLI::IsMember({"table", "json"}));
-  AddJobFlags(run, &rf);
+  AddJobFlags(run, &rf.spec);
+  AddLocalRunFlags(run, &rf.local);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

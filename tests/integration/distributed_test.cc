@@ -15,8 +15,10 @@
 #include "worker/data/npy.h"
 #include "worker/data/readers.h"
 #include "worker/dist/process_group.h"
+#include "worker/job.h"
 #include "worker/job_cli.h"
-#include "worker/model_io.h"
+#include "worker/job_spec.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 namespace {
@@ -118,13 +120,14 @@ std::vector<RankRun> RunRanks(const TempDir& dir, int world, int port, const std
 // The single-process reference: the same flags through the same conversion, in this process.
 JobOutcome TrainInProcess(const Args& job) {
   CLI::App app;
-  JobFlags flags;
-  AddJobFlags(&app, &flags);
+  v1::JobSpec spec;
+  AddJobFlags(&app, &spec);
   Args reversed(job.rbegin(), job.rend());
   app.parse(reversed);
-  auto built = BuildJob(flags);
-  EXPECT_TRUE(built.ok()) << built.status();
-  auto outcome = RunTrainingJob(built->first, built->second);
+  auto plan = PlanJob(spec);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  if (!plan.ok()) return JobOutcome();
+  auto outcome = RunTrainingJob(plan->data, plan->train);
   EXPECT_TRUE(outcome.ok()) << outcome.status();
   return outcome.ok() ? *outcome : JobOutcome();
 }

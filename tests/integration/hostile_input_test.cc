@@ -1,6 +1,7 @@
 // Hostile requests and files through a real logit-server and real worker processes: each one
 // gets a clear error or fails its own job with the cause named, and afterwards the server still
 // answers health checks and the same workers train the next job.
+#include <limits>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -17,7 +18,7 @@
 #include "logit/v1/worker.grpc.pb.h"
 #include "tests/integration/server_fixture.h"
 #include "worker/data/npy.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 namespace {
@@ -142,7 +143,7 @@ TEST(HostileInput, HostileDataFilesFailTheirJobsNamingTheCauseAndTheWorkerTakesT
     v1::JobSpec spec;    // data and labels are filled in
   };
   v1::JobSpec diverging;
-  diverging.set_optimizer("sgd");
+  diverging.set_optimizer(v1::SGD);
   diverging.set_lr(1e38);
   diverging.set_l2(0.01);
   diverging.set_epochs(5);
@@ -271,7 +272,10 @@ class FakeWorker {
     req.set_attempt(a.attempt());
     req.set_rank(a.rank());
     req.mutable_outcome()->set_ok(true);
-    req.mutable_outcome()->set_summary_json("{\"train_loss\": null, \"epochs_run\": \"x\"}");
+    v1::TrainingSummary* summary = req.mutable_outcome()->mutable_summary();
+    summary->set_train_loss(std::numeric_limits<double>::quiet_NaN());
+    summary->set_epochs_run(-1);
+    summary->set_stop_reason(static_cast<v1::StopReason>(99));
     v1::ReportProgressResponse resp;
     return stub_->ReportProgress(&ctx, req, &resp);
   }
@@ -340,8 +344,8 @@ TEST(HostileInput, DegenerateOrForeignModelUploadsAreRefusedAndTheJobFails) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
   EXPECT_EQ(foreigner->ReportDone(*a).error_code(), grpc::StatusCode::PERMISSION_DENIED);
 
-  // The holder reports success (with a summary whose fields are null or mistyped) without a
-  // model: the job fails, it is not left RUNNING.
+  // The holder reports success (with a summary holding a NaN, a negative count and an unknown
+  // stop reason) without a model: the job fails, it is not left RUNNING.
   ASSERT_TRUE(holder->ReportDone(*a).ok());
   const v1::Job done = WaitForState(server.stub(), job->id(), v1::FAILED);
   EXPECT_EQ(done.state(), v1::FAILED);

@@ -387,7 +387,7 @@ TEST(Security, ADeadlineFailsAQueuedOrRunningJobAndFreesItsWorker) {
   v1::JobSpec endless;
   endless.set_data("server:fashion-mnist/train-images-idx3-ubyte.gz");
   endless.set_labels("server:fashion-mnist/train-labels-idx1-ubyte.gz");
-  endless.set_optimizer("adam");
+  endless.set_optimizer(v1::ADAM);
   endless.set_epochs(1000);
   endless.set_deadline_seconds(4);
   auto running = Submit(server.stub(), endless);

@@ -17,8 +17,9 @@
 #include "tests/integration/server_fixture.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
+#include "worker/model/predict.h"
 #include "worker/job.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 namespace {
@@ -33,7 +34,7 @@ v1::JobSpec FashionSpec(int workers, int64_t epochs) {
   v1::JobSpec s;
   s.set_data("server:fashion-mnist/train-images-idx3-ubyte.gz");
   s.set_labels("server:fashion-mnist/train-labels-idx1-ubyte.gz");
-  s.set_optimizer("adam");
+  s.set_optimizer(v1::ADAM);
   s.set_epochs(epochs);
   s.set_workers(workers);
   return s;

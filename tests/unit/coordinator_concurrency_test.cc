@@ -14,7 +14,7 @@
 #include "server/coordinator.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 namespace {
@@ -73,7 +73,8 @@ void FakeWorker(Coordinator* c, const std::string& model_bytes, const std::atomi
     v1::ReportProgressRequest done = epoch;
     done.clear_epoch();
     done.mutable_outcome()->set_ok(true);
-    done.mutable_outcome()->set_summary_json("{\"epochs_run\": 1, \"train_loss\": 0.5}");
+    done.mutable_outcome()->mutable_summary()->set_epochs_run(1);
+    done.mutable_outcome()->mutable_summary()->set_train_loss(0.5);
     (void)c->ReportProgress(done);
   }
 }

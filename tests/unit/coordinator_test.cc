@@ -15,7 +15,7 @@
 #include "server/memory_store.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 namespace logit {
 namespace {
@@ -119,8 +119,10 @@ class CoordinatorTest : public ::testing::Test {
   absl::StatusOr<v1::ReportProgressResponse> Finish(const FakeWorker& w, const v1::Assignment& a) {
     v1::ReportProgressRequest r = Report(w, a);
     r.mutable_outcome()->set_ok(true);
-    r.mutable_outcome()->set_summary_json(
-        "{\"epochs_run\": 3, \"train_loss\": 0.25, \"stop_reason\": \"converged\"}");
+    v1::TrainingSummary* s = r.mutable_outcome()->mutable_summary();
+    s->set_epochs_run(3);
+    s->set_train_loss(0.25);
+    s->set_stop_reason(v1::OBJECTIVE_TOL);
     return c_->ReportProgress(r);
   }
   v1::JobState State(const std::string& id) {
@@ -212,7 +214,7 @@ TEST_F(CoordinatorTest, FinishedRankZeroWithModelSucceedsWithTheResultAndFreesTh
   auto done = c_->GetJob(job->id());
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), v1::SUCCEEDED);
-  EXPECT_EQ(done->reason(), "converged");
+  EXPECT_EQ(done->reason(), "objective_tol");
   EXPECT_EQ(done->model_id(), model->model_id());
   EXPECT_EQ(done->result().epochs_run(), 3);
   EXPECT_DOUBLE_EQ(done->result().train_loss(), 0.25);
@@ -403,7 +405,7 @@ TEST_F(CoordinatorTest, FailingStoreMakesStorageUnhealthyAndALostWorkerIsRecorde
 TEST_F(CoordinatorTest, PredictDoesNotRecacheAModelDeletedWhileItWasLoading) {
   Start();
   Catalog& catalog = c_->catalog_for_test();
-  auto id = catalog.AddModel("job-1", Chunks(model_bytes_));
+  auto id = catalog.AddModel("job-1", v1::TrainingSummary(), Chunks(model_bytes_));
   ASSERT_TRUE(id.ok()) << id.status();
   v1::PredictRequest p;
   p.set_model_id(*id);
@@ -428,7 +430,7 @@ TEST_F(CoordinatorTest, PredictCacheKeepsTheMostRecentlyUsedModels) {
   Catalog& catalog = c_->catalog_for_test();
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
-    auto id = catalog.AddModel("job-1", Chunks(model_bytes_));
+    auto id = catalog.AddModel("job-1", v1::TrainingSummary(), Chunks(model_bytes_));
     ASSERT_TRUE(id.ok()) << id.status();
     ids.push_back(*id);
   }

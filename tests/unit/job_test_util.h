@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 #include "worker/job.h"
-#include "worker/kernel/model.h"
+#include "worker/model/model.h"
 
 namespace logit::testing {
 

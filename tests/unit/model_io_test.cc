@@ -1,4 +1,4 @@
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 #include <sys/wait.h>
 
@@ -11,6 +11,7 @@
 #include "tests/unit/test_util.h"
 #include "worker/data/npy.h"
 #include "worker/kernel/trainer.h"
+#include "worker/model/predict.h"
 
 namespace logit {
 namespace {

@@ -1,4 +1,5 @@
 #include "worker/kernel/trainer.h"
+#include "worker/model/predict.h"
 
 #include <cmath>
 #include <fstream>

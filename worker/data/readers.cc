@@ -4,6 +4,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "worker/common/status.h"
 #include "worker/data/reader_internal.h"
 
 namespace logit {
@@ -15,8 +16,8 @@ absl::StatusOr<DataFormat> ParseDataFormat(const std::string& name) {
   if (n == "libsvm" || n == "svmlight" || n == "svm") return DataFormat::kLibSvm;
   if (n == "npy") return DataFormat::kNpy;
   if (n == "idx") return DataFormat::kIdx;
-  return absl::InvalidArgumentError(
-      absl::StrCat("format: unknown data format '", name, "' (csv, libsvm, npy, idx)"));
+  return FieldError("format",
+                    absl::StrCat("unknown data format '", name, "' (csv, libsvm, npy, idx)"));
 }
 
 absl::StatusOr<DataFormat> InferDataFormat(const std::string& path) {
@@ -30,15 +31,14 @@ absl::StatusOr<DataFormat> InferDataFormat(const std::string& path) {
   if (absl::EndsWith(p, "-ubyte") || absl::EndsWith(p, ".idx") || absl::StrContains(p, "-idx")) {
     return DataFormat::kIdx;
   }
-  return absl::InvalidArgumentError(absl::StrCat("format: cannot infer the data format of '", path,
-                                                 "'; pass --format csv|libsvm|npy|idx"));
+  return FieldError("format", absl::StrCat("cannot infer the data format of '", path,
+                                           "'; pass --format csv|libsvm|npy|idx"));
 }
 
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options) {
-  if (options.path.empty()) return absl::InvalidArgumentError("data: no data file given");
+  if (options.path.empty()) return FieldError("data", "no data file given");
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank: ", options.rank, " is not in [0, world=", options.world, ")"));
+    return FieldError("rank", absl::StrCat(options.rank, " is not in [0, world=", options.world, ")"));
   }
   DataFormat format = options.format;
   if (format == DataFormat::kAuto) {

@@ -47,9 +47,8 @@ at::Tensor BlockLogits(const Dataset& data, int64_t r, int64_t m, const at::Tens
   return at::Tensor();
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const Dataset& data) {
+// Class probabilities of `data` under `model` with the kernel's arithmetic (ATen), rows x K.
+absl::StatusOr<std::vector<float>> KernelProba(const LinearModel& model, const Dataset& data) {
   const int64_t d = model.num_features, c = model.OutputColumns();
   if (data.num_features != d &&
       !(data.storage == FeatureStorage::kSparseCsr && data.num_features <= d)) {
@@ -77,8 +76,6 @@ absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const 
   }
   return out;
 }
-
-namespace {
 
 // Metrics over all ranks: additive sums through one allreduce; for the binary ROC AUC the
 // scores of every rank are gathered (each rank writes its slice of a zero tensor, which a sum
@@ -143,7 +140,7 @@ absl::StatusOr<std::optional<ClassificationMetrics>> SplitMetrics(const LinearMo
   const Dataset& rows = data != nullptr ? *data : kEmpty;
   std::vector<float> proba;
   if (rows.num_rows > 0) {
-    ASSIGN_OR_RETURN(proba, PredictProba(model, rows));
+    ASSIGN_OR_RETURN(proba, KernelProba(model, rows));
   }
   ASSIGN_OR_RETURN(const ClassificationMetrics global,
                    GlobalMetrics(proba, rows.labels, classes, coll));

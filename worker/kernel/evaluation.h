@@ -1,6 +1,6 @@
 // Evaluation of a trained model: classification metrics of the training, validation and test
-// rows over all ranks. LibTorch-free; internal to the kernel (PredictProba, declared in
-// trainer.h, is defined with it).
+// rows over all ranks. LibTorch-free; internal to the kernel (serving predictions are
+// worker/model/predict.h's, without LibTorch).
 #ifndef LOGIT_WORKER_KERNEL_EVALUATION_H_
 #define LOGIT_WORKER_KERNEL_EVALUATION_H_
 

@@ -19,7 +19,7 @@
 #include "worker/data/dataset.h"
 #include "worker/kernel/collective.h"
 #include "worker/kernel/fused_cpu.h"
-#include "worker/kernel/model.h"
+#include "worker/model/model.h"
 
 namespace logit {
 

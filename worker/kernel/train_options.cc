@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "worker/common/status.h"
 #include "worker/data/limits.h"
 
 namespace logit {
@@ -16,8 +17,7 @@ absl::StatusOr<OptimizerKind> ParseOptimizer(const std::string& name) {
   if (n == "sgd") return OptimizerKind::kSgd;
   if (n == "adam") return OptimizerKind::kAdam;
   if (n == "lbfgs" || n == "l-bfgs") return OptimizerKind::kLbfgs;
-  return absl::InvalidArgumentError(
-      absl::StrCat("optimizer: unknown optimizer '", name, "' (sgd, adam, lbfgs)"));
+  return FieldError("optimizer", absl::StrCat("unknown optimizer '", name, "' (sgd, adam, lbfgs)"));
 }
 
 const char* OptimizerName(OptimizerKind k) {
@@ -38,8 +38,8 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name) {
   if (n == "float32" || n == "f32") return Precision::kFloat32;
   if (n == "float64" || n == "f64") return Precision::kFloat64;
   if (n == "mixed") return Precision::kMixed;
-  return absl::InvalidArgumentError(
-      absl::StrCat("precision: unknown precision '", name, "' (auto, float32, float64, mixed)"));
+  return FieldError("precision",
+                    absl::StrCat("unknown precision '", name, "' (auto, float32, float64, mixed)"));
 }
 
 absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
@@ -57,9 +57,9 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
     if (kv.size() != 2 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(kv[0]), &k) ||
         !absl::SimpleAtod(absl::StripAsciiWhitespace(kv[1]), &v) || k < 0 || !std::isfinite(v) ||
         v < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "class_weight: expected 'balanced' or 'class=weight,...' with weights >= 0, got '", text,
-          "'"));
+      return FieldError("class_weight",
+                        absl::StrCat("expected 'balanced' or 'class=weight,...' with weights >= 0, "
+                                     "got '", text, "'"));
     }
     spec.explicit_weights[k] = v;
   }
@@ -67,50 +67,47 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
 }
 
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
-  auto bad = [](const std::string& msg) { return absl::InvalidArgumentError(msg); };
+  auto bad = [](absl::string_view field, const std::string& msg) { return FieldError(field, msg); };
   if (o.classes == 1 || o.classes < 0 || o.classes > kMaxClasses) {
-    return bad(
-        absl::StrCat("classes: must be 2 to ", kMaxClasses, " (or 0 to infer), got ", o.classes));
+    return bad("classes", absl::StrCat("must be 2 to ", kMaxClasses, " (or 0 to infer), got ", o.classes));
   }
   if (o.lr && (!(*o.lr > 0) || !std::isfinite(*o.lr))) {
-    return bad(absl::StrCat("lr: must be > 0, got ", *o.lr));
+    return bad("lr", absl::StrCat("must be > 0, got ", *o.lr));
   }
   if (!(o.momentum >= 0 && o.momentum < 1)) {
-    return bad(absl::StrCat("momentum: must be in [0, 1), got ", o.momentum));
+    return bad("momentum", absl::StrCat("must be in [0, 1), got ", o.momentum));
   }
-  if (o.nesterov && o.momentum == 0) return bad("nesterov: needs momentum > 0");
+  if (o.nesterov && o.momentum == 0) return bad("nesterov", "needs momentum > 0");
   if (!(o.beta1 >= 0 && o.beta1 < 1))
-    return bad(absl::StrCat("beta1: must be in [0, 1), got ", o.beta1));
+    return bad("beta1", absl::StrCat("must be in [0, 1), got ", o.beta1));
   if (!(o.beta2 >= 0 && o.beta2 < 1))
-    return bad(absl::StrCat("beta2: must be in [0, 1), got ", o.beta2));
-  if (!(o.adam_eps > 0)) return bad("adam_eps: must be > 0");
-  if (o.batch_size < 1) return bad(absl::StrCat("batch_size: must be >= 1, got ", o.batch_size));
-  if (o.epochs && *o.epochs < 1) return bad(absl::StrCat("epochs: must be >= 1, got ", *o.epochs));
+    return bad("beta2", absl::StrCat("must be in [0, 1), got ", o.beta2));
+  if (!(o.adam_eps > 0)) return bad("adam_eps", "must be > 0");
+  if (o.batch_size < 1) return bad("batch_size", absl::StrCat("must be >= 1, got ", o.batch_size));
+  if (o.epochs && *o.epochs < 1) return bad("epochs", absl::StrCat("must be >= 1, got ", *o.epochs));
   if (!(o.tol > 0) || !std::isfinite(o.tol))
-    return bad(absl::StrCat("tol: must be > 0, got ", o.tol));
+    return bad("tol", absl::StrCat("must be > 0, got ", o.tol));
   if (!(o.l1 >= 0) || !std::isfinite(o.l1))
-    return bad(absl::StrCat("l1: must be >= 0, got ", o.l1));
+    return bad("l1", absl::StrCat("must be >= 0, got ", o.l1));
   if (!(o.l2 >= 0) || !std::isfinite(o.l2))
-    return bad(absl::StrCat("l2: must be >= 0, got ", o.l2));
+    return bad("l2", absl::StrCat("must be >= 0, got ", o.l2));
   if (o.early_stopping_patience < 0) {
-    return bad(
-        absl::StrCat("early_stopping_patience: must be >= 0, got ", o.early_stopping_patience));
+    return bad("early_stopping_patience", absl::StrCat("must be >= 0, got ", o.early_stopping_patience));
   }
-  if (o.lbfgs_history < 0) return bad("lbfgs_history: must be >= 0 (0 = auto)");
-  if (o.threads < 0) return bad(absl::StrCat("threads: must be >= 0, got ", o.threads));
+  if (o.lbfgs_history < 0) return bad("lbfgs_history", "must be >= 0 (0 = auto)");
+  if (o.threads < 0) return bad("threads", absl::StrCat("must be >= 0, got ", o.threads));
   auto cw = ParseClassWeight(o.class_weight);
   if (!cw.ok()) return cw.status();
   if (o.classes > 0) {
     for (const auto& [k, v] : cw->explicit_weights) {
       if (k >= o.classes) {
-        return bad(
-            absl::StrCat("class_weight: class ", k, " is out of range for classes=", o.classes));
+        return bad("class_weight", absl::StrCat("class ", k, " is out of range for classes=", o.classes));
       }
     }
   }
   const std::string dev = absl::AsciiStrToLower(o.device);
   if (!(dev == "cpu" || dev == "auto" || dev == "cuda" || absl::StartsWith(dev, "cuda:"))) {
-    return bad(absl::StrCat("device: expected cpu, cuda, cuda:N or auto, got '", o.device, "'"));
+    return bad("device", absl::StrCat("expected cpu, cuda, cuda:N or auto, got '", o.device, "'"));
   }
   return absl::OkStatus();
 }

@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "worker/data/dataset.h"
 #include "worker/kernel/metrics.h"
-#include "worker/kernel/model.h"
+#include "worker/model/model.h"
 #include "worker/kernel/train_options.h"
 
 namespace logit {
@@ -80,10 +80,6 @@ using StepCallback =
 absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs& inputs,
                                   const EpochCallback& on_epoch = {},
                                   Collective* collective = nullptr);
-
-// Class probabilities, row-major rows x K, for every row of `data` (processed in blocks).
-// InvalidArgument when the feature count differs from the model's.
-absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const Dataset& data);
 
 // Describes the BLAS library the process loaded and LibTorch's threading, for logs.
 std::string DescribeComputeBackend();

@@ -1,4 +1,4 @@
-#include "worker/model_io.h"
+#include "worker/model/model_io.h"
 
 #include <zip.h>
 

@@ -1,11 +1,11 @@
-// absl::Mutex and absl::CondVar as the coordinator uses them, made visible to ThreadSanitizer.
+// absl::Mutex and absl::CondVar as the coordinator and the worker agent use them, made visible to ThreadSanitizer.
 // Debian's Abseil is not built with TSan, so its lock operations are invisible to it and every
 // access guarded by a bare absl::Mutex would be reported as a race. These wrappers tell TSan
 // about each acquire and release (its mutex annotation API) and compile to the plain absl calls
 // otherwise. Thread-safety analysis (clang -Wthread-safety) sees them as ordinary capabilities:
 // use ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED with them as with absl::Mutex.
-#ifndef LOGIT_SERVER_MUTEX_H_
-#define LOGIT_SERVER_MUTEX_H_
+#ifndef LOGIT_WORKER_COMMON_MUTEX_H_
+#define LOGIT_WORKER_COMMON_MUTEX_H_
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -96,4 +96,4 @@ class CondVar {
 
 }  // namespace logit
 
-#endif  // LOGIT_SERVER_MUTEX_H_
+#endif  // LOGIT_WORKER_COMMON_MUTEX_H_

@@ -4,14 +4,14 @@
 //         training summary JSON, when given).
 //   .safetensors: W and b as F32 tensors (same shapes), metadata classes, n_features and
 //         summary_json (strings), per the public safetensors layout.
-#ifndef LOGIT_WORKER_MODEL_IO_H_
-#define LOGIT_WORKER_MODEL_IO_H_
+#ifndef LOGIT_WORKER_MODEL_MODEL_IO_H_
+#define LOGIT_WORKER_MODEL_MODEL_IO_H_
 
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/kernel/model.h"
+#include "worker/model/model.h"
 
 namespace logit {
 
@@ -39,4 +39,4 @@ absl::StatusOr<std::string> LoadModelSummary(const std::string& path);
 
 }  // namespace logit
 
-#endif  // LOGIT_WORKER_MODEL_IO_H_
+#endif  // LOGIT_WORKER_MODEL_MODEL_IO_H_

@@ -1,6 +1,6 @@
 // A trained logistic-regression model on raw (unstandardised) features. LibTorch-free.
-#ifndef LOGIT_WORKER_KERNEL_MODEL_H_
-#define LOGIT_WORKER_KERNEL_MODEL_H_
+#ifndef LOGIT_WORKER_MODEL_MODEL_H_
+#define LOGIT_WORKER_MODEL_MODEL_H_
 
 #include <cstdint>
 #include <vector>
@@ -20,4 +20,4 @@ struct LinearModel {
 
 }  // namespace logit
 
-#endif  // LOGIT_WORKER_KERNEL_MODEL_H_
+#endif  // LOGIT_WORKER_MODEL_MODEL_H_

@@ -71,9 +71,8 @@ PROTOS=(logit/v1/training logit/v1/worker inference/grpc_predict_v2)
 SOURCES=(
   worker/data/dataset.cc worker/data/mapped_file.cc worker/data/npy.cc worker/data/readers.cc
   worker/data/limits.cc worker/data/text_readers.cc worker/data/binary_readers.cc
-  worker/model/model_io.cc server/request_decode.cc
-  worker/kernel/train_options.cc worker/kernel/metrics.cc worker/job.cc worker/job_cli.cc
-  worker/spec.cc tests/fuzz/train_stub.cc)
+  worker/model/model_io.cc worker/model/predict.cc server/request_decode.cc
+  worker/kernel/train_options.cc worker/kernel/metrics.cc worker/job_spec.cc)
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CXXFLAGS="-std=c++17 -g -O1 $SAN -fsanitize=fuzzer-no-link -fno-omit-frame-pointer \

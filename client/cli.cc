@@ -15,9 +15,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/job_file.h"
+#include "client/local_trainer.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
-#include "client/local_trainer.h"
 #include "worker/common/status.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
@@ -31,8 +31,8 @@ namespace {
 
 // Flag values of `logit train`: the shared training flags plus the CLI's own.
 struct TrainFlags {
-  v1::JobSpec spec;      // the training flags and -f file
-  LocalRunFlags run;    // --save-model, --threads (--local)
+  v1::JobSpec spec;   // the training flags and -f file
+  LocalRunFlags run;  // --save-model, --threads (--local)
   bool local = false;
   bool detach = false;
 };

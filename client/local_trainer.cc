@@ -56,9 +56,9 @@ absl::StatusOr<const LocalTrainer*> Open() {
     }
     return entry();  // the handle stays open for the life of the process
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "--local: cannot load the training kernel (liblogit_local.so); tried ",
-      absl::StrJoin(tried, ", "), ". Set LOGIT_LOCAL_TRAINER to its path."));
+  return absl::FailedPreconditionError(
+      absl::StrCat("--local: cannot load the training kernel (liblogit_local.so); tried ",
+                   absl::StrJoin(tried, ", "), ". Set LOGIT_LOCAL_TRAINER to its path."));
 }
 
 }  // namespace

@@ -17,9 +17,9 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "worker/model/model_io.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
+#include "worker/model/model_io.h"
 #include "worker/summary.h"
 
 namespace logit {
@@ -389,12 +389,11 @@ int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& o
       j.spec().optimizer() == v1::OPTIMIZER_UNSPECIFIED ? v1::LBFGS : j.spec().optimizer();
   out << "job       " << j.id() << "\n";
   if (!j.spec().name().empty()) out << "name      " << j.spec().name() << "\n";
-  out << "state     " << StateName(j.state()) << "\nreason    "
-      << j.reason() << "\nworkers   " << j.spec().workers() << "\ndata      " << j.spec().data()
-      << "\noptimizer " << absl::AsciiStrToLower(v1::Optimizer_Name(optimizer))
-      << "\nepochs    " << j.result().epochs_run() << "\naccuracy  " << Accuracy(j)
-      << "\nmodel     " << (j.model_id().empty() ? "-" : j.model_id()) << "\nevents    "
-      << j.last_sequence() << "\n";
+  out << "state     " << StateName(j.state()) << "\nreason    " << j.reason() << "\nworkers   "
+      << j.spec().workers() << "\ndata      " << j.spec().data() << "\noptimizer "
+      << absl::AsciiStrToLower(v1::Optimizer_Name(optimizer)) << "\nepochs    "
+      << j.result().epochs_run() << "\naccuracy  " << Accuracy(j) << "\nmodel     "
+      << (j.model_id().empty() ? "-" : j.model_id()) << "\nevents    " << j.last_sequence() << "\n";
   return kExitOk;
 }
 

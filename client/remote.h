@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "logit/v1/training.pb.h"
 #include "proto/connect.h"
 #include "worker/data/dataset.h"
-#include "logit/v1/training.pb.h"
 
 namespace logit {
 

@@ -199,8 +199,8 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
 }
 
 absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id,
-                                             const v1::TrainingSummary& summary,
-                                             const ChunkSource& next) {
+                                              const v1::TrainingSummary& summary,
+                                              const ChunkSource& next) {
   ASSIGN_OR_RETURN(const int64_t n, store_->NextId("model"));
   const std::string id = absl::StrCat("model-", n);
   const std::string path = (fs::path(options_.data_dir) / "models" / (id + ".npz")).string();

@@ -20,8 +20,8 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "server/job_store.h"
-#include "worker/common/mutex.h"
 #include "server/request_decode.h"
+#include "worker/common/mutex.h"
 #include "worker/model/model.h"
 
 namespace logit {
@@ -59,8 +59,7 @@ class Catalog {
   // Stores a model uploaded by job `job_id`'s rank 0 and returns its id. INVALID_ARGUMENT if
   // the file is not a model; the store's error if its record cannot be written.
   absl::StatusOr<std::string> AddModel(const std::string& job_id,
-                                       const v1::TrainingSummary& summary,
-                                       const ChunkSource& next);
+                                       const v1::TrainingSummary& summary, const ChunkSource& next);
   absl::StatusOr<ModelRecord> GetModel(const std::string& model_id) const;
   // Deletes the record (store first), then the file. NOT_FOUND if there is no such model.
   absl::Status DeleteModel(const std::string& model_id);

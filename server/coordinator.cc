@@ -473,7 +473,8 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
           absl::StrCat("job '", header.job_id(), "' no longer runs attempt ", header.attempt()));
     }
   }
-  ASSIGN_OR_RETURN(const std::string model_id, catalog_.AddModel(header.job_id(), header.summary(), next));
+  ASSIGN_OR_RETURN(const std::string model_id,
+                   catalog_.AddModel(header.job_id(), header.summary(), next));
   {
     MutexLock commit(&commit_mu_);
     ASSIGN_OR_RETURN(v1::Job job, FindJob(header.job_id()));

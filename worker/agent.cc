@@ -12,11 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "logit/v1/worker.grpc.pb.h"
 #include "proto/connect.h"
-#include "worker/dist/process_group.h"
-#include "worker/kernel/collective.h"
 #include "worker/common/mutex.h"
+#include "worker/dist/process_group.h"
 #include "worker/job.h"
 #include "worker/job_spec.h"
+#include "worker/kernel/collective.h"
 #include "worker/model/model_io.h"
 #include "worker/summary.h"
 

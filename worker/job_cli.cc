@@ -25,15 +25,7 @@ CLI::Option* Field(CLI::App* app, const std::string& name, v1::JobSpec* spec, Se
 v1::Optimizer ParseOptimizerFlag(const std::string& text) {
   auto kind = ParseOptimizer(text);
   if (!kind.ok()) throw CLI::ValidationError("--optimizer", FlagMessage(kind.status()));
-  switch (*kind) {
-    case OptimizerKind::kSgd:
-      return v1::SGD;
-    case OptimizerKind::kAdam:
-      return v1::ADAM;
-    case OptimizerKind::kLbfgs:
-      return v1::LBFGS;
-  }
-  return v1::OPTIMIZER_UNSPECIFIED;
+  return OptimizerProto(*kind);
 }
 
 v1::Precision ParsePrecisionFlag(const std::string& text) {
@@ -55,30 +47,40 @@ v1::Precision ParsePrecisionFlag(const std::string& text) {
 void AddDataFlags(CLI::App* app, v1::JobSpec* s) {
   using S = v1::JobSpec;
   using Str = std::string;
-  Field<Str>(app, "--data", s, [](S* s, const Str& v) { s->set_data(v); },
-             "training data file (or dataset:ID / server:PATH)");
-  Field<Str>(app, "--labels", s, [](S* s, const Str& v) { s->set_labels(v); },
-             "label file (.npy / IDX data)");
-  Field<Str>(app, "--format", s, [](S* s, const Str& v) { s->set_format(v); },
-             "csv|libsvm|npy|idx (default: from the file name)");
-  Field<Str>(app, "--label-column", s, [](S* s, const Str& v) { s->set_label_column(v); },
-             "CSV label column: name or index (default: last)");
-  Field<int64_t>(app, "--classes", s, [](S* s, int64_t v) { s->set_classes(v); },
-                 "number of classes (default: max label + 1)");
-  Field<int64_t>(app, "--features", s, [](S* s, int64_t v) { s->set_features(v); },
-                 "number of features (default: inferred)");
-  Field<double>(app, "--val-split", s, [](S* s, double v) { s->set_val_split(v); },
-                "fraction held out for validation");
-  Field<double>(app, "--test-split", s, [](S* s, double v) { s->set_test_split(v); },
-                "fraction held out for testing");
-  Field<Str>(app, "--val-data", s, [](S* s, const Str& v) { s->set_val_data(v); },
-             "validation file");
-  Field<Str>(app, "--val-labels", s, [](S* s, const Str& v) { s->set_val_labels(v); },
-             "validation label file");
-  Field<Str>(app, "--test-data", s, [](S* s, const Str& v) { s->set_test_data(v); },
-             "test file");
-  Field<Str>(app, "--test-labels", s, [](S* s, const Str& v) { s->set_test_labels(v); },
-             "test label file");
+  Field<Str>(
+      app, "--data", s, [](S* s, const Str& v) { s->set_data(v); },
+      "training data file (or dataset:ID / server:PATH)");
+  Field<Str>(
+      app, "--labels", s, [](S* s, const Str& v) { s->set_labels(v); },
+      "label file (.npy / IDX data)");
+  Field<Str>(
+      app, "--format", s, [](S* s, const Str& v) { s->set_format(v); },
+      "csv|libsvm|npy|idx (default: from the file name)");
+  Field<Str>(
+      app, "--label-column", s, [](S* s, const Str& v) { s->set_label_column(v); },
+      "CSV label column: name or index (default: last)");
+  Field<int64_t>(
+      app, "--classes", s, [](S* s, int64_t v) { s->set_classes(v); },
+      "number of classes (default: max label + 1)");
+  Field<int64_t>(
+      app, "--features", s, [](S* s, int64_t v) { s->set_features(v); },
+      "number of features (default: inferred)");
+  Field<double>(
+      app, "--val-split", s, [](S* s, double v) { s->set_val_split(v); },
+      "fraction held out for validation");
+  Field<double>(
+      app, "--test-split", s, [](S* s, double v) { s->set_test_split(v); },
+      "fraction held out for testing");
+  Field<Str>(
+      app, "--val-data", s, [](S* s, const Str& v) { s->set_val_data(v); }, "validation file");
+  Field<Str>(
+      app, "--val-labels", s, [](S* s, const Str& v) { s->set_val_labels(v); },
+      "validation label file");
+  Field<Str>(
+      app, "--test-data", s, [](S* s, const Str& v) { s->set_test_data(v); }, "test file");
+  Field<Str>(
+      app, "--test-labels", s, [](S* s, const Str& v) { s->set_test_labels(v); },
+      "test label file");
   app->add_flag_function(
       "--no-pixel-scale", [s](int64_t n) { s->set_no_pixel_scale(n > 0); },
       "keep uint8 features unscaled");
@@ -88,64 +90,78 @@ void AddModelFlags(CLI::App* app, v1::JobSpec* s) {
   using S = v1::JobSpec;
   app->add_flag_function(
       "--bias,!--no-bias", [s](int64_t n) { s->set_bias(n > 0); }, "fit an intercept (default on)");
-  Field<std::string>(app, "--optimizer", s,
-                     [](S* s, const std::string& v) { s->set_optimizer(ParseOptimizerFlag(v)); },
-                     "sgd|adam|lbfgs")
+  Field<std::string>(
+      app, "--optimizer", s,
+      [](S* s, const std::string& v) { s->set_optimizer(ParseOptimizerFlag(v)); }, "sgd|adam|lbfgs")
       ->default_str("lbfgs");
-  Field<double>(app, "--lr", s, [](S* s, double v) { s->set_lr(v); },
-                "step size (default sgd 0.1, adam 1e-3, lbfgs 1)");
-  Field<double>(app, "--momentum", s, [](S* s, double v) { s->set_momentum(v); }, "SGD momentum")
+  Field<double>(
+      app, "--lr", s, [](S* s, double v) { s->set_lr(v); },
+      "step size (default sgd 0.1, adam 1e-3, lbfgs 1)");
+  Field<double>(
+      app, "--momentum", s, [](S* s, double v) { s->set_momentum(v); }, "SGD momentum")
       ->default_str("0");
   app->add_flag_function(
       "--nesterov", [s](int64_t n) { s->set_nesterov(n > 0); }, "Nesterov momentum (SGD)");
-  Field<int64_t>(app, "--batch-size", s, [](S* s, int64_t v) { s->set_batch_size(v); },
-                 "global rows per step (SGD/Adam)")
+  Field<int64_t>(
+      app, "--batch-size", s, [](S* s, int64_t v) { s->set_batch_size(v); },
+      "global rows per step (SGD/Adam)")
       ->default_str("256");
-  Field<int64_t>(app, "--epochs", s, [](S* s, int64_t v) { s->set_epochs(v); },
-                 "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
-  Field<double>(app, "--tol", s, [](S* s, double v) { s->set_tol(v); }, "stopping tolerance")
+  Field<int64_t>(
+      app, "--epochs", s, [](S* s, int64_t v) { s->set_epochs(v); },
+      "epochs (SGD/Adam, default 10) / max iterations (L-BFGS, default 1000)");
+  Field<double>(
+      app, "--tol", s, [](S* s, double v) { s->set_tol(v); }, "stopping tolerance")
       ->default_str("1e-06");
-  Field<double>(app, "--l1", s, [](S* s, double v) { s->set_l1(v); }, "L1 penalty")
+  Field<double>(
+      app, "--l1", s, [](S* s, double v) { s->set_l1(v); }, "L1 penalty")
       ->default_str("0");
-  Field<double>(app, "--l2", s, [](S* s, double v) { s->set_l2(v); },
-                "L2 penalty (scikit-learn C: l2 = 1/(C n))")
+  Field<double>(
+      app, "--l2", s, [](S* s, double v) { s->set_l2(v); },
+      "L2 penalty (scikit-learn C: l2 = 1/(C n))")
       ->default_str("0");
-  Field<std::string>(app, "--class-weight", s,
-                     [](S* s, const std::string& v) { s->set_class_weight(v); },
-                     "balanced or k=v,...");
+  Field<std::string>(
+      app, "--class-weight", s, [](S* s, const std::string& v) { s->set_class_weight(v); },
+      "balanced or k=v,...");
   app->add_flag_function(
       "--standardize", [s](int64_t n) { s->set_standardize(n > 0); },
       "standardise features (folded into the model)");
-  Field<uint64_t>(app, "--seed", s, [](S* s, uint64_t v) { s->set_seed(v); }, "random seed")
+  Field<uint64_t>(
+      app, "--seed", s, [](S* s, uint64_t v) { s->set_seed(v); }, "random seed")
       ->default_str("0");
-  Field<int64_t>(app, "--early-stopping-patience", s,
-                 [](S* s, int64_t v) { s->set_early_stopping_patience(v); },
-                 "epochs without improvement (0 = off)");
-  Field<std::string>(app, "--precision", s,
-                     [](S* s, const std::string& v) { s->set_precision(ParsePrecisionFlag(v)); },
-                     "auto|float32|float64|mixed")
+  Field<int64_t>(
+      app, "--early-stopping-patience", s,
+      [](S* s, int64_t v) { s->set_early_stopping_patience(v); },
+      "epochs without improvement (0 = off)");
+  Field<std::string>(
+      app, "--precision", s,
+      [](S* s, const std::string& v) { s->set_precision(ParsePrecisionFlag(v)); },
+      "auto|float32|float64|mixed")
       ->default_str("auto");
-  Field<int64_t>(app, "--lbfgs-history", s, [](S* s, int64_t v) { s->set_lbfgs_history(v); },
-                 "L-BFGS memory (0 = auto: up to 100 pairs)")
+  Field<int64_t>(
+      app, "--lbfgs-history", s, [](S* s, int64_t v) { s->set_lbfgs_history(v); },
+      "L-BFGS memory (0 = auto: up to 100 pairs)")
       ->default_str("0");
 }
 
 void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
   using S = v1::JobSpec;
-  Field<int32_t>(app, "--workers", s, [](S* s, int32_t v) { s->set_workers(v); },
-                 "worker processes (server mode)")
+  Field<int32_t>(
+      app, "--workers", s, [](S* s, int32_t v) { s->set_workers(v); },
+      "worker processes (server mode)")
       ->default_str("1");
-  Field<std::string>(app, "--device", s, [](S* s, const std::string& v) { s->set_device(v); },
-                     "cpu|cuda[:N]|auto")
+  Field<std::string>(
+      app, "--device", s, [](S* s, const std::string& v) { s->set_device(v); }, "cpu|cuda[:N]|auto")
       ->default_str("cpu");
-  Field<int64_t>(app, "--checkpoint-every", s,
-                 [](S* s, int64_t v) { s->set_checkpoint_every(v); },
-                 "checkpoint period in epochs (server mode)");
-  Field<std::string>(app, "--name", s, [](S* s, const std::string& v) { s->set_name(v); },
-                     "a label for people (shown by 'logit status')");
-  Field<double>(app, "--deadline", s, [](S* s, double v) { s->set_deadline_seconds(v); },
-                "server mode: fail the job when it has not finished this many seconds after "
-                "submission (0 = no deadline)");
+  Field<int64_t>(
+      app, "--checkpoint-every", s, [](S* s, int64_t v) { s->set_checkpoint_every(v); },
+      "checkpoint period in epochs (server mode)");
+  Field<std::string>(
+      app, "--name", s, [](S* s, const std::string& v) { s->set_name(v); },
+      "a label for people (shown by 'logit status')");
+  Field<double>(
+      app, "--deadline", s, [](S* s, double v) { s->set_deadline_seconds(v); },
+      "server mode: fail the job when it has not finished this many seconds after "
+      "submission (0 = no deadline)");
 }
 
 }  // namespace

@@ -127,8 +127,9 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec) {
   }
   plan.checkpoint_every = spec.checkpoint_every();
   if (!(spec.deadline_seconds() >= 0) || !std::isfinite(spec.deadline_seconds())) {
-    return FieldError("deadline_seconds", absl::StrCat("must be a finite number of seconds >= 0, got ",
-                                                       spec.deadline_seconds()));
+    return FieldError(
+        "deadline_seconds",
+        absl::StrCat("must be a finite number of seconds >= 0, got ", spec.deadline_seconds()));
   }
   plan.deadline_seconds = spec.deadline_seconds();
   plan.name = spec.name();

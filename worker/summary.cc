@@ -27,18 +27,6 @@ v1::StopReason StopReasonOf(StopReason r) {
   return v1::STOP_REASON_UNSPECIFIED;
 }
 
-v1::Optimizer OptimizerOf(OptimizerKind k) {
-  switch (k) {
-    case OptimizerKind::kSgd:
-      return v1::SGD;
-    case OptimizerKind::kAdam:
-      return v1::ADAM;
-    case OptimizerKind::kLbfgs:
-      return v1::LBFGS;
-  }
-  return v1::OPTIMIZER_UNSPECIFIED;
-}
-
 void FillMetrics(const ClassificationMetrics& m, v1::ClassificationMetrics* p) {
   p->set_rows(m.rows);
   p->set_classes(m.classes);
@@ -87,6 +75,18 @@ std::pair<const char*, const v1::ClassificationMetrics*> LastSplit(const v1::Tra
 
 }  // namespace
 
+v1::Optimizer OptimizerProto(OptimizerKind k) {
+  switch (k) {
+    case OptimizerKind::kSgd:
+      return v1::SGD;
+    case OptimizerKind::kAdam:
+      return v1::ADAM;
+    case OptimizerKind::kLbfgs:
+      return v1::LBFGS;
+  }
+  return v1::OPTIMIZER_UNSPECIFIED;
+}
+
 v1::TrainingSummary MakeSummary(const JobOutcome& o, const TrainOptions& opt) {
   const TrainResult& r = o.result;
   v1::TrainingSummary s;
@@ -103,7 +103,7 @@ v1::TrainingSummary MakeSummary(const JobOutcome& o, const TrainOptions& opt) {
   s.set_val_rows(o.val_rows);
   s.set_test_rows(o.test_rows);
   v1::EffectiveOptions* eo = s.mutable_options();
-  eo->set_optimizer(OptimizerOf(opt.optimizer));
+  eo->set_optimizer(OptimizerProto(opt.optimizer));
   eo->set_lr(EffectiveLearningRate(opt));
   eo->set_batch_size(opt.batch_size);
   eo->set_epochs(EffectiveEpochs(opt));

@@ -14,6 +14,9 @@
 
 namespace logit {
 
+// The API's value of a kernel optimizer.
+v1::Optimizer OptimizerProto(OptimizerKind kind);
+
 // The summary of a finished job trained with `options`.
 v1::TrainingSummary MakeSummary(const JobOutcome& outcome, const TrainOptions& options);
 

@@ -22,9 +22,9 @@
 #include "worker/job.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
-#include "worker/summary.h"
 #include "worker/kernel/collective.h"
 #include "worker/model/model_io.h"
+#include "worker/summary.h"
 
 namespace logit {
 
@@ -37,7 +37,7 @@ constexpr int kExitUsage = 2;
 // Flags of `logit-worker run`: one rank of a job, rendezvous given on the command line (the
 // coordinator passes the same facts in a job assignment).
 struct RankFlags {
-  v1::JobSpec spec;      // the training flags
+  v1::JobSpec spec;     // the training flags
   LocalRunFlags local;  // --save-model, --threads
   int rank = 0;
   int world_size = 1;
@@ -53,7 +53,8 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, int* port
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(text.substr(colon + 1), port) ||
       *port < 1 || *port > 65535) {
-    return FieldError("store", absl::StrCat("'", text, "' is not HOST:PORT with a port in [1, 65535]"));
+    return FieldError("store",
+                      absl::StrCat("'", text, "' is not HOST:PORT with a port in [1, 65535]"));
   }
   *host = text.substr(0, colon);
   return absl::OkStatus();

@@ -1,7 +1,6 @@
 // Hostile requests and files through a real logit-server and real worker processes: each one
 // gets a clear error or fails its own job with the cause named, and afterwards the server still
 // answers health checks and the same workers train the next job.
-#include <limits>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,6 +8,7 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 

@@ -1,5 +1,4 @@
 #include "worker/kernel/trainer.h"
-#include "worker/model/predict.h"
 
 #include <cmath>
 #include <fstream>
@@ -10,6 +9,7 @@
 #include "tests/unit/test_util.h"
 #include "worker/data/readers.h"
 #include "worker/job.h"
+#include "worker/model/predict.h"
 
 namespace logit {
 namespace {

@@ -38,7 +38,8 @@ absl::StatusOr<DataFormat> InferDataFormat(const std::string& path) {
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options) {
   if (options.path.empty()) return FieldError("data", "no data file given");
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world) {
-    return FieldError("rank", absl::StrCat(options.rank, " is not in [0, world=", options.world, ")"));
+    return FieldError("rank",
+                      absl::StrCat(options.rank, " is not in [0, world=", options.world, ")"));
   }
   DataFormat format = options.format;
   if (format == DataFormat::kAuto) {

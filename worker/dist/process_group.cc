@@ -39,8 +39,8 @@ using PgBackend = c10d::ProcessGroup;
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "worker/common/status.h"
 #include "absl/strings/str_split.h"
+#include "worker/common/status.h"
 #include "worker/kernel/collective.h"
 
 namespace logit {
@@ -260,7 +260,8 @@ absl::Status ValidateRendezvous(const RendezvousOptions& o) {
     return FieldError("world_size", absl::StrCat("must be >= 1, got ", o.world_size));
   }
   if (o.rank < 0 || o.rank >= o.world_size) {
-    return FieldError("rank", absl::StrCat(o.rank, " is not in [0, world_size=", o.world_size, ")"));
+    return FieldError("rank",
+                      absl::StrCat(o.rank, " is not in [0, world_size=", o.world_size, ")"));
   }
   if (o.store_port < 1 || o.store_port > 65535) {
     return FieldError("store", absl::StrCat("port ", o.store_port, " is not in [1, 65535]"));
@@ -288,13 +289,14 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
     return FieldError("device", absl::StrCat("'", options.device, "': ", ErrorText(e)));
   }
   if (device.is_cuda() && !at::hasCUDA()) {
-    return FieldError("device", absl::StrCat("'", options.device, "' requested but this LibTorch build has no CUDA device"));
+    return FieldError("device",
+                      absl::StrCat("'", options.device,
+                                   "' requested but this LibTorch build has no CUDA device"));
   }
   if (device.is_cuda() && device.has_index() &&
       static_cast<size_t>(device.index()) >= torch::cuda::device_count()) {
-    return FieldError("device", absl::StrCat("'", options.device,
-                                                   "': this machine has ",
-                                                   torch::cuda::device_count(), " CUDA device(s)"));
+    return FieldError("device", absl::StrCat("'", options.device, "': this machine has ",
+                                             torch::cuda::device_count(), " CUDA device(s)"));
   }
 
   ProcessGroupConnection conn;

@@ -185,14 +185,17 @@ absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
     return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   }
   if (!at::hasCUDA()) {
-    return FieldError("device", absl::StrCat("'", name, "' requested but this LibTorch build has no CUDA device"));
+    return FieldError(
+        "device",
+        absl::StrCat("'", name, "' requested but this LibTorch build has no CUDA device"));
   }
   try {
     at::Device device(name);
     if (!device.has_index()) device = at::Device(at::kCUDA, 0);
     const size_t count = torch::cuda::device_count();
     if (device.has_index() && static_cast<size_t>(device.index()) >= count) {
-      return FieldError("device", absl::StrCat("'", name, "': this machine has ", count, " CUDA device(s)"));
+      return FieldError("device",
+                        absl::StrCat("'", name, "': this machine has ", count, " CUDA device(s)"));
     }
     return device;
   } catch (const std::exception& e) {

@@ -59,7 +59,8 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
         v < 0) {
       return FieldError("class_weight",
                         absl::StrCat("expected 'balanced' or 'class=weight,...' with weights >= 0, "
-                                     "got '", text, "'"));
+                                     "got '",
+                                     text, "'"));
     }
     spec.explicit_weights[k] = v;
   }
@@ -69,7 +70,8 @@ absl::StatusOr<ClassWeightSpec> ParseClassWeight(const std::string& text) {
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](absl::string_view field, const std::string& msg) { return FieldError(field, msg); };
   if (o.classes == 1 || o.classes < 0 || o.classes > kMaxClasses) {
-    return bad("classes", absl::StrCat("must be 2 to ", kMaxClasses, " (or 0 to infer), got ", o.classes));
+    return bad("classes",
+               absl::StrCat("must be 2 to ", kMaxClasses, " (or 0 to infer), got ", o.classes));
   }
   if (o.lr && (!(*o.lr > 0) || !std::isfinite(*o.lr))) {
     return bad("lr", absl::StrCat("must be > 0, got ", *o.lr));
@@ -84,7 +86,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return bad("beta2", absl::StrCat("must be in [0, 1), got ", o.beta2));
   if (!(o.adam_eps > 0)) return bad("adam_eps", "must be > 0");
   if (o.batch_size < 1) return bad("batch_size", absl::StrCat("must be >= 1, got ", o.batch_size));
-  if (o.epochs && *o.epochs < 1) return bad("epochs", absl::StrCat("must be >= 1, got ", *o.epochs));
+  if (o.epochs && *o.epochs < 1)
+    return bad("epochs", absl::StrCat("must be >= 1, got ", *o.epochs));
   if (!(o.tol > 0) || !std::isfinite(o.tol))
     return bad("tol", absl::StrCat("must be > 0, got ", o.tol));
   if (!(o.l1 >= 0) || !std::isfinite(o.l1))
@@ -92,7 +95,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (!(o.l2 >= 0) || !std::isfinite(o.l2))
     return bad("l2", absl::StrCat("must be >= 0, got ", o.l2));
   if (o.early_stopping_patience < 0) {
-    return bad("early_stopping_patience", absl::StrCat("must be >= 0, got ", o.early_stopping_patience));
+    return bad("early_stopping_patience",
+               absl::StrCat("must be >= 0, got ", o.early_stopping_patience));
   }
   if (o.lbfgs_history < 0) return bad("lbfgs_history", "must be >= 0 (0 = auto)");
   if (o.threads < 0) return bad("threads", absl::StrCat("must be >= 0, got ", o.threads));
@@ -101,7 +105,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.classes > 0) {
     for (const auto& [k, v] : cw->explicit_weights) {
       if (k >= o.classes) {
-        return bad("class_weight", absl::StrCat("class ", k, " is out of range for classes=", o.classes));
+        return bad("class_weight",
+                   absl::StrCat("class ", k, " is out of range for classes=", o.classes));
       }
     }
   }

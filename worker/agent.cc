@@ -264,6 +264,10 @@ class Agent {
       Report(a, std::move(req));
     };
     auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_, on_step);
+    // Leave the process group before reporting: the coordinator stops the attempt's TCPStore
+    // once it has every outcome, and a c10d store client still connected then dies in its
+    // listener thread ("Connection reset by peer" thrown where nothing can catch it).
+    conn->collective.reset();
     if (!outcome.ok()) return ReportOutcome(a, outcome.status(), {});
     const v1::TrainingSummary summary = MakeSummary(*outcome, opts);
     if (a.rank() == 0) {

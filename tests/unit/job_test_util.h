@@ -12,6 +12,15 @@
 
 namespace logit::testing {
 
+// A CSV under tests/data, whole (last column: the label); an empty Dataset after a failure.
+inline Dataset ReadCsv(const std::string& name) {
+  ReadOptions o;
+  o.path = TestData(name);
+  auto d = ReadDataset(o);
+  EXPECT_TRUE(d.ok()) << d.status();
+  return d.ok() ? *d : Dataset();
+}
+
 // Fashion-MNIST's training and test files (FashionDir()).
 inline DataConfig FashionMnistJob() {
   const std::string d = FashionDir();

@@ -2,6 +2,7 @@
 // epochs, SaveState, RestoreState into a fresh optimizer (over a fresh objective) and N - k more.
 #include <memory>
 
+#include "tests/unit/job_test_util.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/readers.h"
 #include "worker/kernel/objective.h"
@@ -11,16 +12,9 @@
 namespace logit {
 namespace {
 
+using ::logit::testing::ReadCsv;
 using ::logit::testing::StatusIs;
 using ::logit::testing::TestData;
-
-Dataset ReadCsv(const std::string& name) {
-  ReadOptions o;
-  o.path = TestData(name);
-  auto d = ReadDataset(o);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? *d : Dataset();
-}
 
 // A problem and an optimizer over it, as Train makes them.
 struct Trainee {

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_join.h"
+#include "tests/unit/job_test_util.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/readers.h"
 #include "worker/job.h"
@@ -14,17 +15,10 @@
 namespace logit {
 namespace {
 
+using ::logit::testing::ReadCsv;
 using ::logit::testing::StatusIs;
 using ::logit::testing::TempDir;
 using ::logit::testing::TestData;
-
-Dataset ReadCsv(const std::string& name) {
-  ReadOptions o;
-  o.path = TestData(name);
-  auto d = ReadDataset(o);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? *d : Dataset();
-}
 
 TEST(Train, SameSeedGivesIdenticalWeights) {
   const Dataset iris = ReadCsv("iris.csv");

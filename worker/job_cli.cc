@@ -154,7 +154,16 @@ void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
       ->default_str("cpu");
   Field<int64_t>(
       app, "--checkpoint-every", s, [](S* s, int64_t v) { s->set_checkpoint_every(v); },
-      "checkpoint period in epochs (server mode)");
+      "server mode: send a checkpoint every N epochs (SGD/Adam) or iterations (L-BFGS); "
+      "0 = never (default: the server's --checkpoint-every)");
+  Field<int32_t>(
+      app, "--max-retries", s, [](S* s, int32_t v) { s->set_max_retries(v); },
+      "server mode: retries after a lost worker or failed collective, resuming from the "
+      "latest checkpoint")
+      ->default_str("3");
+  Field<int32_t>(
+      app, "--min-workers", s, [](S* s, int32_t v) { s->set_min_workers(v); },
+      "server mode: a retried attempt may run on this few workers (default: --workers)");
   Field<std::string>(
       app, "--name", s, [](S* s, const std::string& v) { s->set_name(v); },
       "a label for people (shown by 'logit status')");

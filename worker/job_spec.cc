@@ -121,11 +121,28 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec) {
     }
     plan.workers = spec.workers();
   }
-  if (spec.checkpoint_every() < 0) {
-    return FieldError("checkpoint_every",
-                      absl::StrCat("must be >= 0 (0: none), got ", spec.checkpoint_every()));
+  if (spec.has_checkpoint_every()) {
+    if (spec.checkpoint_every() < 0) {
+      return FieldError("checkpoint_every",
+                        absl::StrCat("must be >= 0 (0: none), got ", spec.checkpoint_every()));
+    }
+    plan.checkpoint_every = spec.checkpoint_every();
   }
-  plan.checkpoint_every = spec.checkpoint_every();
+  if (spec.has_max_retries()) {
+    if (spec.max_retries() < 0) {
+      return FieldError("max_retries",
+                        absl::StrCat("must be >= 0 (0: never retry), got ", spec.max_retries()));
+    }
+    plan.max_retries = spec.max_retries();
+  }
+  plan.min_workers = plan.workers;
+  if (spec.has_min_workers()) {
+    if (spec.min_workers() < 1 || spec.min_workers() > plan.workers) {
+      return FieldError("min_workers", absl::StrCat("must be in [1, workers = ", plan.workers,
+                                                    "], got ", spec.min_workers()));
+    }
+    plan.min_workers = spec.min_workers();
+  }
   if (!(spec.deadline_seconds() >= 0) || !std::isfinite(spec.deadline_seconds())) {
     return FieldError(
         "deadline_seconds",

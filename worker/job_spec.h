@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -42,8 +43,12 @@ struct JobPlan {
   TrainOptions train;
   int workers = 1;               // ranks, >= 1
   double deadline_seconds = 0;   // 0: none
-  int64_t checkpoint_every = 0;  // epochs; 0: none
-  std::string name;              // for people
+  // Epochs (SGD/Adam) or iterations (L-BFGS) between checkpoints; 0: none; nullopt: the
+  // server's default (a local run takes none).
+  std::optional<int64_t> checkpoint_every;
+  int max_retries = 3;  // retries of attempts that a retry can fix, >= 0
+  int min_workers = 1;  // ranks a retried attempt may shrink to, 1..workers (unset: workers)
+  std::string name;     // for people
 };
 
 // Validates `spec` and resolves its defaults. InvalidArgument naming the JobSpec field (in the

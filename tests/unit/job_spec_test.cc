@@ -40,8 +40,9 @@ std::string Describe(const JobPlan& p) {
     << "|" << o.tol << "|" << o.l1 << "|" << o.l2 << "|" << o.class_weight << "|" << o.standardize
     << "|" << o.early_stopping_patience << "|" << o.seed << "|" << o.lbfgs_history << "|"
     << static_cast<int>(o.precision) << "|" << o.threads << "|" << o.device << "\n";
-  s << "service " << p.workers << "|" << p.deadline_seconds << "|" << p.checkpoint_every << "|"
-    << p.name << "\n";
+  s << "service " << p.workers << "|" << p.deadline_seconds << "|"
+    << (p.checkpoint_every ? *p.checkpoint_every : -1) << "|" << p.max_retries << "|"
+    << p.min_workers << "|" << p.name << "\n";
   return s.str();
 }
 
@@ -83,6 +84,8 @@ const std::map<std::string, std::string>& ValidValues() {
       {"lbfgs_history", "lbfgs_history: 7"},
       {"name", "name: 'nightly'"},
       {"deadline_seconds", "deadline_seconds: 60"},
+      {"max_retries", "max_retries: 0"},
+      {"min_workers", "min_workers: 2"},
   };
   return *values;
 }
@@ -97,6 +100,7 @@ v1::JobSpec BaseSpec() {
 v1::JobSpec BaseSpecFor(const std::string& field) {
   v1::JobSpec spec = BaseSpec();
   if (field == "nesterov") spec.set_momentum(0.5);
+  if (field == "min_workers") spec.set_workers(3);
   return spec;
 }
 
@@ -183,6 +187,8 @@ TEST(PlanJob, EachBadValueIsRefusedNamingItsField) {
       {"early_stopping_patience", "early_stopping_patience: -1"},
       {"lbfgs_history", "lbfgs_history: -1"},
       {"deadline_seconds", "deadline_seconds: inf"},
+      {"max_retries", "max_retries: -1"},
+      {"min_workers", "min_workers: 2"},
       {"optimizer", "optimizer: 42"},
       {"precision", "precision: 42"},
   };

@@ -46,7 +46,7 @@ CatalogOptions CatalogOptionsFrom(const CoordinatorConfig& config) {
 
 absl::Status MakeDataDirs(const std::string& data_dir) {
   std::error_code ec;
-  for (const char* sub : {"", "datasets", "models"}) {
+  for (const char* sub : {"", "datasets", "models", "checkpoints"}) {
     fs::create_directories(fs::path(data_dir) / sub, ec);
     if (ec) {
       return absl::InvalidArgumentError(
@@ -56,6 +56,43 @@ absl::Status MakeDataDirs(const std::string& data_dir) {
   return absl::OkStatus();
 }
 
+// Codes of rank failures that another attempt may not repeat: a lost or hung peer, a broken
+// collective, a crashed or restarted process. Bad data, an invalid spec, divergence (all
+// INVALID_ARGUMENT), missing files and out-of-memory fail the job at once.
+bool RetryableCode(int code) {
+  switch (static_cast<absl::StatusCode>(code)) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// "attempt 0: ...; attempt 1: ..." for a job's failure reason.
+std::string AttemptHistory(const v1::Job& job) {
+  std::vector<std::string> parts;
+  for (const v1::AttemptFailure& f : job.failed_attempts()) {
+    parts.push_back(absl::StrCat("attempt ", f.attempt(), ": ", f.reason()));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+// The job as clients see it: the latest checkpoint's age as of now.
+v1::Job WithAges(v1::Job job) {
+  if (job.has_latest_checkpoint()) {
+    const int64_t age_ns = TimeUtil::TimestampToNanoseconds(Now()) -
+                           TimeUtil::TimestampToNanoseconds(job.latest_checkpoint().created());
+    job.mutable_latest_checkpoint()->set_age_seconds(std::max<int64_t>(0, age_ns) / 1e9);
+  }
+  return job;
+}
+
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobStore> store)
@@ -63,7 +100,8 @@ Coordinator::Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobSto
       store_(std::move(store)),
       registry_(config.heartbeat_interval),
       log_(config.max_watchers_per_job),
-      catalog_(CatalogOptionsFrom(config), store_.get()) {}
+      catalog_(CatalogOptionsFrom(config), store_.get()),
+      checkpoint_files_((fs::path(config.data_dir) / "checkpoints").string()) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorConfig& config) {
   RETURN_IF_ERROR(MakeDataDirs(config.data_dir));
@@ -96,12 +134,19 @@ absl::Status Coordinator::Load() {
   ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, store_->LoadEvents());
   ASSIGN_OR_RETURN(std::vector<DatasetRecord> datasets, store_->LoadDatasets());
   ASSIGN_OR_RETURN(std::vector<ModelRecord> models, store_->LoadModels());
+  ASSIGN_OR_RETURN(std::vector<CheckpointRecord> checkpoints, store_->LoadCheckpoints());
   catalog_.Restore(std::move(datasets), std::move(models));
+  // Uploads a crash interrupted, and files whose record never committed, go.
+  const int orphans = checkpoint_files_.RemoveOrphans(checkpoints);
+  if (orphans > 0) {
+    std::cerr << "logit-server: removed " << orphans << " checkpoint file(s) without a record"
+              << std::endl;
+  }
   std::map<std::string, std::vector<v1::JobEvent>> events_by_job;
   for (v1::JobEvent& e : events) events_by_job[e.job_id()].push_back(std::move(e));
-  // Jobs queued before the restart queue again in their order; running ones cannot resume
-  // without checkpoints and fail with a reason.
-  std::vector<std::pair<int64_t, std::string>> queued;
+  // Jobs that were running or retrying go first (from their latest checkpoint), then the
+  // queued ones, each in submission order.
+  std::vector<std::pair<int64_t, std::string>> queued, retrying;
   std::vector<v1::Job> interrupted;
   {
     MutexLock lock(&mu_);
@@ -112,21 +157,37 @@ absl::Status Coordinator::Load() {
       });
       j.set_last_sequence(static_cast<int64_t>(evs.size()));
       log_.Restore(j.id(), std::move(evs), IsFinished(j.state()));
+      const int64_t created = TimeUtil::TimestampToNanoseconds(j.created());
       if (j.state() == v1::QUEUED) {
-        queued.emplace_back(TimeUtil::TimestampToNanoseconds(j.created()), j.id());
+        queued.emplace_back(created, j.id());
       } else if (j.state() == v1::RUNNING || j.state() == v1::RETRYING) {
-        interrupted.push_back(j);
+        retrying.emplace_back(created, j.id());
+        if (j.state() == v1::RUNNING) interrupted.push_back(j);
       }
       const std::string id = j.id();
       jobs_[id].job = std::move(j);
     }
+    for (CheckpointRecord& r : checkpoints) {
+      auto it = jobs_.find(r.job_id);
+      if (it != jobs_.end()) it->second.checkpoints.push_back(std::move(r));
+    }
+    for (auto& [id, entry] : jobs_) {
+      std::sort(entry.checkpoints.begin(), entry.checkpoints.end(),
+                [](const CheckpointRecord& a, const CheckpointRecord& b) {
+                  return a.info.number() < b.info.number();
+                });
+    }
   }
+  std::sort(retrying.begin(), retrying.end());
   std::sort(queued.begin(), queued.end());
+  for (const auto& q : retrying) scheduler_.Enqueue(q.second);
   for (const auto& q : queued) scheduler_.Enqueue(q.second);
   MutexLock commit(&commit_mu_);
+  // A running attempt died with the old process (its workers re-register and drop it); the job
+  // resumes from its latest checkpoint, and the restart is not charged against max_retries.
   for (v1::Job& job : interrupted) {
-    RETURN_IF_ERROR(SetStateLocked(std::move(job), v1::FAILED,
-                                   "the coordinator restarted while the job was running"));
+    RETURN_IF_ERROR(EndAttemptLocked(std::move(job), "the coordinator restarted",
+                                     /*retryable=*/true, /*charged=*/false, /*requeue=*/false));
   }
   return absl::OkStatus();
 }
@@ -147,6 +208,7 @@ absl::StatusOr<v1::JobSpec> Coordinator::ResolveSpec(const v1::JobSpec& spec) {
   // Admission: INVALID_ARGUMENT naming the field when the resolved spec is not a valid job.
   ASSIGN_OR_RETURN(const JobPlan plan, PlanJob(out));
   out.set_workers(plan.workers);  // the effective count, as the job shows it
+  if (!out.has_checkpoint_every()) out.set_checkpoint_every(config_.checkpoint_every);
   return out;
 }
 
@@ -158,18 +220,22 @@ absl::StatusOr<v1::Job> Coordinator::FindJob(const std::string& job_id) {
 }
 
 absl::Status Coordinator::CommitLocked(v1::Job job, v1::JobEvent event,
-                                       std::unique_ptr<StoreServer> rendezvous) {
+                                       std::unique_ptr<StoreServer> rendezvous,
+                                       const CheckpointRecord* checkpoint) {
   const int64_t sequence = job.last_sequence() + 1;
   job.set_last_sequence(sequence);
   event.set_job_id(job.id());
   event.set_sequence(sequence);
   *event.mutable_time() = Now();
   if (event.has_job()) event.mutable_job()->set_last_sequence(sequence);
-  RETURN_IF_ERROR(store_->PutJobWithEvent(job, event));  // durable before anyone sees it
-  std::unique_ptr<StoreServer> stopped;                  // stopped after mu_ is released
+  // Durable before anyone sees it.
+  RETURN_IF_ERROR(checkpoint != nullptr ? store_->PutJobWithCheckpoint(job, event, *checkpoint)
+                                        : store_->PutJobWithEvent(job, event));
+  std::unique_ptr<StoreServer> stopped;  // stopped after mu_ is released
   {
     MutexLock lock(&mu_);
     JobEntry& entry = jobs_[job.id()];
+    if (checkpoint != nullptr) entry.checkpoints.push_back(*checkpoint);
     entry.job = std::move(job);
     if (rendezvous) {
       stopped = std::move(entry.rendezvous);
@@ -192,11 +258,92 @@ absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state, const 
   if (IsFinished(state)) {
     *job.mutable_finished() = Now();
     job.clear_workers();
+    job.clear_retry_after();
+    if (!config_.keep_finished_checkpoints) job.clear_latest_checkpoint();
     *ev.mutable_job() = job;
   }
   const std::string id = job.id();
   RETURN_IF_ERROR(CommitLocked(std::move(job), std::move(ev), std::move(rendezvous)));
-  if (IsFinished(state)) scheduler_.Remove(id);
+  if (IsFinished(state)) {
+    scheduler_.Remove(id);
+    if (!config_.keep_finished_checkpoints) DropCheckpointsLocked(id);
+  }
+  return absl::OkStatus();
+}
+
+void Coordinator::DropCheckpointsLocked(const std::string& job_id) {
+  std::vector<CheckpointRecord> records;
+  {
+    MutexLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return;
+    records = it->second.checkpoints;
+  }
+  if (records.empty()) return;
+  std::vector<int64_t> numbers;
+  for (const CheckpointRecord& r : records) numbers.push_back(r.info.number());
+  absl::Status st = store_->DeleteCheckpoints(job_id, numbers);
+  if (!st.ok()) {  // the files stay with their records; the next prune or restart retries
+    ReportBackgroundError(st);
+    return;
+  }
+  {
+    MutexLock lock(&mu_);
+    jobs_[job_id].checkpoints.clear();
+  }
+  for (const CheckpointRecord& r : records) CheckpointFiles::Remove(r.path);
+}
+
+absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reason, bool retryable,
+                                           bool charged, bool requeue) {
+  const int ended = job.attempt();
+  v1::AttemptFailure* failure = job.add_failed_attempts();
+  failure->set_attempt(ended);
+  failure->set_reason(reason);
+  *failure->mutable_ended() = Now();
+  failure->set_workers(job.workers_size());
+  failure->set_charged(retryable && charged);
+  absl::StatusOr<JobPlan> plan = PlanJob(job.spec());
+  const int max_retries = plan.ok() ? plan->max_retries : 0;
+  if (!retryable) {
+    const std::string why =
+        job.failed_attempts_size() > 1 ? absl::StrCat(reason, " (", AttemptHistory(job), ")") : reason;
+    return SetStateLocked(std::move(job), v1::FAILED, why);
+  }
+  if (charged && job.retries() >= max_retries) {
+    const std::string why =
+        max_retries == 0
+            ? absl::StrCat(reason, " (max_retries is 0)")
+            : absl::StrCat("gave up after ", job.retries(), " retries (max_retries ", max_retries,
+                           "): ", AttemptHistory(job));
+    return SetStateLocked(std::move(job), v1::FAILED, why);
+  }
+  std::chrono::milliseconds backoff{0};
+  if (charged) {
+    job.set_retries(job.retries() + 1);
+    backoff = config_.retry_backoff;
+    for (int i = 1; i < job.retries() && backoff < config_.retry_backoff_max; ++i) backoff *= 2;
+    backoff = std::min(backoff, config_.retry_backoff_max);
+  }
+  job.set_attempt(ended + 1);
+  job.clear_workers();
+  *job.mutable_retry_after() =
+      TimeUtil::NanosecondsToTimestamp(TimeUtil::TimestampToNanoseconds(Now()) +
+                                       std::chrono::nanoseconds(backoff).count());
+  const std::string from =
+      job.has_latest_checkpoint()
+          ? absl::StrCat("resuming from checkpoint ", job.latest_checkpoint().number(), " (epoch ",
+                         job.latest_checkpoint().epoch(), ")")
+          : "starting over (no checkpoint yet)";
+  const std::string retry =
+      charged ? absl::StrCat("retry ", job.retries(), " of ", max_retries) : "not charged";
+  const std::string id = job.id();
+  RETURN_IF_ERROR(SetStateLocked(
+      std::move(job), v1::RETRYING,
+      absl::StrCat("attempt ", ended, " ended: ", reason, "; ", retry, ", ", from,
+                   backoff.count() > 0 ? absl::StrCat(" after ", backoff.count() / 1000.0, " s")
+                                       : "")));
+  if (requeue) scheduler_.Requeue(id);
   return absl::OkStatus();
 }
 
@@ -234,19 +381,30 @@ absl::StatusOr<v1::Job> Coordinator::SubmitJob(const v1::JobSpec& spec) {
 absl::Status Coordinator::ScheduleLocked() {
   while (std::optional<std::string> head = scheduler_.Front()) {
     absl::StatusOr<v1::Job> found = FindJob(*head);
-    if (!found.ok() || found->state() != v1::QUEUED) {
+    if (!found.ok() || (found->state() != v1::QUEUED && found->state() != v1::RETRYING)) {
       scheduler_.Remove(*head);
       continue;
     }
     v1::Job job = std::move(*found);
     const std::string id = job.id();
-    const int need = std::max(1, job.spec().workers());
+    const bool retry = job.state() == v1::RETRYING;
+    // A retry waits out its backoff at the head of the queue (strict FIFO).
+    if (retry && TimeUtil::TimestampToNanoseconds(job.retry_after()) >
+                     TimeUtil::TimestampToNanoseconds(Now())) {
+      return absl::OkStatus();
+    }
+    const int wanted = std::max(1, job.spec().workers());
+    // A retry may shrink to min_workers (the data are re-sharded, the global batch stays).
+    const int fewest = retry && job.spec().has_min_workers()
+                           ? std::clamp(job.spec().min_workers(), 1, wanted)
+                           : wanted;
     int registered = 0;
     const std::vector<std::string> idle = registry_.IdleWorkers(&registered);
-    if (static_cast<int>(idle.size()) < need) {
+    const int need = std::min(wanted, static_cast<int>(idle.size()));
+    if (need < fewest) {
       const std::string reason =
-          Scheduler::WaitingReason(need, static_cast<int>(idle.size()), registered);
-      if (job.reason() != reason) {
+          Scheduler::WaitingReason(fewest, static_cast<int>(idle.size()), registered);
+      if (!retry && job.reason() != reason) {
         job.set_reason(reason);
         RETURN_IF_ERROR(store_->PutJob(job));
         MutexLock lock(&mu_);
@@ -287,13 +445,24 @@ absl::Status Coordinator::ScheduleLocked() {
       a.set_store_prefix(absl::StrCat(id, "/attempt-", job.attempt()));
       *a.mutable_spec() = *resolved;
       a.set_timeout_ms(config_.collective_timeout.count());
+      if (job.has_latest_checkpoint()) a.set_resume_checkpoint(job.latest_checkpoint().number());
       assignments.push_back(std::move(a));
       job.add_workers(gang[r]);
     }
     const int attempt = job.attempt();
-    absl::Status st = SetStateLocked(std::move(job), v1::RUNNING,
-                                     absl::StrCat("running on ", absl::StrJoin(gang, ", ")),
-                                     std::move(*rendezvous));
+    std::string running = absl::StrCat("running on ", absl::StrJoin(gang, ", "));
+    if (attempt > 0) {
+      absl::StrAppend(&running, " (attempt ", attempt,
+                      job.has_latest_checkpoint()
+                          ? absl::StrCat(", resumed from checkpoint ",
+                                         job.latest_checkpoint().number(), " at epoch ",
+                                         job.latest_checkpoint().epoch())
+                          : ", from the start",
+                      ")");
+    }
+    job.clear_retry_after();
+    absl::Status st =
+        SetStateLocked(std::move(job), v1::RUNNING, running, std::move(*rendezvous));
     if (!st.ok()) {
       registry_.Unreserve(gang, id, attempt);
       scheduler_.Requeue(id);
@@ -317,14 +486,19 @@ void Coordinator::ReportBackgroundError(const absl::Status& status) {
   storage_status_ = absl::UnavailableError(absl::StrCat("store: write failed: ", status.message()));
 }
 
-absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) { return FindJob(job_id); }
+absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
+  ASSIGN_OR_RETURN(v1::Job job, FindJob(job_id));
+  return WithAges(std::move(job));
+}
 
 std::vector<v1::Job> Coordinator::ListJobs(v1::JobState state, int limit) {
   std::vector<v1::Job> out;
   {
     MutexLock lock(&mu_);
     for (const auto& [id, e] : jobs_) {
-      if (state == v1::JOB_STATE_UNSPECIFIED || e.job.state() == state) out.push_back(e.job);
+      if (state == v1::JOB_STATE_UNSPECIFIED || e.job.state() == state) {
+        out.push_back(WithAges(e.job));
+      }
     }
   }
   std::sort(out.begin(), out.end(), [](const v1::Job& a, const v1::Job& b) {
@@ -372,15 +546,22 @@ absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictReques
   return catalog_.Predict(request);
 }
 
-v1::RegisterWorkerResponse Coordinator::RegisterWorker(const v1::RegisterWorkerRequest& request) {
-  v1::RegisterWorkerResponse resp = registry_.Register(request);
+absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
+    const v1::RegisterWorkerRequest& request) {
+  absl::StatusOr<int64_t> n = store_->NextId("worker");
+  if (!n.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot register a worker now: ", n.status().message()));
+  }
+  v1::RegisterWorkerResponse resp = registry_.Register(request, absl::StrCat("w-", *n));
   Schedule();
   return resp;
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   ASSIGN_OR_RETURN(WorkerRegistry::Beat beat,
-                   registry_.Heartbeat(request.worker_id(), request.worker_secret()));
+                   registry_.Heartbeat(request.worker_id(), request.worker_secret(),
+                                       request.job_id(), request.attempt()));
   v1::HeartbeatResponse resp;
   if (beat.unknown) {
     resp.set_reregister(true);  // lost and forgotten, or registered with a restarted server
@@ -441,9 +622,11 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
   absl::Status recorded;
   if (current) {
     if (!out.ok()) {
-      recorded = SetStateLocked(
-          std::move(job), v1::FAILED,
-          absl::StrCat("rank ", request.rank(), " (", request.worker_id(), "): ", out.message()));
+      // The first failing rank ends the attempt; the others' reports then concern an old one.
+      recorded = EndAttemptLocked(
+          std::move(job),
+          absl::StrCat("rank ", request.rank(), " (", request.worker_id(), "): ", out.message()),
+          RetryableCode(out.code()));
     } else if (request.rank() == 0) {
       *job.mutable_result() = ResultFromSummary(out.summary());
       if (job.model_id().empty()) {
@@ -488,6 +671,107 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
   return resp;
 }
 
+absl::StatusOr<v1::UploadCheckpointResponse> Coordinator::UploadCheckpoint(
+    const v1::CheckpointUpload& header,
+    const std::function<absl::StatusOr<bool>(std::string*)>& next) {
+  const v1::RankIdentity& from = header.from();
+  if (from.rank() != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("rank: only rank 0 sends checkpoints, not rank ", from.rank()));
+  }
+  RETURN_IF_ERROR(registry_.CheckRankHolder(from.worker_id(), from.worker_secret(), from.job_id(),
+                                            from.attempt(), 0));
+  if (header.epoch() < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("epoch: a checkpoint follows epoch 1 or later, got ", header.epoch()));
+  }
+  auto current = [&](const v1::Job& job) -> absl::Status {
+    if (job.attempt() != from.attempt() || IsFinished(job.state())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job '", from.job_id(), "' no longer runs attempt ", from.attempt()));
+    }
+    return absl::OkStatus();
+  };
+  {
+    ASSIGN_OR_RETURN(const v1::Job job, FindJob(from.job_id()));
+    RETURN_IF_ERROR(current(job));
+  }
+  // The bytes are received and fsynced outside the commit lock; numbering, the rename and the
+  // record happen under it.
+  ASSIGN_OR_RETURN(const std::string temp,
+                   checkpoint_files_.Receive(from.job_id(), header.size_bytes(),
+                                             config_.max_checkpoint_bytes, next));
+  MutexLock commit(&commit_mu_);
+  absl::StatusOr<v1::Job> job = FindJob(from.job_id());
+  absl::Status still = job.ok() ? current(*job) : job.status();
+  if (!still.ok()) {
+    CheckpointFiles::Remove(temp);
+    return still;
+  }
+  const int64_t number = job->latest_checkpoint().number() + 1;
+  ASSIGN_OR_RETURN(const std::string path,
+                   checkpoint_files_.Publish(temp, from.job_id(), number));
+  CheckpointRecord record;
+  record.job_id = from.job_id();
+  record.path = path;
+  record.info.set_number(number);
+  record.info.set_epoch(header.epoch());
+  record.info.set_attempt(from.attempt());
+  *record.info.mutable_created() = Now();
+  record.info.set_size_bytes(header.size_bytes());
+  *job->mutable_latest_checkpoint() = record.info;
+  v1::JobEvent ev;
+  *ev.mutable_checkpoint() = record.info;
+  absl::Status committed = CommitLocked(std::move(*job), std::move(ev), nullptr, &record);
+  if (!committed.ok()) {
+    CheckpointFiles::Remove(path);
+    return committed;
+  }
+  // The newest keep_checkpoints stay.
+  std::vector<CheckpointRecord> old;
+  {
+    MutexLock lock(&mu_);
+    std::vector<CheckpointRecord>& all = jobs_[from.job_id()].checkpoints;
+    const size_t keep = static_cast<size_t>(std::max(1, config_.keep_checkpoints));
+    if (all.size() > keep) old.assign(all.begin(), all.end() - keep);
+  }
+  if (!old.empty()) {
+    std::vector<int64_t> numbers;
+    for (const CheckpointRecord& r : old) numbers.push_back(r.info.number());
+    absl::Status pruned = store_->DeleteCheckpoints(from.job_id(), numbers);
+    if (pruned.ok()) {
+      {
+        MutexLock lock(&mu_);
+        std::vector<CheckpointRecord>& all = jobs_[from.job_id()].checkpoints;
+        all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(old.size()));
+      }
+      for (const CheckpointRecord& r : old) CheckpointFiles::Remove(r.path);
+    } else {
+      ReportBackgroundError(pruned);
+    }
+  }
+  v1::UploadCheckpointResponse resp;
+  *resp.mutable_checkpoint() = record.info;
+  return resp;
+}
+
+absl::StatusOr<CheckpointRecord> Coordinator::FindCheckpoint(
+    const v1::FetchCheckpointRequest& request) {
+  const v1::RankIdentity& from = request.from();
+  RETURN_IF_ERROR(registry_.CheckRankHolder(from.worker_id(), from.worker_secret(), from.job_id(),
+                                            from.attempt(), from.rank()));
+  MutexLock lock(&mu_);
+  auto it = jobs_.find(from.job_id());
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("job '", from.job_id(), "' not found"));
+  }
+  for (const CheckpointRecord& r : it->second.checkpoints) {
+    if (r.info.number() == request.number()) return r;
+  }
+  return absl::NotFoundError(absl::StrCat("number: job '", from.job_id(), "' has no checkpoint ",
+                                          request.number()));
+}
+
 std::map<std::string, int> Coordinator::WorkerCounts() { return registry_.Counts(); }
 
 absl::Status Coordinator::ProbeStorage() {
@@ -525,10 +809,11 @@ void Coordinator::MonitorPass() {
     if (w.job_id.empty()) continue;
     absl::StatusOr<v1::Job> job = FindJob(w.job_id);
     if (!job.ok() || IsFinished(job->state()) || job->attempt() != w.attempt) continue;
-    absl::Status st = SetStateLocked(
-        std::move(*job), v1::FAILED,
+    absl::Status st = EndAttemptLocked(
+        std::move(*job),
         absl::StrCat("worker ", w.worker_id, " (rank ", w.rank, ") was lost: no heartbeat for ",
-                     config_.worker_timeout.count() / 1000.0, " s"));
+                     config_.worker_timeout.count() / 1000.0, " s"),
+        /*retryable=*/true);
     if (!st.ok()) {
       unrecorded_losses_.push_back(w);
       ReportBackgroundError(st);

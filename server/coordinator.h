@@ -29,6 +29,7 @@
 #include "logit/v1/training.pb.h"
 #include "logit/v1/worker.pb.h"
 #include "server/catalog.h"
+#include "server/checkpoint_files.h"
 #include "server/event_log.h"
 #include "server/job_store.h"
 #include "worker/common/mutex.h"
@@ -59,6 +60,17 @@ struct CoordinatorConfig {
   PredictLimits predict_limits;
   // Loaded models kept in memory for Predict, least recently used evicted (0 = no limit).
   int max_cached_models = 64;
+  // Checkpoint period for jobs whose spec leaves checkpoint_every unset (0: none).
+  int64_t checkpoint_every = 10;
+  // Checkpoints kept per job (the newest; older ones are deleted as new ones arrive), >= 1.
+  int keep_checkpoints = 2;
+  // Keep a finished job's checkpoints (default: deleted when the job ends).
+  bool keep_finished_checkpoints = false;
+  // Over this, a checkpoint upload fails with RESOURCE_EXHAUSTED (0 = no limit).
+  int64_t max_checkpoint_bytes = 0;
+  // Backoff before retry n (1-based): retry_backoff * 2^(n-1), at most retry_backoff_max.
+  std::chrono::milliseconds retry_backoff{1000};
+  std::chrono::milliseconds retry_backoff_max{30000};
   // Over these, requests fail with RESOURCE_EXHAUSTED naming the limit (0 = no limit).
   int max_queued_jobs = 1000;                      // jobs waiting in the queue
   int max_workers_per_job = 256;                   // JobSpec.workers
@@ -97,13 +109,22 @@ class Coordinator {
 
   // Worker API (logit.v1.WorkerService). Registration issues a secret; every later call must
   // carry it, and reports and uploads are accepted only for the ranks assigned to that worker
-  // (PERMISSION_DENIED otherwise).
-  v1::RegisterWorkerResponse RegisterWorker(const v1::RegisterWorkerRequest& request);
+  // (PERMISSION_DENIED otherwise). Worker ids come from the store: they never repeat, across
+  // restarts too.
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
+      const v1::RegisterWorkerRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
   absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
       const v1::ReportProgressRequest& request);
   absl::StatusOr<v1::UploadModelResponse> UploadModel(
       const v1::ModelUpload& header, const std::function<absl::StatusOr<bool>(std::string*)>& next);
+  // Rank 0 of the current attempt stores a checkpoint; it is durable (file and record) when
+  // this returns OK. Older checkpoints beyond keep_checkpoints are deleted.
+  absl::StatusOr<v1::UploadCheckpointResponse> UploadCheckpoint(
+      const v1::CheckpointUpload& header,
+      const std::function<absl::StatusOr<bool>(std::string*)>& next);
+  // The checkpoint a rank of the current attempt resumes from: its info and file path.
+  absl::StatusOr<CheckpointRecord> FindCheckpoint(const v1::FetchCheckpointRequest& request);
 
   // OK when the data dir and the job store took a write at the last probe (every
   // storage_probe_interval) and no background store write failed since; the server's health
@@ -117,11 +138,13 @@ class Coordinator {
   Catalog& catalog_for_test() { return catalog_; }
 
  private:
-  // A job as published: its record (always equal to what the store holds) and the c10d
-  // TCPStore of its running attempt (started when placed, stopped when it finishes).
+  // A job as published: its record (always equal to what the store holds), the c10d
+  // TCPStore of its running attempt (started when placed, stopped when the attempt ends) and
+  // its stored checkpoints, oldest first.
   struct JobEntry {
     v1::Job job;
     std::unique_ptr<StoreServer> rendezvous;
+    std::vector<CheckpointRecord> checkpoints;
   };
 
   Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobStore> store);
@@ -134,14 +157,27 @@ class Coordinator {
 
   // Writes `job` with `event` (which gets the job's next sequence and the time) to the store in
   // one transaction, then publishes both; `rendezvous`, if given, becomes the job's. A job
-  // whose state is final loses its rendezvous. On a store error nothing is published.
+  // whose state is final loses its rendezvous. `checkpoint`, if given, is recorded in the same
+  // transaction and joins the job's checkpoints. On a store error nothing is published.
   absl::Status CommitLocked(v1::Job job, v1::JobEvent event,
-                            std::unique_ptr<StoreServer> rendezvous = nullptr)
+                            std::unique_ptr<StoreServer> rendezvous = nullptr,
+                            const CheckpointRecord* checkpoint = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   // CommitLocked with `job` moved to `state` and its state-change event.
   absl::Status SetStateLocked(v1::Job job, v1::JobState state, const std::string& reason,
                               std::unique_ptr<StoreServer> rendezvous = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the job's current attempt for `reason`. A retryable end with retries left makes the
+  // job RETRYING (attempt + 1, backoff, back at the head of the queue, resuming from its latest
+  // checkpoint); otherwise the job FAILS with every attempt's reason. `charged` retries count
+  // against spec.max_retries (a coordinator restart is not charged).
+  // `requeue`: put a RETRYING job at the head of the queue (Load enqueues them itself).
+  absl::Status EndAttemptLocked(v1::Job job, const std::string& reason, bool retryable,
+                                bool charged = true, bool requeue = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // Deletes a finished job's checkpoints (files and records) unless configured to keep them.
+  void DropCheckpointsLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Places queued jobs, head first, while enough workers are idle. Returns the first store
   // error (the job it concerned stays queued).
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
@@ -162,6 +198,7 @@ class Coordinator {
   WorkerRegistry registry_;
   EventLog log_;
   Catalog catalog_;
+  CheckpointFiles checkpoint_files_;
 
   Mutex commit_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // Lost workers whose job could not be failed yet (a store error): retried by the monitor.

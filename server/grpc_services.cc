@@ -17,6 +17,27 @@ grpc::Status Reply(const absl::StatusOr<T>& result, T* out) {
   return grpc::Status::OK;
 }
 
+// Streams `info`, then the file at `path` in chunks (DATA_LOSS naming `what` if it is missing).
+template <typename Response, typename Info>
+grpc::Status StreamFile(grpc::ServerContext* ctx, const std::string& path, const std::string& what,
+                        const Info& info, grpc::ServerWriter<Response>* writer) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return grpc::Status(grpc::StatusCode::DATA_LOSS, what + ": its file is missing");
+  Response head;
+  *head.mutable_info() = info;
+  if (!writer->Write(head)) return grpc::Status::CANCELLED;
+  std::string buf(kChunkBytes, '\0');
+  while (in && !ctx->IsCancelled()) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    Response chunk;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(n));
+    if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& st) {
@@ -123,8 +144,7 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* ctx,
                                                const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerResponse* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
-  *resp = c_->RegisterWorker(*req);
-  return grpc::Status::OK;
+  return Reply(c_->RegisterWorker(*req), resp);
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
@@ -156,6 +176,39 @@ grpc::Status WorkerServiceImpl::UploadModel(grpc::ServerContext* ctx,
     return true;
   };
   return Reply(c_->UploadModel(header, next), resp);
+}
+
+grpc::Status WorkerServiceImpl::UploadCheckpoint(
+    grpc::ServerContext* ctx, grpc::ServerReader<v1::UploadCheckpointRequest>* reader,
+    v1::UploadCheckpointResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
+  v1::UploadCheckpointRequest msg;
+  if (!reader->Read(&msg) || !msg.has_header()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "header: the first message of a checkpoint upload must carry "
+                        "CheckpointUpload");
+  }
+  const v1::CheckpointUpload header = msg.header();
+  auto next = [reader, &msg](std::string* chunk) -> absl::StatusOr<bool> {
+    if (!reader->Read(&msg)) return false;
+    if (msg.has_header()) {
+      return absl::InvalidArgumentError("header: CheckpointUpload may only come first");
+    }
+    *chunk = msg.chunk();
+    return true;
+  };
+  return Reply(c_->UploadCheckpoint(header, next), resp);
+}
+
+grpc::Status WorkerServiceImpl::FetchCheckpoint(
+    grpc::ServerContext* ctx, const v1::FetchCheckpointRequest* req,
+    grpc::ServerWriter<v1::FetchCheckpointResponse>* writer) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
+  auto rec = c_->FindCheckpoint(*req);
+  if (!rec.ok()) return ToGrpcStatus(rec.status());
+  return StreamFile(ctx, rec->path,
+                    absl::StrCat("checkpoint ", req->number(), " of ", req->from().job_id()),
+                    rec->info, writer);
 }
 
 }  // namespace logit

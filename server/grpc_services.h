@@ -54,6 +54,11 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                               v1::ReportProgressResponse*) override;
   grpc::Status UploadModel(grpc::ServerContext*, grpc::ServerReader<v1::UploadModelRequest>*,
                            v1::UploadModelResponse*) override;
+  grpc::Status UploadCheckpoint(grpc::ServerContext*,
+                                grpc::ServerReader<v1::UploadCheckpointRequest>*,
+                                v1::UploadCheckpointResponse*) override;
+  grpc::Status FetchCheckpoint(grpc::ServerContext*, const v1::FetchCheckpointRequest*,
+                               grpc::ServerWriter<v1::FetchCheckpointResponse>*) override;
 
  private:
   Coordinator* c_;

@@ -30,6 +30,13 @@ struct DatasetRecord {
   std::string path;
 };
 
+// A stored checkpoint of a job and where its file lives.
+struct CheckpointRecord {
+  std::string job_id;
+  v1::CheckpointInfo info;
+  std::string path;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
@@ -54,6 +61,15 @@ class JobStore {
   // OK also when no such model is stored.
   virtual absl::Status DeleteModel(const std::string& model_id) = 0;
   virtual absl::StatusOr<std::vector<ModelRecord>> LoadModels() = 0;
+
+  // PutJobWithEvent(job, event) and the checkpoint's record in one transaction.
+  virtual absl::Status PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
+                                            const CheckpointRecord& checkpoint) = 0;
+  // Forgets the job's checkpoints with these numbers (OK for unknown ones).
+  virtual absl::Status DeleteCheckpoints(const std::string& job_id,
+                                         const std::vector<int64_t>& numbers) = 0;
+  // Every checkpoint record in insertion order.
+  virtual absl::StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints() = 0;
 };
 
 }  // namespace logit

@@ -95,4 +95,36 @@ absl::StatusOr<std::vector<ModelRecord>> MemoryJobStore::LoadModels() {
   return models_.All();
 }
 
+absl::Status MemoryJobStore::PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
+                                                  const CheckpointRecord& checkpoint) {
+  MutexLock lock(&mu_);
+  if (!fail_writes_.ok()) return fail_writes_;
+  ++writes_;
+  events_.Put(absl::StrCat(event.job_id(), "/", event.sequence()), event);
+  jobs_.Put(job.id(), job);
+  checkpoints_.Put(absl::StrCat(checkpoint.job_id, "/", checkpoint.info.number()), checkpoint);
+  return absl::OkStatus();
+}
+
+absl::Status MemoryJobStore::DeleteCheckpoints(const std::string& job_id,
+                                               const std::vector<int64_t>& numbers) {
+  MutexLock lock(&mu_);
+  if (!fail_writes_.ok()) return fail_writes_;
+  ++writes_;
+  auto& rows = checkpoints_.rows;
+  rows.erase(std::remove_if(rows.begin(), rows.end(),
+                            [&](const auto& row) {
+                              return row.second.job_id == job_id &&
+                                     std::find(numbers.begin(), numbers.end(),
+                                               row.second.info.number()) != numbers.end();
+                            }),
+             rows.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<CheckpointRecord>> MemoryJobStore::LoadCheckpoints() {
+  MutexLock lock(&mu_);
+  return checkpoints_.All();
+}
+
 }  // namespace logit

@@ -40,6 +40,12 @@ class MemoryJobStore final : public JobStore {
   absl::Status DeleteModel(const std::string& model_id) override;
   absl::StatusOr<std::vector<ModelRecord>> LoadModels() override;
 
+  absl::Status PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
+                                    const CheckpointRecord& checkpoint) override;
+  absl::Status DeleteCheckpoints(const std::string& job_id,
+                                 const std::vector<int64_t>& numbers) override;
+  absl::StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints() override;
+
  private:
   // Rows of one table in first-insertion order, replaced in place.
   template <typename T>
@@ -69,6 +75,7 @@ class MemoryJobStore final : public JobStore {
   Table<v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   Table<DatasetRecord> datasets_ ABSL_GUARDED_BY(mu_);
   Table<ModelRecord> models_ ABSL_GUARDED_BY(mu_);
+  Table<CheckpointRecord> checkpoints_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace logit

@@ -70,6 +70,8 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
            "extra TEXT, seq INTEGER)",
            "CREATE TABLE IF NOT EXISTS models (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
            "extra TEXT, seq INTEGER)",
+           "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+           "extra TEXT, seq INTEGER)",
        }) {
     absl::Status st = store->ExecLocked(sql);
     if (!st.ok()) return st;
@@ -219,6 +221,61 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteJobStore::LoadModels() {
     auto info = Parse<v1::ModelInfo>(body, "model");
     if (!info.ok()) return info.status();
     out.push_back(ModelRecord{std::move(*info), extra});
+  }
+  return out;
+}
+
+// A checkpoint row: id "JOB/NUMBER", body the CheckpointInfo, extra "JOB\nPATH".
+absl::Status SqliteJobStore::PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
+                                                  const CheckpointRecord& checkpoint) {
+  MutexLock lock(&mu_);
+  absl::Status st = ExecLocked("BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  st = PutLocked("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
+  if (st.ok()) st = PutLocked("jobs", job.id(), job, "");
+  if (st.ok()) {
+    st = PutLocked("checkpoints", absl::StrCat(checkpoint.job_id, "/", checkpoint.info.number()),
+                   checkpoint.info, absl::StrCat(checkpoint.job_id, "\n", checkpoint.path));
+  }
+  if (st.ok()) st = ExecLocked("COMMIT");
+  if (!st.ok()) (void)ExecLocked("ROLLBACK");
+  return st;
+}
+
+absl::Status SqliteJobStore::DeleteCheckpoints(const std::string& job_id,
+                                               const std::vector<int64_t>& numbers) {
+  MutexLock lock(&mu_);
+  absl::Status st = ExecLocked("BEGIN IMMEDIATE");
+  if (!st.ok()) return st;
+  for (const int64_t n : numbers) {
+    Statement del(db_, "DELETE FROM checkpoints WHERE id = ?1");
+    if (!del.ok()) {
+      st = SqlError(db_, "prepare delete checkpoint");
+      break;
+    }
+    del.BindText(1, absl::StrCat(job_id, "/", n));
+    if (sqlite3_step(del.get()) != SQLITE_DONE) {
+      st = SqlError(db_, "delete checkpoint");
+      break;
+    }
+  }
+  if (st.ok()) st = ExecLocked("COMMIT");
+  if (!st.ok()) (void)ExecLocked("ROLLBACK");
+  return st;
+}
+
+absl::StatusOr<std::vector<CheckpointRecord>> SqliteJobStore::LoadCheckpoints() {
+  auto rows = LoadAll("checkpoints", "seq");
+  if (!rows.ok()) return rows.status();
+  std::vector<CheckpointRecord> out;
+  for (const auto& [body, extra] : *rows) {
+    auto info = Parse<v1::CheckpointInfo>(body, "checkpoint");
+    if (!info.ok()) return info.status();
+    const size_t nl = extra.find('\n');
+    if (nl == std::string::npos) {
+      return absl::DataLossError("store: a stored checkpoint record has no job and path");
+    }
+    out.push_back(CheckpointRecord{extra.substr(0, nl), std::move(*info), extra.substr(nl + 1)});
   }
   return out;
 }

@@ -39,6 +39,12 @@ class SqliteJobStore final : public JobStore {
   absl::Status DeleteModel(const std::string& model_id) override;
   absl::StatusOr<std::vector<ModelRecord>> LoadModels() override;
 
+  absl::Status PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
+                                    const CheckpointRecord& checkpoint) override;
+  absl::Status DeleteCheckpoints(const std::string& job_id,
+                                 const std::vector<int64_t>& numbers) override;
+  absl::StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints() override;
+
  private:
   explicit SqliteJobStore(sqlite3* db) : db_(db) {}
   absl::Status ExecLocked(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -9,10 +9,10 @@ namespace logit {
 WorkerRegistry::WorkerRegistry(std::chrono::milliseconds heartbeat_interval)
     : heartbeat_interval_(heartbeat_interval) {}
 
-v1::RegisterWorkerResponse WorkerRegistry::Register(const v1::RegisterWorkerRequest& request) {
+v1::RegisterWorkerResponse WorkerRegistry::Register(const v1::RegisterWorkerRequest& request,
+                                                    const std::string& id) {
   const std::string secret = RandomSecret();
   MutexLock lock(&mu_);
-  const std::string id = absl::StrCat("w-", ++next_worker_);
   Worker& w = workers_[id];
   w.info = request;
   w.last_seen = Clock::now();
@@ -35,7 +35,9 @@ absl::StatusOr<const WorkerRegistry::Worker*> WorkerRegistry::AuthenticLocked(
 }
 
 absl::StatusOr<WorkerRegistry::Beat> WorkerRegistry::Heartbeat(const std::string& worker_id,
-                                                               const std::string& secret) {
+                                                               const std::string& secret,
+                                                               const std::string& running_job,
+                                                               int running_attempt) {
   MutexLock lock(&mu_);
   Beat beat;
   if (workers_.find(worker_id) == workers_.end()) {
@@ -45,8 +47,10 @@ absl::StatusOr<WorkerRegistry::Beat> WorkerRegistry::Heartbeat(const std::string
   RETURN_IF_ERROR(AuthenticLocked(worker_id, secret).status());
   Worker& w = workers_[worker_id];
   w.last_seen = Clock::now();
-  beat.assignment = std::move(w.pending);
-  w.pending.reset();
+  if (w.pending && w.pending->job_id() == running_job && w.pending->attempt() == running_attempt) {
+    w.pending.reset();  // acknowledged: the worker runs it
+  }
+  beat.assignment = w.pending;
   beat.job_id = w.job_id;
   beat.attempt = w.attempt;
   return beat;

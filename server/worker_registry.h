@@ -28,19 +28,24 @@ class WorkerRegistry {
   // `heartbeat_interval` is what registered workers are told to use.
   explicit WorkerRegistry(std::chrono::milliseconds heartbeat_interval);
 
-  // Adds a worker ("w-N", idle) with a fresh secret.
-  v1::RegisterWorkerResponse Register(const v1::RegisterWorkerRequest& request);
+  // Adds a worker under `worker_id` (the coordinator draws ids from its durable store, so they
+  // never repeat across restarts), idle, with a fresh secret.
+  v1::RegisterWorkerResponse Register(const v1::RegisterWorkerRequest& request,
+                                      const std::string& worker_id);
 
   // What a heartbeat found.
   struct Beat {
     bool unknown = false;                      // not registered (lost, or a restarted server)
-    std::optional<v1::Assignment> assignment;  // delivered now, at most once
+    std::optional<v1::Assignment> assignment;  // to deliver (again) with this reply
     std::string job_id;                        // the attempt the worker holds ("" = idle)
     int attempt = 0;
   };
-  // Records a heartbeat of `worker_id`. PERMISSION_DENIED if it is registered and `secret` is
-  // not its secret.
-  absl::StatusOr<Beat> Heartbeat(const std::string& worker_id, const std::string& secret);
+  // Records a heartbeat of `worker_id`, which runs (`running_job`, `running_attempt`) ("" =
+  // nothing). A pending assignment is returned with every heartbeat until one names its job
+  // attempt (at-least-once delivery: a lost reply loses nothing). PERMISSION_DENIED if the
+  // worker is registered and `secret` is not its secret.
+  absl::StatusOr<Beat> Heartbeat(const std::string& worker_id, const std::string& secret,
+                                 const std::string& running_job = "", int running_attempt = 0);
 
   // OK if `secret` is the worker's secret; PERMISSION_DENIED otherwise (unknown worker too).
   absl::Status Authenticate(const std::string& worker_id, const std::string& secret) const;
@@ -56,7 +61,8 @@ class WorkerRegistry {
   bool Reserve(const std::vector<std::string>& gang, const std::string& job_id, int attempt);
   // Frees the workers of a Reserve whose placement could not be committed.
   void Unreserve(const std::vector<std::string>& gang, const std::string& job_id, int attempt);
-  // Queues `assignment` for the worker's next heartbeat (no-op if the worker is gone).
+  // Queues `assignment` for the worker's heartbeats until acknowledged (no-op if the worker is
+  // gone).
   void Deliver(const std::string& worker_id, v1::Assignment assignment);
   // Frees the worker if it still holds that job attempt; returns whether it did.
   bool Release(const std::string& worker_id, const std::string& job_id, int attempt);
@@ -82,7 +88,7 @@ class WorkerRegistry {
     std::string job_id;  // busy with this job attempt ("" = idle)
     int attempt = 0;
     int rank = 0;
-    std::optional<v1::Assignment> pending;  // delivered with the next heartbeat
+    std::optional<v1::Assignment> pending;  // sent with heartbeats until acknowledged
   };
   // The worker if `secret` is its secret, PERMISSION_DENIED otherwise.
   absl::StatusOr<const Worker*> AuthenticLocked(const std::string& worker_id,
@@ -93,7 +99,6 @@ class WorkerRegistry {
 
   mutable Mutex mu_;
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
-  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace logit

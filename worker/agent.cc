@@ -1,6 +1,7 @@
 #include "worker/agent.h"
 
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -30,20 +31,46 @@ void SetDeadline(grpc::ClientContext* ctx, int seconds) {
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
 }
 
+// Writes the file at `path` to a client stream in chunks of kChunkBytes; false when the stream
+// broke (Finish then tells why) or the file could not be read.
+template <typename Request>
+bool WriteFileChunks(grpc::ClientWriter<Request>* writer, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::string buf(kChunkBytes, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    Request chunk;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(n));
+    if (!writer->Write(chunk)) return false;
+  }
+  return true;
+}
+
+// A per-process temporary file for a job attempt. POSIX rather than std::filesystem, which a
+// pip LibTorch interposes (see test_util.h).
+std::string TempPath(const v1::Assignment& a, const std::string& what) {
+  const char* tmp = std::getenv("TMPDIR");
+  return absl::StrCat(tmp != nullptr && *tmp != 0 ? tmp : "/tmp", "/logit-", getpid(), "-",
+                      a.job_id(), "-", a.attempt(), "-", a.rank(), "-", what);
+}
+
 class Agent {
  public:
   Agent(const AgentOptions& options, std::shared_ptr<grpc::Channel> channel, std::ostream& log)
       : options_(options), log_(log), stub_(v1::WorkerService::NewStub(channel)) {}
 
   int Run(const std::atomic<bool>& stop) {
+    // Failed registrations and heartbeats back off exponentially (up to kMaxBackoff), so that a
+    // restarting coordinator is not flooded; the first success resets it.
+    int failures = 0;
     while (!stop) {
-      if (Identity().first.empty() && !Register()) {
-        Sleep(stop, std::chrono::seconds(1));
-        continue;
-      }
-      Beat();
+      const bool ok = Identity().first.empty() ? Register() : Beat();
+      failures = ok ? 0 : failures + 1;
       if (job_thread_.joinable() && !job_running_) job_thread_.join();
-      Sleep(stop, interval_);
+      Sleep(stop, ok ? interval_ : Backoff(failures));
     }
     cancel_ = true;
     if (job_thread_.joinable()) job_thread_.join();
@@ -51,6 +78,12 @@ class Agent {
   }
 
  private:
+  std::chrono::milliseconds Backoff(int failures) const {
+    std::chrono::milliseconds d = interval_;
+    for (int i = 0; i < failures && d < kMaxBackoff; ++i) d *= 2;
+    return std::min(d, kMaxBackoff);
+  }
+
   static void Sleep(const std::atomic<bool>& stop, std::chrono::milliseconds d) {
     const auto until = std::chrono::steady_clock::now() + d;
     while (!stop && std::chrono::steady_clock::now() < until) {
@@ -90,7 +123,8 @@ class Agent {
     return {worker_id_, worker_secret_};
   }
 
-  void Beat() {
+  // Returns false when the coordinator could not be reached.
+  bool Beat() {
     v1::HeartbeatRequest req;
     {
       MutexLock lock(&mu_);
@@ -105,7 +139,13 @@ class Agent {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, 5);
     grpc::Status st = stub_->Heartbeat(&ctx, req, &resp);
-    if (!st.ok()) return;  // the coordinator may be restarting; try again next beat
+    if (!st.ok()) {
+      // The coordinator may be restarting: the running rank goes on (its collective fails on
+      // its own if the attempt is gone) and the heartbeat is retried with backoff.
+      log_ << "logit-worker " << req.worker_id() << ": heartbeat failed: " << st.error_message()
+           << std::endl;
+      return false;
+    }
     if (resp.reregister()) {
       // The coordinator forgot this worker (it was lost, or the coordinator restarted): the
       // rank it may still run belongs to no one now, so it stops.
@@ -113,9 +153,16 @@ class Agent {
       worker_id_.clear();
       worker_secret_.clear();
       cancel_ = true;
-      return;
+      return true;
     }
     if (resp.cancel()) cancel_ = true;
+    // Assignments come at least once: one this worker runs or ran already is ignored.
+    if (resp.has_assignment()) {
+      const v1::Assignment& a = resp.assignment();
+      const std::string key = absl::StrCat(a.job_id(), "/", a.attempt(), "/", a.rank());
+      if (key == last_assignment_) return true;
+      last_assignment_ = key;
+    }
     if (resp.has_assignment()) {
       // The coordinator assigns only after this worker reported the previous rank's outcome,
       // so a job thread still alive is just returning: wait for it, never drop the assignment.
@@ -138,6 +185,7 @@ class Agent {
         job_running_ = false;
       });
     }
+    return true;
   }
 
   void Report(const v1::Assignment& a, v1::ReportProgressRequest req) {
@@ -184,20 +232,78 @@ class Agent {
     head.mutable_header()->set_job_id(a.job_id());
     head.mutable_header()->set_attempt(a.attempt());
     *head.mutable_header()->mutable_summary() = summary;
-    bool ok = writer->Write(head);
-    std::ifstream in(path, std::ios::binary);
-    std::string buf(kChunkBytes, '\0');
-    while (ok && in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      const std::streamsize n = in.gcount();
-      if (n <= 0) break;
-      v1::UploadModelRequest chunk;
-      chunk.set_chunk(buf.data(), static_cast<size_t>(n));
-      ok = writer->Write(chunk);
-    }
+    if (writer->Write(head)) WriteFileChunks(writer.get(), path);
     writer->WritesDone();
     grpc::Status st = writer->Finish();
     if (!st.ok()) return absl::UnavailableError(absl::StrCat("model upload: ", st.error_message()));
+    return absl::OkStatus();
+  }
+
+  v1::RankIdentity Me(const v1::Assignment& a) {
+    v1::RankIdentity me;
+    const auto [id, secret] = Identity();
+    me.set_worker_id(id);
+    me.set_worker_secret(secret);
+    me.set_job_id(a.job_id());
+    me.set_attempt(a.attempt());
+    me.set_rank(a.rank());
+    return me;
+  }
+
+  // Streams a checkpoint file (rank 0); OK once the coordinator has it durably.
+  absl::Status SendCheckpoint(const v1::Assignment& a, const std::string& path, int64_t epoch) {
+    struct stat st_buf;
+    if (stat(path.c_str(), &st_buf) != 0) {
+      return absl::InternalError(absl::StrCat("checkpoint: cannot stat ", path));
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 600);
+    v1::UploadCheckpointResponse resp;
+    auto writer = stub_->UploadCheckpoint(&ctx, &resp);
+    v1::UploadCheckpointRequest head;
+    *head.mutable_header()->mutable_from() = Me(a);
+    head.mutable_header()->set_epoch(epoch);
+    head.mutable_header()->set_size_bytes(static_cast<int64_t>(st_buf.st_size));
+    if (writer->Write(head)) WriteFileChunks(writer.get(), path);
+    writer->WritesDone();
+    grpc::Status st = writer->Finish();
+    if (!st.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                          absl::StrCat("checkpoint upload: ", st.error_message()));
+    }
+    return absl::OkStatus();
+  }
+
+  // Downloads the checkpoint the assignment resumes from into `path`.
+  absl::Status FetchCheckpoint(const v1::Assignment& a, const std::string& path) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 600);
+    v1::FetchCheckpointRequest req;
+    *req.mutable_from() = Me(a);
+    req.set_number(a.resume_checkpoint());
+    auto reader = stub_->FetchCheckpoint(&ctx, req);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    v1::FetchCheckpointResponse msg;
+    int64_t expected = -1, got = 0;
+    while (reader->Read(&msg)) {
+      if (msg.has_info()) {
+        expected = msg.info().size_bytes();
+      } else {
+        out.write(msg.chunk().data(), static_cast<std::streamsize>(msg.chunk().size()));
+        got += static_cast<int64_t>(msg.chunk().size());
+      }
+    }
+    out.close();
+    grpc::Status st = reader->Finish();
+    if (!st.ok()) {
+      // A missing checkpoint is as retryable as the network: another attempt may have it.
+      return absl::UnavailableError(absl::StrCat("checkpoint ", a.resume_checkpoint(),
+                                                 ": download failed: ", st.error_message()));
+    }
+    if (!out || got != expected) {
+      return absl::UnavailableError(absl::StrCat("checkpoint ", a.resume_checkpoint(), ": got ",
+                                                 got, " of ", expected, " bytes"));
+    }
     return absl::OkStatus();
   }
 
@@ -286,7 +392,9 @@ class Agent {
   const AgentOptions options_;
   std::ostream& log_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
+  static constexpr std::chrono::milliseconds kMaxBackoff{10000};
   std::chrono::milliseconds interval_{500};
+  std::string last_assignment_;  // "job/attempt/rank" of the latest assignment taken
   // Threads: the heartbeat thread (Run, Beat, Register) and one job thread at a time
   // (RunAssignment). mu_ guards the registration, which both read; the job thread's own state is
   // its Assignment; the flags below are atomics.

@@ -43,7 +43,7 @@ std::function<absl::StatusOr<bool>(std::string*)> Chunks(const std::string& byte
 void FakeWorker(Coordinator* c, const std::string& model_bytes, const std::atomic<bool>& stop) {
   v1::RegisterWorkerRequest reg;
   reg.set_hostname("fake");
-  const v1::RegisterWorkerResponse me = c->RegisterWorker(reg);
+  const v1::RegisterWorkerResponse me = c->RegisterWorker(reg).value();
   while (!stop) {
     v1::HeartbeatRequest hb;
     hb.set_worker_id(me.worker_id());

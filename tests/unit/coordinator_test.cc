@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,17 +72,19 @@ class CoordinatorTest : public ::testing::Test {
     model_bytes_ = ReadWholeFile(dir_.Path("m.npz"));
   }
 
-  absl::StatusOr<v1::Job> Submit(int workers) {
+  absl::StatusOr<v1::Job> Submit(int workers,
+                                 const std::function<void(v1::JobSpec*)>& edit = {}) {
     v1::JobSpec spec;
     spec.set_data("dataset:" + dataset_);
     spec.set_label_column("target");
     spec.set_workers(workers);
+    if (edit) edit(&spec);
     return c_->SubmitJob(spec);
   }
   FakeWorker Register() {
     v1::RegisterWorkerRequest reg;
     reg.set_hostname("fake");
-    const v1::RegisterWorkerResponse r = c_->RegisterWorker(reg);
+    const v1::RegisterWorkerResponse r = c_->RegisterWorker(reg).value();
     return FakeWorker{r.worker_id(), r.worker_secret()};
   }
   v1::HeartbeatResponse Beat(const FakeWorker& w, const std::string& running_job = "") {
@@ -115,6 +119,47 @@ class CoordinatorTest : public ::testing::Test {
     header.set_job_id(a.job_id());
     header.set_attempt(a.attempt());
     return c_->UploadModel(header, Chunks(model_bytes_));
+  }
+  absl::StatusOr<v1::ReportProgressResponse> Fail(const FakeWorker& w, const v1::Assignment& a,
+                                                  absl::StatusCode code, const std::string& msg) {
+    v1::ReportProgressRequest r = Report(w, a);
+    r.mutable_outcome()->set_ok(false);
+    r.mutable_outcome()->set_code(static_cast<int>(code));
+    r.mutable_outcome()->set_message(msg);
+    return c_->ReportProgress(r);
+  }
+  absl::StatusOr<v1::UploadCheckpointResponse> SendCheckpoint(const FakeWorker& w,
+                                                              const v1::Assignment& a, int epoch,
+                                                              const std::string& bytes) {
+    v1::CheckpointUpload header;
+    header.mutable_from()->set_worker_id(w.id);
+    header.mutable_from()->set_worker_secret(w.secret);
+    header.mutable_from()->set_job_id(a.job_id());
+    header.mutable_from()->set_attempt(a.attempt());
+    header.mutable_from()->set_rank(a.rank());
+    header.set_epoch(epoch);
+    header.set_size_bytes(static_cast<int64_t>(bytes.size()));
+    return c_->UploadCheckpoint(header, Chunks(bytes));
+  }
+  absl::StatusOr<CheckpointRecord> FindCheckpoint(const FakeWorker& w, const v1::Assignment& a) {
+    v1::FetchCheckpointRequest r;
+    r.mutable_from()->set_worker_id(w.id);
+    r.mutable_from()->set_worker_secret(w.secret);
+    r.mutable_from()->set_job_id(a.job_id());
+    r.mutable_from()->set_attempt(a.attempt());
+    r.mutable_from()->set_rank(a.rank());
+    r.set_number(a.resume_checkpoint());
+    return c_->FindCheckpoint(r);
+  }
+  // Heartbeats `w` (acknowledging what it runs) until it gets an assignment.
+  std::optional<v1::Assignment> NextAssignment(const FakeWorker& w) {
+    std::optional<v1::Assignment> got;
+    Eventually([&] {
+      v1::HeartbeatResponse b = Beat(w);
+      if (b.has_assignment()) got = b.assignment();
+      return got.has_value();
+    });
+    return got;
   }
   absl::StatusOr<v1::ReportProgressResponse> Finish(const FakeWorker& w, const v1::Assignment& a) {
     v1::ReportProgressRequest r = Report(w, a);
@@ -263,11 +308,11 @@ TEST_F(CoordinatorTest, CancelledQueuedJobLeavesTheQueueAndCancelledRunningJobSt
   EXPECT_EQ(c_->WorkerCounts()["idle"], 1);
 }
 
-TEST_F(CoordinatorTest, SilentWorkerIsLostAndItsJobFailsNamingIt) {
+TEST_F(CoordinatorTest, SilentWorkerIsLostAndItsJobWithoutRetriesFailsNamingIt) {
   CoordinatorConfig cfg;
   cfg.worker_timeout = std::chrono::milliseconds(100);
   Start(cfg);
-  auto job = Submit(1);
+  auto job = Submit(1, [](v1::JobSpec* s) { s->set_max_retries(0); });
   ASSERT_TRUE(job.ok());
   const FakeWorker w = Register();
   ASSERT_TRUE(Beat(w).has_assignment());
@@ -386,7 +431,7 @@ TEST_F(CoordinatorTest, FailingStoreMakesStorageUnhealthyAndALostWorkerIsRecorde
   CoordinatorConfig cfg;
   cfg.worker_timeout = std::chrono::milliseconds(100);
   Start(cfg);
-  auto job = Submit(1);
+  auto job = Submit(1, [](v1::JobSpec* s) { s->set_max_retries(0); });
   ASSERT_TRUE(job.ok());
   const FakeWorker w = Register();
   ASSERT_TRUE(Beat(w).has_assignment());
@@ -451,7 +496,7 @@ TEST_F(CoordinatorTest, PredictCacheKeepsTheMostRecentlyUsedModels) {
   EXPECT_FALSE(catalog.IsCached(ids[0]));
 }
 
-TEST(CoordinatorRestart, QueuedJobsQueueAgainAndRunningOnesFailWithGaplessEvents) {
+TEST(CoordinatorRestart, RunningJobsRetryFirstQueuedOnesQueueAgainAndEventsHaveNoGaps) {
   TempDir dir;
   CoordinatorConfig cfg;
   cfg.data_dir = dir.Path("data");
@@ -470,7 +515,7 @@ TEST(CoordinatorRestart, QueuedJobsQueueAgainAndRunningOnesFailWithGaplessEvents
     ASSERT_TRUE(running.ok()) << running.status();
     running_id = running->id();
     v1::RegisterWorkerRequest reg;
-    (void)(*c)->RegisterWorker(reg);
+    ASSERT_EQ((*c)->RegisterWorker(reg)->worker_id(), "w-1");
     auto queued = (*c)->SubmitJob(spec);
     ASSERT_TRUE(queued.ok()) << queued.status();
     queued_id = queued->id();
@@ -481,23 +526,28 @@ TEST(CoordinatorRestart, QueuedJobsQueueAgainAndRunningOnesFailWithGaplessEvents
   ASSERT_TRUE(c.ok()) << c.status();
   auto running = (*c)->GetJob(running_id);
   ASSERT_TRUE(running.ok());
-  EXPECT_EQ(running->state(), v1::FAILED);
-  EXPECT_EQ(running->reason(), "the coordinator restarted while the job was running");
+  EXPECT_EQ(running->state(), v1::RETRYING);
+  EXPECT_THAT(running->reason(), HasSubstr("attempt 0 ended: the coordinator restarted"));
+  EXPECT_EQ(running->attempt(), 1);
+  EXPECT_EQ(running->retries(), 0);  // a restart is not charged
+  ASSERT_EQ(running->failed_attempts_size(), 1);
+  EXPECT_FALSE(running->failed_attempts(0).charged());
   std::vector<int64_t> sequences;
-  ASSERT_TRUE((*c)->WatchJob(
-                      running_id, 1,
-                      [&](const v1::JobEvent& e) {
-                        sequences.push_back(e.sequence());
-                        return true;
-                      },
-                      [] { return false; })
-                  .ok());
-  EXPECT_THAT(sequences, ElementsAre(1, 2, 3));  // QUEUED, RUNNING, FAILED
+  (void)(*c)->WatchJob(
+      running_id, 1,
+      [&](const v1::JobEvent& e) {
+        sequences.push_back(e.sequence());
+        return e.sequence() < 3;
+      },
+      [] { return false; });
+  EXPECT_THAT(sequences, ElementsAre(1, 2, 3));  // QUEUED, RUNNING, RETRYING
   EXPECT_EQ(running->last_sequence(), 3);
   EXPECT_EQ((*c)->GetJob(queued_id)->state(), v1::QUEUED);
+  // Worker ids never repeat across restarts; the interrupted job runs before the queued one.
   v1::RegisterWorkerRequest reg;
-  (void)(*c)->RegisterWorker(reg);
-  EXPECT_EQ((*c)->GetJob(queued_id)->state(), v1::RUNNING);
+  ASSERT_EQ((*c)->RegisterWorker(reg)->worker_id(), "w-2");
+  EXPECT_EQ((*c)->GetJob(running_id)->state(), v1::RUNNING);
+  EXPECT_EQ((*c)->GetJob(queued_id)->state(), v1::QUEUED);
 }
 
 TEST(CoordinatorRestart, StoreFailureWhileFailingInterruptedJobsFailsCreate) {
@@ -512,6 +562,181 @@ TEST(CoordinatorRestart, StoreFailureWhileFailingInterruptedJobsFailsCreate) {
   store->FailWrites(absl::DataLossError("sector gone"));
   EXPECT_THAT(Coordinator::Create(cfg, std::move(store)),
               StatusIs(absl::StatusCode::kDataLoss, "sector gone"));
+}
+
+TEST_F(CoordinatorTest, AssignmentIsRepeatedWithEveryHeartbeatUntilOneNamesIt) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::HeartbeatResponse first = Beat(w);
+  ASSERT_TRUE(first.has_assignment());
+  // The reply was lost: the worker still says it runs nothing.
+  const v1::HeartbeatResponse again = Beat(w);
+  ASSERT_TRUE(again.has_assignment());
+  EXPECT_EQ(again.assignment().job_id(), first.assignment().job_id());
+  EXPECT_FALSE(Beat(w, job->id()).has_assignment());
+  EXPECT_FALSE(Beat(w, job->id()).has_assignment());
+}
+
+TEST_F(CoordinatorTest, LostWorkerMakesTheJobRetryOnAnotherWorkerFromItsLatestCheckpoint) {
+  CoordinatorConfig cfg;
+  cfg.worker_timeout = std::chrono::milliseconds(150);
+  cfg.retry_backoff = std::chrono::milliseconds(1);
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker a = Register();
+  const std::optional<v1::Assignment> first = NextAssignment(a);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->resume_checkpoint(), 0);
+  auto ckpt = SendCheckpoint(a, *first, 4, "state after epoch 4");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->checkpoint().number(), 1);
+  EXPECT_EQ(c_->GetJob(job->id())->latest_checkpoint().epoch(), 4);
+  // a goes silent; b registers and keeps beating.
+  const FakeWorker b = Register();
+  const std::optional<v1::Assignment> second = NextAssignment(b);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->attempt(), 1);
+  EXPECT_EQ(second->resume_checkpoint(), 1);
+  const v1::Job retried = *c_->GetJob(job->id());
+  EXPECT_EQ(retried.state(), v1::RUNNING);
+  EXPECT_EQ(retried.retries(), 1);
+  ASSERT_EQ(retried.failed_attempts_size(), 1);
+  EXPECT_THAT(retried.failed_attempts(0).reason(),
+              HasSubstr(absl::StrCat("worker ", a.id, " (rank 0) was lost")));
+  EXPECT_THAT(retried.reason(), HasSubstr("resumed from checkpoint 1 at epoch 4"));
+  auto rec = FindCheckpoint(b, *second);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(ReadWholeFile(rec->path), "state after epoch 4");
+  // The events say what happened, in order: ... checkpoint, RETRYING, RUNNING.
+  std::vector<std::string> kinds;
+  (void)c_->WatchJob(
+      job->id(), 1,
+      [&](const v1::JobEvent& e) {
+        kinds.push_back(e.has_checkpoint() ? "checkpoint"
+                                           : v1::JobState_Name(e.state_change().state()));
+        return e.sequence() < retried.last_sequence();  // stops the watch after the last one
+      },
+      [] { return false; });
+  EXPECT_THAT(kinds, ElementsAre("QUEUED", "RUNNING", "checkpoint", "RETRYING", "RUNNING"));
+  // The old attempt's checkpoints are refused; the job finishes and its checkpoints go.
+  EXPECT_THAT(SendCheckpoint(a, *first, 5, "late").status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, ""));
+  ASSERT_TRUE(Upload(b, *second).ok());
+  ASSERT_TRUE(Finish(b, *second).ok());
+  EXPECT_EQ(State(job->id()), v1::SUCCEEDED);
+  EXPECT_FALSE(c_->GetJob(job->id())->has_latest_checkpoint());
+  EXPECT_FALSE(std::ifstream(rec->path).good());
+}
+
+TEST_F(CoordinatorTest, RankErrorThatARetryCannotFixFailsAtOnce) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const std::optional<v1::Assignment> a = NextAssignment(w);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(Fail(w, *a, absl::StatusCode::kInvalidArgument, "data: line 7: bad value").ok());
+  const v1::Job failed = *c_->GetJob(job->id());
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_EQ(failed.retries(), 0);
+  EXPECT_THAT(failed.reason(), HasSubstr("data: line 7: bad value"));
+}
+
+TEST_F(CoordinatorTest, ExhaustedRetriesFailWithEveryAttemptsReason) {
+  CoordinatorConfig cfg;
+  cfg.retry_backoff = std::chrono::milliseconds(1);
+  Start(cfg);
+  auto job = Submit(1, [](v1::JobSpec* s) { s->set_max_retries(1); });
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const std::optional<v1::Assignment> a = NextAssignment(w);
+    ASSERT_TRUE(a);
+    ASSERT_EQ(a->attempt(), attempt);
+    ASSERT_TRUE(
+        Fail(w, *a, absl::StatusCode::kUnavailable, absl::StrCat("lost rank 1 (try ", attempt, ")"))
+            .ok());
+  }
+  const v1::Job failed = *c_->GetJob(job->id());
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_THAT(failed.reason(), HasSubstr("gave up after 1 retries (max_retries 1)"));
+  EXPECT_THAT(failed.reason(), HasSubstr("attempt 0: rank 0"));
+  EXPECT_THAT(failed.reason(), HasSubstr("lost rank 1 (try 0)"));
+  EXPECT_THAT(failed.reason(), HasSubstr("attempt 1: rank 0"));
+  EXPECT_EQ(failed.failed_attempts_size(), 2);
+}
+
+TEST_F(CoordinatorTest, RetryShrinksToMinWorkersWhenNoMoreAreIdle) {
+  CoordinatorConfig cfg;
+  cfg.retry_backoff = std::chrono::milliseconds(1);
+  Start(cfg);
+  auto job = Submit(2, [](v1::JobSpec* s) { s->set_min_workers(1); });
+  ASSERT_TRUE(job.ok());
+  const FakeWorker a = Register();
+  const FakeWorker b = Register();
+  const std::optional<v1::Assignment> ra = NextAssignment(a);
+  const std::optional<v1::Assignment> rb = NextAssignment(b);
+  ASSERT_TRUE(ra && rb);
+  EXPECT_EQ(ra->world_size(), 2);
+  // b's rank fails; a is still busy with the old attempt until it reports.
+  ASSERT_TRUE(Fail(b, *rb, absl::StatusCode::kUnavailable, "lost rank 0").ok());
+  const std::optional<v1::Assignment> retry = NextAssignment(b);
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->attempt(), 1);
+  EXPECT_EQ(retry->world_size(), 1);
+  // The old attempt's rank is told to stop.
+  EXPECT_TRUE(Beat(a, job->id()).cancel());
+}
+
+TEST_F(CoordinatorTest, CancelDuringTheRetryBackoffCancelsTheJob) {
+  CoordinatorConfig cfg;
+  cfg.retry_backoff = std::chrono::seconds(30);
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const std::optional<v1::Assignment> a = NextAssignment(w);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(Fail(w, *a, absl::StatusCode::kDeadlineExceeded, "collective timed out").ok());
+  EXPECT_EQ(State(job->id()), v1::RETRYING);
+  EXPECT_THAT(c_->GetJob(job->id())->reason(), HasSubstr("starting over (no checkpoint yet)"));
+  auto cancelled = c_->CancelJob(job->id());
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  EXPECT_FALSE(Beat(w).has_assignment());
+}
+
+TEST_F(CoordinatorTest, OnlyTheNewestCheckpointsAreKept) {
+  CoordinatorConfig cfg;
+  cfg.keep_checkpoints = 2;
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const std::optional<v1::Assignment> a = NextAssignment(w);
+  ASSERT_TRUE(a);
+  std::vector<std::string> paths;
+  for (int e = 1; e <= 3; ++e) {
+    ASSERT_TRUE(SendCheckpoint(w, *a, e * 10, absl::StrCat("epoch ", e * 10)).ok());
+  }
+  const std::string dir = dir_.Path("data/checkpoints/" + job->id());
+  EXPECT_FALSE(std::ifstream(dir + "/ckpt-1.safetensors").good());
+  EXPECT_TRUE(std::ifstream(dir + "/ckpt-2.safetensors").good());
+  EXPECT_TRUE(std::ifstream(dir + "/ckpt-3.safetensors").good());
+  EXPECT_EQ(c_->GetJob(job->id())->latest_checkpoint().number(), 3);
+  // A short upload is refused and leaves nothing behind.
+  v1::CheckpointUpload header;
+  header.mutable_from()->set_worker_id(w.id);
+  header.mutable_from()->set_worker_secret(w.secret);
+  header.mutable_from()->set_job_id(a->job_id());
+  header.set_epoch(40);
+  header.set_size_bytes(100);
+  EXPECT_THAT(c_->UploadCheckpoint(header, Chunks("too short")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "size_bytes"));
+  EXPECT_EQ(c_->GetJob(job->id())->latest_checkpoint().number(), 3);
 }
 
 }  // namespace

@@ -1,20 +1,102 @@
 #include "server/worker_pool.h"
 
+#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 extern char** environ;
 
 namespace logit {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// args[0] as execve wants it: itself when it names a path, else its first executable match in
+// PATH (execvp's search, done before fork because it allocates); "" when there is none.
+std::string ResolveExecutable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path != nullptr ? path : "/usr/bin:/bin", ':')) {
+    const std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<pid_t> StartTiedProcess(const std::vector<std::string>& args,
+                                       const std::vector<std::string>& env) {
+  if (args.empty()) return absl::InvalidArgumentError("StartTiedProcess: no program given");
+  const std::string path = ResolveExecutable(args[0]);
+  if (path.empty()) return absl::NotFoundError(absl::StrCat(args[0], ": not found in PATH"));
+  // Everything the child needs is built before fork: between fork and exec this multithreaded
+  // process's child may only make async-signal-safe calls.
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  // The child writes exec's errno here; the pipe closes on a successful exec.
+  int exec_error_pipe[2];
+  if (pipe2(exec_error_pipe, O_CLOEXEC) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot start ", path, ": pipe: ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int err = errno;
+    close(exec_error_pipe[0]);
+    close(exec_error_pipe[1]);
+    return absl::UnavailableError(
+        absl::StrCat("cannot start ", path, ": fork: ", std::strerror(err)));
+  }
+  if (pid == 0) {
+    close(exec_error_pipe[0]);
+    // A parent that died before prctl took effect never sends the signal: getppid() then names
+    // whoever adopted this process.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    // The server blocks SIGTERM/SIGINT (a thread sigwaits for them); children must not inherit
+    // that, or they could not be stopped.
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(path.c_str(), argv.data(), envp.data());
+    const int err = errno;
+    [[maybe_unused]] const ssize_t n = write(exec_error_pipe[1], &err, sizeof(err));
+    _exit(127);
+  }
+  close(exec_error_pipe[1]);
+  int err = 0;
+  ssize_t n;
+  do {
+    n = read(exec_error_pipe[0], &err, sizeof(err));
+  } while (n < 0 && errno == EINTR);
+  close(exec_error_pipe[0]);
+  if (n == static_cast<ssize_t>(sizeof(err))) {
+    waitpid(pid, nullptr, 0);
+    return absl::UnavailableError(absl::StrCat("cannot start ", path, ": ", std::strerror(err)));
+  }
+  return pid;
+}
 
 std::string DefaultWorkerBinary() {
   std::error_code ec;
@@ -48,53 +130,32 @@ pid_t WorkerPool::Spawn() {
                                    "--parent-pid",
                                    std::to_string(getpid())};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_strings;
+  std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "LOGIT_TOKEN=", 12) != 0) env_strings.emplace_back(*e);
+    if (std::strncmp(*e, "LOGIT_TOKEN=", 12) != 0) env.emplace_back(*e);
   }
-  if (!token_.empty()) env_strings.push_back("LOGIT_TOKEN=" + token_);
-  std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  // The server blocks SIGTERM/SIGINT (a thread sigwaits for them); children must not inherit
-  // that mask, or they could not be stopped.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGINT);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, binary_.c_str(), nullptr, &attr, argv.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    std::cerr << "logit-server: cannot start " << binary_ << std::endl;
+  if (!token_.empty()) env.push_back("LOGIT_TOKEN=" + token_);
+  absl::StatusOr<pid_t> pid = StartTiedProcess(args, env);
+  if (!pid.ok()) {
+    std::cerr << "logit-server: " << pid.status().message() << std::endl;
     return -1;
   }
-  return pid;
+  return *pid;
 }
 
 void WorkerPool::Start() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (int i = 0; i < count_; ++i) pids_.push_back(Spawn());
-  }
   supervisor_ = std::thread([this] { Supervise(); });
 }
 
 void WorkerPool::Supervise() {
-  while (!stopping_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    std::lock_guard<std::mutex> lock(mu_);
+  for (int i = 0; i < count_ && !stopping_; ++i) pids_.push_back(Spawn());
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_.load(); });
+    }
+    if (stopping_) break;
     for (pid_t& pid : pids_) {
-      if (stopping_) break;
       int status = 0;
       if (pid > 0 && waitpid(pid, &status, WNOHANG) != pid) continue;
       std::cerr << "logit-server: local worker " << pid << " exited; starting another" << std::endl;
@@ -102,12 +163,11 @@ void WorkerPool::Supervise() {
       ++restarts_;
     }
   }
+  // Stopped here, not by Stop()'s thread: the workers die with this thread.
+  TerminateAll();
 }
 
-void WorkerPool::Stop() {
-  if (stopping_.exchange(true)) return;
-  if (supervisor_.joinable()) supervisor_.join();
-  std::lock_guard<std::mutex> lock(mu_);
+void WorkerPool::TerminateAll() {
   for (pid_t pid : pids_) {
     if (pid > 0) kill(pid, SIGTERM);
   }
@@ -124,6 +184,15 @@ void WorkerPool::Stop() {
     }
   }
   pids_.clear();
+}
+
+void WorkerPool::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_.exchange(true)) return;
+  }
+  stop_cv_.notify_all();
+  if (supervisor_.joinable()) supervisor_.join();
 }
 
 }  // namespace logit

@@ -236,7 +236,9 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   if (parent_pid > 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    // SIGKILL, as logit-server's StartTiedProcess already arranged before exec: a worker whose
+    // coordinator is gone has no one to report to, and must not linger in a collective.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent_pid) return kExitOk;  // the parent ended before prctl took effect
   }
   return RunAgent(agent, g_stop, err);

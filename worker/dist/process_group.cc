@@ -2,10 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/exception.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 // LibTorch 2.x splits ProcessGroup into a front and per-device Backends (Gloo, NCCL); 1.13
 // (Debian 12) has ProcessGroupGloo derive from ProcessGroup. Either way one object holds the
 // allreduce.
@@ -31,8 +33,10 @@ using PgBackend = c10d::ProcessGroup;
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -41,6 +45,7 @@ using PgBackend = c10d::ProcessGroup;
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "worker/common/status.h"
+#include "worker/dist/kv_store.h"
 #include "worker/kernel/collective.h"
 
 namespace logit {
@@ -53,6 +58,10 @@ using std::chrono::milliseconds;
 constexpr milliseconds kHeartbeatPeriod{200};
 // A rank whose heartbeat counter does not move for this long is reported as lost.
 constexpr milliseconds kLostAfter{1200};
+// How a wait on a KeyValueStore polls: first after kFirstPoll, then twice as long each time, at
+// most kMaxPoll apart (a join of a few ranks costs a few ms; a long wait 20 calls a second).
+constexpr milliseconds kFirstPoll{1};
+constexpr milliseconds kMaxPoll{50};
 
 // The first line of an exception's message, without LibTorch's C++ backtrace.
 std::string ErrorText(const std::exception& e) {
@@ -72,6 +81,80 @@ std::string String(const std::vector<uint8_t>& b) { return std::string(b.begin()
 [[maybe_unused]] bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
+
+// A c10d::Store over a KeyValueStore (RendezvousOptions::kv), so that Gloo, NCCL and the
+// PrefixStore rendezvous through it. c10d reports failures by exceptions: a failed operation
+// throws c10::Error with the store's status, a wait that runs out of time c10d::TimeoutError.
+// Waits never outlast the store's timeout (the collective timeout): a longer or unlimited one
+// (c10d's kNoTimeout, Gloo's 300 s default) is cut to it. Thread-safe when the KeyValueStore is.
+class KeyValueStoreAdapter final : public c10d::Store {
+ public:
+  KeyValueStoreAdapter(std::shared_ptr<KeyValueStore> kv, milliseconds timeout)
+      : c10d::Store(timeout), kv_(std::move(kv)) {}
+
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    OrThrow(kv_->Set(key, String(value)));
+  }
+
+  std::vector<uint8_t> compareSet(const std::string& key, const std::vector<uint8_t>& expected,
+                                  const std::vector<uint8_t>& desired) override {
+    return Bytes(OrThrow(kv_->CompareSet(key, String(expected), String(desired))));
+  }
+
+  // Waits for the key (as TCPStore's get does), then reads it.
+  std::vector<uint8_t> get(const std::string& key) override {
+    wait({key}, timeout_);
+    std::optional<std::string> value = OrThrow(kv_->Get(key));
+    if (!value) {
+      throw c10::Error(absl::StrCat("rendezvous store: key '", key, "' was deleted while read"),
+                       "");
+    }
+    return Bytes(*value);
+  }
+
+  int64_t add(const std::string& key, int64_t value) override {
+    return OrThrow(kv_->Add(key, value));
+  }
+
+  bool deleteKey(const std::string& key) override { return OrThrow(kv_->Delete(key)); }
+
+  bool check(const std::vector<std::string>& keys) override { return OrThrow(kv_->Check(keys)); }
+
+  int64_t getNumKeys() override { return OrThrow(kv_->NumKeys()); }
+
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+
+  void wait(const std::vector<std::string>& keys, const milliseconds& timeout) override {
+    const milliseconds limit = timeout == kNoTimeout ? timeout_ : std::min(timeout, timeout_);
+    const auto deadline = Clock::now() + limit;
+    milliseconds pause = kFirstPoll;
+    while (!OrThrow(kv_->Check(keys))) {
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        throw c10d::TimeoutError(absl::StrCat("rendezvous store: waited ", limit.count(),
+                                              " ms for ", absl::StrJoin(keys, ", ")));
+      }
+      std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
+      pause = std::min(pause * 2, kMaxPoll);
+    }
+  }
+
+ private:
+  [[noreturn]] static void Throw(const absl::Status& st) {
+    throw c10::Error(absl::StrCat(st.message(), " [", absl::StatusCodeToString(st.code()), "]"),
+                     "");
+  }
+  static void OrThrow(const absl::Status& st) {
+    if (!st.ok()) Throw(st);
+  }
+  template <typename T>
+  static T OrThrow(absl::StatusOr<T> v) {
+    if (!v.ok()) Throw(v.status());
+    return *std::move(v);
+  }
+
+  const std::shared_ptr<KeyValueStore> kv_;
+};
 
 c10::intrusive_ptr<c10d::TCPStore> StoreClient(const std::string& host, int port,
                                                milliseconds timeout) {
@@ -122,19 +205,23 @@ class ProcessGroupCollective : public Collective {
   absl::Status Agree(const absl::Status& local) override {
     const int64_t seq = ++agree_seq_;
     const std::string key_base = absl::StrCat("agree/", seq, "/");
+    // A reason that cannot be stored still takes part in the vote: the peers learn of the
+    // failure now instead of waiting out the collective timeout.
+    absl::Status store_error;
     if (!local.ok()) {
       try {
         store_->set(key_base + std::to_string(rank()),
                     Bytes(absl::StrCat(static_cast<int>(local.code()), "\n", local.message())));
       } catch (const std::exception& e) {
-        return Broken(absl::UnavailableError(
-            absl::StrCat("rendezvous store: ", ErrorText(e), "; local error: ", local.message())));
+        store_error = absl::UnavailableError(
+            absl::StrCat("rendezvous store: ", ErrorText(e), "; local error: ", local.message()));
       }
     }
     at::Tensor failed = at::zeros({world_size()}, at::kInt);
     failed[rank()] = local.ok() ? 0 : 1;
     absl::Status st = AllReduceSum(failed);
     if (!st.ok()) return st;
+    if (!store_error.ok()) return Broken(store_error);
     const int* f = failed.data_ptr<int>();
     for (int r = 0; r < world_size(); ++r) {
       if (f[r] == 0) continue;
@@ -206,6 +293,18 @@ class ProcessGroupCollective : public Collective {
 
   // Bumps this rank's counter in the store; peers use it to tell who is gone.
   void Heartbeat() {
+    if (options_.kv) {
+      // The shared store stays usable after a failed call (the coordinator was briefly
+      // unreachable): skip that beat and try the next.
+      while (!stop_) {
+        try {
+          store_->add(HeartbeatKey(rank()), 1);
+        } catch (const std::exception&) {
+        }
+        for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(kHeartbeatPeriod / 10);
+      }
+      return;
+    }
     try {
       auto client = StoreClient(options_.store_host, options_.store_port, milliseconds(5000));
       c10d::PrefixStore store(options_.prefix, client);
@@ -221,15 +320,19 @@ class ProcessGroupCollective : public Collective {
   // Names the ranks whose heartbeat stopped, or says that the store itself is gone.
   std::string DiagnoseLostRanks() {
     try {
-      auto client = StoreClient(options_.store_host, options_.store_port, milliseconds(2000));
-      c10d::PrefixStore store(options_.prefix, client);
+      c10::intrusive_ptr<c10d::Store> store = store_;
+      if (!options_.kv) {
+        store = c10::make_intrusive<c10d::PrefixStore>(
+            options_.prefix,
+            StoreClient(options_.store_host, options_.store_port, milliseconds(2000)));
+      }
       std::vector<int64_t> before(world_size());
-      for (int r = 0; r < world_size(); ++r) before[r] = store.add(HeartbeatKey(r), 0);
+      for (int r = 0; r < world_size(); ++r) before[r] = store->add(HeartbeatKey(r), 0);
       std::this_thread::sleep_for(kLostAfter);
       std::vector<int> lost;
       for (int r = 0; r < world_size(); ++r) {
-        if (r != rank() && store.add(HeartbeatKey(r), 0) == before[r] &&
-            !store.check({FailedKey(r)})) {
+        if (r != rank() && store->add(HeartbeatKey(r), 0) == before[r] &&
+            !store->check({FailedKey(r)})) {
           lost.push_back(r);
         }
       }
@@ -238,6 +341,12 @@ class ProcessGroupCollective : public Collective {
                           absl::StrJoin(lost, ", "), " (no heartbeat for ",
                           kLostAfter.count() / 1000.0, " s)");
     } catch (const std::exception& e) {
+      if (options_.kv) {
+        return absl::StrCat(
+            "the coordinator's rendezvous store failed, so the coordinator is gone or has ended "
+            "this attempt: ",
+            ErrorText(e));
+      }
       return absl::StrCat("the rendezvous store at ", options_.store_host, ":", options_.store_port,
                           " is unreachable, so its host (",
                           options_.host_store ? "this rank" : "rank 0 or the coordinator",
@@ -263,10 +372,10 @@ absl::Status ValidateRendezvous(const RendezvousOptions& o) {
     return FieldError("rank",
                       absl::StrCat(o.rank, " is not in [0, world_size=", o.world_size, ")"));
   }
-  if (o.store_port < 1 || o.store_port > 65535) {
+  if (!o.kv && (o.store_port < 1 || o.store_port > 65535)) {
     return FieldError("store", absl::StrCat("port ", o.store_port, " is not in [1, 65535]"));
   }
-  if (o.store_host.empty()) return FieldError("store", "no host given");
+  if (!o.kv && o.store_host.empty()) return FieldError("store", "no host given");
   if (o.timeout.count() <= 0) return FieldError("timeout", "must be positive");
   return absl::OkStatus();
 }
@@ -301,18 +410,25 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
 
   ProcessGroupConnection conn;
   c10::intrusive_ptr<c10d::Store> store;
-  try {
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<uint16_t>(options.store_port);
-    so.isServer = options.host_store;
-    so.waitWorkers = false;
-    so.timeout = options.timeout;
-    auto base = c10::make_intrusive<c10d::TCPStore>(options.store_host, so);
-    store = c10::make_intrusive<c10d::PrefixStore>(options.prefix, base);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("store: cannot reach the rendezvous store at ",
-                                               options.store_host, ":", options.store_port, ": ",
-                                               ErrorText(e)));
+  const std::string store_name = options.kv
+                                     ? std::string("the coordinator's rendezvous store")
+                                     : absl::StrCat(options.store_host, ":", options.store_port);
+  if (options.kv) {
+    store = c10::make_intrusive<c10d::PrefixStore>(
+        options.prefix, c10::make_intrusive<KeyValueStoreAdapter>(options.kv, options.timeout));
+  } else {
+    try {
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<uint16_t>(options.store_port);
+      so.isServer = options.host_store;
+      so.waitWorkers = false;
+      so.timeout = options.timeout;
+      auto base = c10::make_intrusive<c10d::TCPStore>(options.store_host, so);
+      store = c10::make_intrusive<c10d::PrefixStore>(options.prefix, base);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("store: cannot reach the rendezvous store at ",
+                                                 store_name, ": ", ErrorText(e)));
+    }
   }
 
   // Our own join step first, so that a rank that never comes is named.
@@ -324,14 +440,18 @@ absl::StatusOr<ProcessGroupConnection> ConnectProcessGroup(const RendezvousOptio
     try {
       store->wait(keys, options.timeout);
     } catch (const std::exception& e) {
+      // A KeyValueStore that failed (rather than a wait that ran out) is not a missing rank.
+      if (options.kv && dynamic_cast<const c10d::TimeoutError*>(&e) == nullptr) {
+        return absl::UnavailableError(absl::StrCat("rendezvous: ", ErrorText(e)));
+      }
       std::vector<int> missing;
       for (int r = 0; r < options.world_size; ++r) {
         if (!store->check({keys[r]})) missing.push_back(r);
       }
-      return absl::DeadlineExceededError(absl::StrCat(
-          "rendezvous: rank(s) ", absl::StrJoin(missing, ", "), " of ", options.world_size,
-          " did not join prefix '", options.prefix, "' at ", options.store_host, ":",
-          options.store_port, " within ", options.timeout.count() / 1000.0, " s"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("rendezvous: rank(s) ", absl::StrJoin(missing, ", "), " of ",
+                       options.world_size, " did not join prefix '", options.prefix, "' at ",
+                       store_name, " within ", options.timeout.count() / 1000.0, " s"));
     }
     conn.local_ranks = 0;
     int local_index = 0;  // this rank's place among the ranks on its host

@@ -1,6 +1,8 @@
-// The c10d process group of one job attempt: TCPStore rendezvous under a per-attempt
-// PrefixStore, Gloo on CPU, NCCL on CUDA (when LibTorch has it), wrapped as a logit::Collective.
-// LibTorch-free interface; c10d exceptions stop in the implementation and become absl::Status.
+// The c10d process group of one job attempt: rendezvous through a key-value store under a
+// per-attempt PrefixStore (the coordinator's, over gRPC, when RendezvousOptions::kv is set; a
+// c10d TCPStore otherwise), Gloo on CPU, NCCL on CUDA (when LibTorch has it), wrapped as a
+// logit::Collective. LibTorch-free interface; c10d exceptions stop in the implementation and
+// become absl::Status.
 #ifndef LOGIT_WORKER_DIST_PROCESS_GROUP_H_
 #define LOGIT_WORKER_DIST_PROCESS_GROUP_H_
 
@@ -15,8 +17,17 @@
 namespace logit {
 
 class Collective;
+class KeyValueStore;
 
 struct RendezvousOptions {
+  // The attempt's key-value store (worker/dist/kv_store.h; the coordinator's is a CoordinatorKv).
+  // When set, the rendezvous, the heartbeats, the lost-rank diagnosis and Agree's failure
+  // reasons all go through it (shared by this rank's threads; no TCPStore client is opened),
+  // store_port and host_store are ignored, and store_host only picks Gloo's network device
+  // (loopback when it is a loopback address; give the coordinator's host). A store that fails
+  // makes the rendezvous, Agree and the diagnosis of a failed collective return errors; it
+  // never ends the process. Null: the c10d TCPStore at store_host:store_port.
+  std::shared_ptr<KeyValueStore> kv;
   // Address of the c10d TCPStore (hosted by the coordinator, a test harness, or by this rank
   // when host_store is set).
   std::string store_host = "127.0.0.1";

@@ -6,7 +6,9 @@ namespace {
 
 absl::StatusOr<JobOutcome> RunLocal(const DataConfig& data, const TrainOptions& options,
                                     const EpochCallback& on_epoch) {
-  return RunTrainingJob(data, options, on_epoch);
+  JobHooks hooks;
+  hooks.on_epoch = on_epoch;
+  return RunTrainingJob(data, options, nullptr, hooks);
 }
 
 std::string Describe() { return DescribeComputeBackend(); }

@@ -369,7 +369,11 @@ class Agent {
       if (secs > 0) p->set_samples_per_second(static_cast<double>(step * rows_per_step) / secs);
       Report(a, std::move(req));
     };
-    auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get(), &cancel_, on_step);
+    JobHooks hooks;
+    hooks.on_epoch = on_epoch;
+    hooks.on_step = on_step;
+    hooks.stop = &cancel_;
+    auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
     // Leave the process group before reporting: the coordinator stops the attempt's TCPStore
     // once it has every outcome, and a c10d store client still connected then dies in its
     // listener thread ("Connection reset by peer" thrown where nothing can catch it).

@@ -8,9 +8,7 @@
 namespace logit {
 
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
-                                          const EpochCallback& on_epoch, Collective* collective,
-                                          const std::atomic<bool>* stop,
-                                          const StepCallback& on_step) {
+                                          Collective* collective, const JobHooks& hooks) {
   ReadOptions ro = data.train;
   if (options.classes > 0) ro.classes = options.classes;
   if (collective != nullptr) {  // each rank reads only its shard of every file
@@ -70,9 +68,12 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   in.train = &train;
   in.val = has_val ? &val : nullptr;
   in.test = has_test ? &test : nullptr;
-  in.stop = stop;
-  in.on_step = on_step;
-  auto result = Train(options, in, on_epoch, collective);
+  in.stop = hooks.stop;
+  in.on_step = hooks.on_step;
+  in.resume = hooks.resume;
+  in.checkpoint_every = hooks.checkpoint_every;
+  in.on_checkpoint = hooks.on_checkpoint;
+  auto result = Train(options, in, hooks.on_epoch, collective);
   if (!result.ok()) return result.status();
   JobOutcome out;
   out.result = std::move(*result);

@@ -3,6 +3,9 @@
 #ifndef LOGIT_WORKER_JOB_H_
 #define LOGIT_WORKER_JOB_H_
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -18,14 +21,26 @@ struct JobOutcome {
   int64_t classes = 0;
 };
 
+// What a job's caller observes and controls while it trains; every member is optional.
+struct JobHooks {
+  EpochCallback on_epoch;  // after every epoch (L-BFGS iteration)
+  StepCallback on_step;    // after every SGD/Adam step; keep it cheap
+  // Once set, training ends soon after with Cancelled, on every rank.
+  const std::atomic<bool>* stop = nullptr;
+  // Continue this saved run (TrainInputs::resume): on any number of ranks, the same mathematics.
+  const TrainingCheckpoint* resume = nullptr;
+  // Every checkpoint_every epochs (0 = never) rank 0 hands the training state to on_checkpoint,
+  // which should return soon (TrainInputs::checkpoint_every).
+  int64_t checkpoint_every = 0;
+  std::function<void(const TrainingCheckpoint&)> on_checkpoint;
+};
+
 // Reads the data (shard `rank` of `world` from config.train), splits it and trains. `data` and
-// `options` come from PlanJob (worker/job_spec.h), which validated them. `stop` (optional)
-// cancels the training (Cancelled).
+// `options` come from PlanJob (worker/job_spec.h), which validated them. With a `collective`
+// every rank of the job calls it.
 absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
-                                          const EpochCallback& on_epoch = {},
                                           Collective* collective = nullptr,
-                                          const std::atomic<bool>* stop = nullptr,
-                                          const StepCallback& on_step = {});
+                                          const JobHooks& hooks = {});
 
 }  // namespace logit
 

@@ -109,7 +109,9 @@ int RunRank(const RankFlags& f, std::ostream& out, std::ostream& err) {
   auto on_epoch = [&](const EpochRecord& e) {
     if (!json) out << EpochLine(e, total_epochs) << std::endl;
   };
-  auto outcome = RunTrainingJob(dc, opts, on_epoch, conn->collective.get());
+  JobHooks hooks;
+  hooks.on_epoch = on_epoch;
+  auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
   if (!outcome.ok()) {
     err << who << ": " << FlagMessage(outcome.status()) << "\n";
     // The store lives in this process: keep it up a moment so that the peers can read why.

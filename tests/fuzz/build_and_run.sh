@@ -19,11 +19,12 @@ BUILD="${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 JOBS="${FUZZ_JOBS:-2}"
 
 ALL_TARGETS=(csv_fuzz libsvm_fuzz npy_fuzz idx_fuzz idx_gz_fuzz npz_fuzz safetensors_fuzz
-  jobspec_fuzz request_fuzz)
+  checkpoint_fuzz jobspec_fuzz request_fuzz)
 # Largest input per target (-max_len): text formats stay small (faster), binary formats get
 # room for real arrays; idx_gz is compressed by the harness, so its bound (x1032) stays low.
 declare -A MAX_LEN=([csv_fuzz]=16384 [libsvm_fuzz]=16384 [npy_fuzz]=65536 [idx_fuzz]=65536
-  [idx_gz_fuzz]=16384 [npz_fuzz]=65536 [safetensors_fuzz]=65536 [jobspec_fuzz]=4096
+  [idx_gz_fuzz]=16384 [npz_fuzz]=65536 [safetensors_fuzz]=65536 [checkpoint_fuzz]=65536
+  [jobspec_fuzz]=4096
   [request_fuzz]=65536)
 
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "targets: ${ALL_TARGETS[*]}"; }
@@ -72,7 +73,7 @@ SOURCES=(
   worker/data/dataset.cc worker/data/mapped_file.cc worker/data/npy.cc worker/data/readers.cc
   worker/data/limits.cc worker/data/text_readers.cc worker/data/binary_readers.cc
   worker/model/model_io.cc worker/model/predict.cc server/request_decode.cc
-  worker/kernel/train_options.cc worker/kernel/metrics.cc worker/job_spec.cc)
+  worker/kernel/train_options.cc worker/kernel/metrics.cc worker/job_spec.cc worker/checkpoint.cc)
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CXXFLAGS="-std=c++17 -g -O1 $SAN -fsanitize=fuzzer-no-link -fno-omit-frame-pointer \

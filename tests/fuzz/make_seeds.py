@@ -155,6 +155,29 @@ def model_seeds():
     put(t, "short_data", bytes(bad[:-4]))
 
 
+def checkpoint_seeds():
+    t = "checkpoint_fuzz"
+    history = [{"epoch": 1, "train_loss": 0.5, "objective": 0.51, "val_loss": None,
+                "val_accuracy": None, "seconds": 0.01, "samples": 150},
+               {"epoch": 2, "train_loss": 0.25, "objective": 0.26, "val_loss": 0.3,
+                "val_accuracy": "inf", "seconds": 0.01, "samples": 150}]
+    meta = {"format": "logit-checkpoint", "version": "1", "optimizer": "adam", "epoch": "2",
+            "history": json.dumps(history)}
+    put(t, "adam", safetensors({
+        "int/batches": (np.array([150, 16], np.int64), "I64"),
+        "int/counters": (np.array([2, 20, 0, 0], np.int64), "I64"),
+        "real/best": (np.array([0.3]), "F64"),
+        "real/m1": (np.arange(-7, 8) / 8, "F64"),
+        "real/m2": (np.arange(15) / 16, "F64"),
+        "real/params": (np.arange(-7, 8) / 4, "F64")}, meta))
+    put(t, "lbfgs_empty_pairs", safetensors({
+        "int/counters": (np.array([7, 0], np.int64), "I64"),
+        "int/lbfgs": (np.array([1, 0, 1, 0, -1], np.int64), "I64"),
+        "real/s": (np.zeros(0), "F64"),
+        "real/x": (np.array([0.5, -0.5]), "F64")},
+        dict(meta, optimizer="lbfgs", epoch="0", history="[]")))
+
+
 def proto_modules(tmp):
     subprocess.run(["protoc", "-I", os.path.join(ROOT, "proto"), "--python_out", tmp,
                     "logit/v1/training.proto", "inference/grpc_predict_v2.proto"],
@@ -225,6 +248,7 @@ def main():
     idx_seeds("idx_fuzz")
     idx_seeds("idx_gz_fuzz")
     model_seeds()
+    checkpoint_seeds()
     proto_seeds()
 
 

@@ -47,7 +47,7 @@ void RunUntil(Optimizer& opt, int64_t epochs) {
 }
 
 // Trains `epochs` straight, and for every split point k in `splits` k + restore + the rest;
-// the final states (parameters, moments, pairs, counters, RNG) must be identical.
+// the final states (parameters, moments, pairs, counters) must be identical.
 void ExpectResumeIsExact(const TrainOptions& o, const Dataset& data, int64_t epochs,
                          const std::vector<int64_t>& splits) {
   auto straight = Make(o, data);

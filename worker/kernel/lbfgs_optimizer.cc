@@ -139,6 +139,10 @@ absl::Status LbfgsOptimizer::RestoreState(const OptimizerState& state) {
     return absl::InvalidArgumentError("optimizer state: not an L-BFGS state");
   }
   const std::vector<int64_t>& c = counters->second;
+  if (c[0] < 0 || c[1] < 0 || c[4] < -1 ||
+      c[4] > static_cast<int64_t>(StopReason::kEarlyStopping)) {
+    return absl::InvalidArgumentError("optimizer state: L-BFGS counters out of range");
+  }
   started_ = c[2] != 0;
   polishing_ = c[3] != 0;
   obj_.set_mixed_products(polishing_ ? false : UsesMixedProducts(options_));

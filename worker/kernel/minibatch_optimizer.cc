@@ -7,7 +7,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
-#include <sstream>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -28,40 +28,78 @@ std::vector<double> ToVector(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-// A global batch of batch_size rows takes ceil(B / W) rows from each of the W ranks.
-int64_t LocalBatch(const TrainOptions& options, const LogisticObjective& objective) {
-  const int world = objective.collective() ? objective.collective()->world_size() : 1;
-  return std::max<int64_t>(1, (options.batch_size + world - 1) / world);
-}
-
 absl::Status MissingEntry(const std::string& name) {
   return absl::InvalidArgumentError(
       absl::StrCat("optimizer state: '", name, "' is missing or has the wrong size"));
 }
 
-// The engine's state as integers (bit-cast from its unsigned words).
-std::vector<int64_t> SaveRng(const std::mt19937_64& rng) {
-  std::ostringstream os;
-  os << rng;
-  std::istringstream is(os.str());
-  std::vector<int64_t> words;
-  for (uint64_t w; is >> w;) words.push_back(static_cast<int64_t>(w));
-  return words;
+// SplitMix64's finaliser: a well-mixed 64-bit hash, stable across platforms.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
 }
 
-absl::Status RestoreRng(const std::vector<int64_t>& words, std::mt19937_64& rng) {
-  std::ostringstream os;
-  for (int64_t w : words) os << static_cast<uint64_t>(w) << ' ';
-  std::istringstream is(os.str());
-  is >> rng;
-  if (is.fail()) return MissingEntry("rng");
-  return absl::OkStatus();
+// The seed of epoch `epoch`'s shuffle (a function of the job's seed and the epoch only).
+uint64_t EpochSeed(uint64_t seed, int64_t epoch) {
+  return Mix(Mix(seed ^ 0x73687566666c65ULL) ^ static_cast<uint64_t>(epoch));
+}
+
+// The training rows of all ranks, and this rank's among them. Global position k in [0, G) is
+// the k-th smallest global row id (Dataset::GlobalRow) held by any rank; this rank holds the
+// local rows rows[start[k] .. start[k + 1]) with that id (normally none or one).
+struct GlobalRowIndex {
+  int64_t global_rows = 0;     // G
+  std::vector<int64_t> start;  // G + 1 offsets into rows
+  std::vector<int64_t> rows;   // local rows, by global id
+};
+
+// Every rank learns which global row ids exist from a MAX allreduce of a membership byte per id
+// (once per run: total_rows bytes); the collective's error otherwise.
+absl::StatusOr<GlobalRowIndex> IndexGlobalRows(const Dataset& data, Collective* coll) {
+  std::vector<std::pair<int64_t, int64_t>> local(data.num_rows);  // (global id, local row)
+  int64_t span = std::max<int64_t>(0, data.total_rows);
+  for (int64_t i = 0; i < data.num_rows; ++i) {
+    local[i] = {std::max<int64_t>(0, data.GlobalRow(i)), i};
+    span = std::max(span, local[i].first + 1);
+  }
+  std::sort(local.begin(), local.end());
+  at::Tensor span_t = at::full({1}, span, at::kLong);
+  if (coll != nullptr) RETURN_IF_ERROR(coll->AllReduceMax(span_t));
+  span = span_t.item<int64_t>();
+  GlobalRowIndex index;
+  index.start.push_back(0);
+  if (span == 0) return index;  // no rows on any rank
+  at::Tensor member = at::zeros({span}, at::kByte);
+  for (const auto& [id, row] : local) member.data_ptr<uint8_t>()[id] = 1;
+  if (coll != nullptr) RETURN_IF_ERROR(coll->AllReduceMax(member));
+  const uint8_t* m = member.data_ptr<uint8_t>();
+  index.global_rows = std::count(m, m + span, uint8_t{1});
+  index.start.clear();
+  index.start.reserve(index.global_rows + 1);
+  index.rows.reserve(local.size());
+  size_t j = 0;
+  for (int64_t id = 0; id < span; ++id) {
+    if (m[id] == 0) continue;
+    index.start.push_back(static_cast<int64_t>(index.rows.size()));
+    for (; j < local.size() && local[j].first == id; ++j) index.rows.push_back(local[j].second);
+  }
+  index.start.push_back(static_cast<int64_t>(index.rows.size()));
+  return index;
 }
 
 // The shared epoch loop of SGD and Adam: shuffling, minibatches, early stopping, state.
+//
+// The batches do not depend on the number of ranks: epoch e shuffles the G global training
+// rows by a permutation drawn from (seed, e) alone, identical on every rank, and step s takes
+// the rows at positions [s B, (s + 1) B) of it (the last step fewer); each rank computes the
+// part of the step it holds (possibly no rows: it still joins the step's allreduce with zeros).
+// So the state holds counters, not a shuffle order, and restores on any number of ranks.
 class MinibatchOptimizer : public Optimizer {
  public:
-  MinibatchOptimizer(const TrainOptions& options, LogisticObjective& objective, int64_t steps);
+  MinibatchOptimizer(const TrainOptions& options, LogisticObjective& objective,
+                     GlobalRowIndex index);
 
   absl::StatusOr<std::optional<EpochValue>> RunEpoch(const EpochHooks& hooks) override;
   absl::Status EndEpoch(double monitored) override;
@@ -93,8 +131,10 @@ class MinibatchOptimizer : public Optimizer {
   int64_t step_count_ = 0;
 
  private:
+  // This epoch's local rows, step after step, into order_ and step_begin_.
+  void ShuffleEpoch();
   absl::StatusOr<double> RunSteps(const EpochHooks& hooks);
-  absl::StatusOr<std::optional<PassValue>> Step(int64_t s);
+  absl::StatusOr<PassValue> Step(int64_t s);
   // A moment or parameter tensor in the model's (feature-major) layout, and back.
   std::vector<double> FeatureMajor(const at::Tensor& t) const;
   absl::Status LoadFeatureMajor(const OptimizerState& state, const std::string& name,
@@ -104,10 +144,12 @@ class MinibatchOptimizer : public Optimizer {
   // The fused CPU path keeps the parameters (and the moments) class-major during an epoch;
   // theta_ gets them back at every epoch's end. The update is elementwise either way.
   const bool class_major_;
-  const int64_t local_batch_, steps_;
-  at::Tensor theta_;  // feature-major; the same tensor as params_ unless class_major_
-  std::vector<int64_t> order_;
-  std::mt19937_64 rng_;
+  const GlobalRowIndex index_;
+  const int64_t steps_;  // ceil(G / batch_size), at least 1
+  at::Tensor theta_;     // feature-major; the same tensor as params_ unless class_major_
+  // The epoch's permutation of the global positions, and this rank's rows of step s in it:
+  // order_[step_begin_[s] .. step_begin_[s + 1]). Rebuilt every epoch, no allocation.
+  std::vector<int64_t> perm_, order_, step_begin_;
   int64_t epoch_ = 0;
   double best_ = std::numeric_limits<double>::infinity();
   int64_t since_best_ = 0;
@@ -115,27 +157,45 @@ class MinibatchOptimizer : public Optimizer {
 };
 
 MinibatchOptimizer::MinibatchOptimizer(const TrainOptions& options, LogisticObjective& objective,
-                                       int64_t steps)
+                                       GlobalRowIndex index)
     : options_(options),
       obj_(objective),
       lr_(EffectiveLearningRate(options)),
       nw_(objective.num_weights()),
       epochs_(EffectiveEpochs(options)),
       class_major_(objective.ClassMajorMinibatch()),
-      local_batch_(LocalBatch(options, objective)),
-      steps_(steps),
-      order_(objective.num_rows()),
-      rng_(options.seed) {
+      index_(std::move(index)),
+      steps_(
+          std::max<int64_t>(1, (index_.global_rows + options.batch_size - 1) / options.batch_size)),
+      perm_(index_.global_rows) {
   theta_ = at::zeros({obj_.num_params()}, obj_.options());
   params_ = class_major_ ? obj_.ToClassMajor(theta_) : theta_;
   grad_ = at::zeros_like(params_);
   fused_ = params_.device().is_cpu() && params_.scalar_type() == at::kFloat;
-  std::iota(order_.begin(), order_.end(), 0);
+  order_.reserve(index_.rows.size());
+  step_begin_.reserve(steps_ + 1);
+}
+
+void MinibatchOptimizer::ShuffleEpoch() {
+  std::iota(perm_.begin(), perm_.end(), 0);
+  std::mt19937_64 rng(EpochSeed(options_.seed, epoch_));
+  std::shuffle(perm_.begin(), perm_.end(), rng);
+  order_.clear();
+  step_begin_.assign(1, 0);
+  const int64_t g = index_.global_rows, b = options_.batch_size;
+  const int64_t* start = index_.start.data();
+  for (int64_t s = 0; s < steps_; ++s) {
+    for (int64_t j = s * b; j < std::min(g, (s + 1) * b); ++j) {
+      const int64_t k = perm_[j];
+      for (int64_t r = start[k]; r < start[k + 1]; ++r) order_.push_back(index_.rows[r]);
+    }
+    step_begin_.push_back(static_cast<int64_t>(order_.size()));
+  }
 }
 
 absl::StatusOr<std::optional<EpochValue>> MinibatchOptimizer::RunEpoch(const EpochHooks& hooks) {
   ++epoch_;
-  std::shuffle(order_.begin(), order_.end(), rng_);
+  ShuffleEpoch();
   ASSIGN_OR_RETURN(const double loss_sum, RunSteps(hooks));
   if (class_major_) obj_.FromClassMajor(params_, theta_);
   EpochValue value;
@@ -146,36 +206,37 @@ absl::StatusOr<std::optional<EpochValue>> MinibatchOptimizer::RunEpoch(const Epo
 
 absl::StatusOr<double> MinibatchOptimizer::RunSteps(const EpochHooks& hooks) {
   double loss_sum = 0;
+  int64_t taken = 0;
+  absl::Status skipped;
   for (int64_t s = 0; s < steps_; ++s) {
     if (s % kStopCheckSteps == kStopCheckSteps - 1 && hooks.check_stop) {
       RETURN_IF_ERROR(hooks.check_stop());
     }
-    ASSIGN_OR_RETURN(const std::optional<PassValue> v, Step(s));
-    if (!v) continue;
+    auto v = Step(s);
+    // A global batch with no weight (zero sample weights) is skipped, on every rank alike.
+    if (absl::IsInvalidArgument(v.status())) {
+      skipped = v.status();
+      continue;
+    }
+    if (!v.ok()) return v.status();
     loss_sum += v->loss;
+    ++taken;
     ++step_count_;
     if (hooks.on_step) hooks.on_step(epoch_, s + 1, steps_, options_.batch_size);
     if (s + 1 < steps_) {  // the next batch's rows load while this step updates
-      const size_t nb = std::min<size_t>(order_.size(), (s + 1) * local_batch_);
-      obj_.PrefetchBatch(order_, nb, std::min<size_t>(order_.size(), nb + local_batch_));
+      obj_.PrefetchBatch(order_, step_begin_[s + 1], step_begin_[s + 2]);
     }
     Update();
   }
+  if (taken == 0) return skipped;  // no row with positive weight at all
   return loss_sum;
 }
 
-// The gradient of minibatch s into grad_; nullopt for a skipped batch.
-absl::StatusOr<std::optional<PassValue>> MinibatchOptimizer::Step(int64_t s) {
-  const size_t b = std::min<size_t>(order_.size(), s * local_batch_);
-  const size_t e = std::min<size_t>(order_.size(), b + local_batch_);
-  auto v = class_major_ ? obj_.BatchValueAndGradientClassMajor(params_, order_, b, e, grad_)
-                        : obj_.BatchValueAndGradient(params_, order_, b, e, grad_);
-  if (v.ok()) return std::optional<PassValue>(*v);
-  // A global batch with no weight (possible with uneven shards) is skipped.
-  if (obj_.collective() != nullptr && absl::IsInvalidArgument(v.status())) {
-    return std::optional<PassValue>();
-  }
-  return v.status();
+// The gradient of minibatch s into grad_; InvalidArgument when its global weight is zero.
+absl::StatusOr<PassValue> MinibatchOptimizer::Step(int64_t s) {
+  const size_t b = step_begin_[s], e = step_begin_[s + 1];
+  return class_major_ ? obj_.BatchValueAndGradientClassMajor(params_, order_, b, e, grad_)
+                      : obj_.BatchValueAndGradient(params_, order_, b, e, grad_);
 }
 
 absl::Status MinibatchOptimizer::EndEpoch(double monitored) {
@@ -226,8 +287,7 @@ OptimizerState MinibatchOptimizer::SaveState() const {
   }
   state.reals["best"] = {best_};
   state.integers["counters"] = {epoch_, step_count_, since_best_, early_stopped_ ? 1 : 0};
-  state.integers["order"] = order_;
-  state.integers["rng"] = SaveRng(rng_);
+  state.integers["batches"] = {index_.global_rows, options_.batch_size};
   return state;
 }
 
@@ -238,24 +298,28 @@ absl::Status MinibatchOptimizer::RestoreState(const OptimizerState& state) {
                                                    "'"));
   }
   auto counters = state.integers.find("counters");
-  auto order = state.integers.find("order");
-  auto rng = state.integers.find("rng");
+  auto batches = state.integers.find("batches");
   auto best = state.reals.find("best");
-  if (counters == state.integers.end() || counters->second.size() != 4) {
+  if (counters == state.integers.end() || counters->second.size() != 4 ||
+      *std::min_element(counters->second.begin(), counters->second.end()) < 0) {
     return MissingEntry("counters");
   }
-  if (order == state.integers.end() || order->second.size() != order_.size()) {
-    return MissingEntry("order");
-  }
-  if (rng == state.integers.end()) return MissingEntry("rng");
   if (best == state.reals.end() || best->second.size() != 1) return MissingEntry("best");
   RETURN_IF_ERROR(LoadFeatureMajor(state, "params", params_));
   if (class_major_) obj_.FromClassMajor(params_, theta_);
   for (const auto& [name, moment] : Moments()) {
     RETURN_IF_ERROR(LoadFeatureMajor(state, name, *moment));
   }
-  RETURN_IF_ERROR(RestoreRng(rng->second, rng_));
-  order_ = order->second;
+  if (batches == state.integers.end() || batches->second.size() != 2) {
+    return MissingEntry("batches");
+  }
+  // Other rows or another batch size would make other batches: not the run that was saved.
+  if (batches->second[0] != index_.global_rows || batches->second[1] != options_.batch_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer state: saved for ", batches->second[0],
+                     " training rows in batches of ", batches->second[1], ", this run has ",
+                     index_.global_rows, " in batches of ", options_.batch_size));
+  }
   best_ = best->second[0];
   epoch_ = counters->second[0];
   step_count_ = counters->second[1];
@@ -266,8 +330,9 @@ absl::Status MinibatchOptimizer::RestoreState(const OptimizerState& state) {
 
 class SgdOptimizer : public MinibatchOptimizer {
  public:
-  SgdOptimizer(const TrainOptions& options, LogisticObjective& objective, int64_t steps)
-      : MinibatchOptimizer(options, objective, steps), velocity_(at::zeros_like(params_)) {}
+  SgdOptimizer(const TrainOptions& options, LogisticObjective& objective, GlobalRowIndex index)
+      : MinibatchOptimizer(options, objective, std::move(index)),
+        velocity_(at::zeros_like(params_)) {}
 
  protected:
   void Update() override;
@@ -302,8 +367,8 @@ void SgdOptimizer::Update() {
 
 class AdamOptimizer : public MinibatchOptimizer {
  public:
-  AdamOptimizer(const TrainOptions& options, LogisticObjective& objective, int64_t steps)
-      : MinibatchOptimizer(options, objective, steps),
+  AdamOptimizer(const TrainOptions& options, LogisticObjective& objective, GlobalRowIndex index)
+      : MinibatchOptimizer(options, objective, std::move(index)),
         m1_(at::zeros_like(params_)),
         m2_(at::zeros_like(params_)),
         denom_(at::empty_like(params_)) {}
@@ -339,25 +404,15 @@ void AdamOptimizer::Update() {
   }
 }
 
-// Every rank runs the same number of steps per epoch: the largest shard sets it.
-absl::StatusOr<int64_t> StepsPerEpoch(const TrainOptions& options, LogisticObjective& objective) {
-  Collective* coll = objective.collective();
-  const int64_t local_batch = LocalBatch(options, objective);
-  at::Tensor steps =
-      at::full({1}, (objective.num_rows() + local_batch - 1) / local_batch, at::kLong);
-  if (coll != nullptr) RETURN_IF_ERROR(coll->AllReduceMax(steps));
-  return std::max<int64_t>(1, steps.item<int64_t>());
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Optimizer>> MakeMinibatchOptimizer(const TrainOptions& options,
                                                                   LogisticObjective& objective) {
-  ASSIGN_OR_RETURN(const int64_t steps, StepsPerEpoch(options, objective));
+  ASSIGN_OR_RETURN(GlobalRowIndex index, IndexGlobalRows(objective.data(), objective.collective()));
   if (options.optimizer == OptimizerKind::kAdam) {
-    return std::unique_ptr<Optimizer>(new AdamOptimizer(options, objective, steps));
+    return std::unique_ptr<Optimizer>(new AdamOptimizer(options, objective, std::move(index)));
   }
-  return std::unique_ptr<Optimizer>(new SgdOptimizer(options, objective, steps));
+  return std::unique_ptr<Optimizer>(new SgdOptimizer(options, objective, std::move(index)));
 }
 
 }  // namespace logit

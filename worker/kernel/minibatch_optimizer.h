@@ -10,8 +10,10 @@
 
 namespace logit {
 
-// options.optimizer must be kSgd or kAdam. With the objective's collective, the ranks agree on
-// the steps per epoch (the largest shard sets it); that allreduce's error is returned.
+// options.optimizer must be kSgd or kAdam. With the objective's collective, every rank must call
+// it: the ranks learn the global training row ids (an allreduce of one byte per row of the
+// file), which fix every epoch's batches whatever the number of ranks; that allreduce's error
+// is returned.
 absl::StatusOr<std::unique_ptr<Optimizer>> MakeMinibatchOptimizer(const TrainOptions& options,
                                                                   LogisticObjective& objective);
 

@@ -70,6 +70,7 @@ class LogisticObjective {
 
   int64_t num_params() const { return d_ * c_ + c_; }
   int64_t num_rows() const { return n_; }  // local rows
+  const Dataset& data() const { return *data_; }  // the local rows (global ids: GlobalRow)
   Collective* collective() const { return collective_; }
   at::TensorOptions options() const;
   // Indices (into theta) of the penalised entries are [0, d * C).

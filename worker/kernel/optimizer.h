@@ -1,14 +1,14 @@
 // The optimizers of the kernel behind one interface: L-BFGS / OWL-QN (float64, float32, or
 // mixed = float32 products then a float64 polish), SGD (momentum, Nesterov) and Adam. Each hides
 // whether it runs the fused CPU loops or ATen ops, and can save its whole state to a plain,
-// serialisable OptimizerState and continue from one bit for bit. LibTorch-free: ATen types are
-// only forward-declared here.
+// serialisable OptimizerState (training_checkpoint.h) and continue from one: bit for bit on the
+// same number of ranks, the same mathematics on any other. LibTorch-free: ATen types are only
+// forward-declared here.
 #ifndef LOGIT_WORKER_KERNEL_OPTIMIZER_H_
 #define LOGIT_WORKER_KERNEL_OPTIMIZER_H_
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "worker/kernel/train_options.h"
 #include "worker/kernel/trainer.h"
+#include "worker/kernel/training_checkpoint.h"
 
 namespace at {
 class Tensor;
@@ -26,20 +27,6 @@ class Tensor;
 namespace logit {
 
 class LogisticObjective;
-
-// An optimizer's state as named arrays: everything needed to continue training exactly where it
-// stopped (parameters, step counters, moments, L-BFGS pairs, epoch, shuffle order and RNG,
-// early-stopping record). Parameters and moments are stored feature-major (the model's layout)
-// whatever layout the optimizer computes in; float32 values are stored exactly as float64.
-struct OptimizerState {
-  std::string optimizer;  // OptimizerName() of the optimizer that saved it
-  std::map<std::string, std::vector<double>> reals;
-  std::map<std::string, std::vector<int64_t>> integers;
-
-  bool operator==(const OptimizerState& other) const {
-    return optimizer == other.optimizer && reals == other.reals && integers == other.integers;
-  }
-};
 
 // The training loss and objective after an epoch (an L-BFGS iteration counts as an epoch), or
 // at the end of training; training space, global over all ranks.

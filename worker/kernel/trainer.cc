@@ -55,6 +55,9 @@ class EpochLoop {
   // monitors. A non-finite objective (too large a learning rate) ends the job on every rank.
   absl::StatusOr<double> RecordEpoch(const EpochValue& value, Clock::time_point epoch_start);
   absl::Status CheckFinite(double objective, int64_t epoch) const;
+  // Hands rank 0's training state to on_checkpoint after every checkpoint_every-th epoch after
+  // which training goes on.
+  void MaybeCheckpoint() const;
   absl::Status Finish();
 
   const TrainInputs& inputs_;
@@ -76,8 +79,21 @@ absl::Status EpochLoop::Run() {
     ASSIGN_OR_RETURN(const double monitored, RecordEpoch(*value, epoch_start));
     RETURN_IF_ERROR(CheckStop());
     RETURN_IF_ERROR(optimizer_.EndEpoch(monitored));
+    MaybeCheckpoint();
   }
   return Finish();
+}
+
+void EpochLoop::MaybeCheckpoint() const {
+  const int64_t every = inputs_.checkpoint_every;
+  if (every <= 0 || !inputs_.on_checkpoint || optimizer_.finished()) return;
+  if (optimizer_.epochs_run() % every != 0) return;
+  if (coll_ != nullptr && coll_->rank() != 0) return;
+  TrainingCheckpoint checkpoint;
+  checkpoint.state = optimizer_.SaveState();
+  checkpoint.history = result_.history;
+  checkpoint.epoch = optimizer_.epochs_run();
+  inputs_.on_checkpoint(checkpoint);
 }
 
 absl::Status EpochLoop::CheckStop() const {
@@ -135,12 +151,41 @@ absl::Status EpochLoop::Finish() {
   return absl::OkStatus();
 }
 
+// Continues from `checkpoint`: the optimizer's state and the history so far. InvalidArgument
+// naming "checkpoint" when it does not fit the optimizer (another kind, another shape or data).
+absl::Status Resume(const TrainingCheckpoint& checkpoint, const TrainOptions& options,
+                    Optimizer& optimizer, TrainResult& result) {
+  const std::string name = OptimizerName(options.optimizer);
+  if (checkpoint.state.optimizer != name) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint: saved by optimizer '",
+                                                   checkpoint.state.optimizer, "', this job uses '",
+                                                   name, "'"));
+  }
+  const absl::Status restored = optimizer.RestoreState(checkpoint.state);
+  if (!restored.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint: ", restored.message()));
+  }
+  if (optimizer.epochs_run() != checkpoint.epoch ||
+      static_cast<int64_t>(checkpoint.history.size()) != checkpoint.epoch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint: saved after epoch ", checkpoint.epoch, " but its optimizer state is at epoch ",
+        optimizer.epochs_run(), " and its history holds ", checkpoint.history.size(), " epochs"));
+  }
+  result.history = checkpoint.history;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TrainResult> TrainPrepared(const TrainOptions& options, const TrainInputs& inputs,
                                           const EpochCallback& on_epoch, Collective* coll) {
   ASSIGN_OR_RETURN(TrainingProblem problem, PrepareProblem(options, inputs, coll));
   TrainResult result;
   result.device = problem.device.str();
   ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> optimizer, MakeOptimizer(options, *problem.train));
+  if (inputs.resume != nullptr) {
+    absl::Status resumed = Resume(*inputs.resume, options, *optimizer, result);
+    if (coll != nullptr) resumed = coll->Agree(resumed);
+    RETURN_IF_ERROR(resumed);
+  }
   RETURN_IF_ERROR(EpochLoop(inputs, on_epoch, coll, problem, *optimizer, result).Run());
   result.model = problem.train->ToModel(optimizer->parameters());
   RETURN_IF_ERROR(EvaluateSplits(inputs, problem.classes, coll, &result));

@@ -14,23 +14,13 @@
 #include "absl/status/statusor.h"
 #include "worker/data/dataset.h"
 #include "worker/kernel/metrics.h"
-#include "worker/model/model.h"
 #include "worker/kernel/train_options.h"
+#include "worker/kernel/training_checkpoint.h"
+#include "worker/model/model.h"
 
 namespace logit {
 
 class Collective;
-
-// One row of the per-epoch history (an L-BFGS iteration counts as an epoch).
-struct EpochRecord {
-  int64_t epoch = 0;      // 1-based
-  double train_loss = 0;  // mean weighted cross-entropy on the training rows
-  double objective = 0;   // train_loss + l1 |W|_1 + (l2/2) |W|^2 (training space)
-  double val_loss = std::numeric_limits<double>::quiet_NaN();      // NaN without validation
-  double val_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN without validation
-  double seconds = 0;                                              // wall time of the epoch
-  int64_t samples = 0;  // training rows processed in the epoch, over all ranks
-};
 
 // Why training stopped.
 enum class StopReason {
@@ -68,6 +58,16 @@ struct TrainInputs {
   // Optional: called after every SGD/Adam step with (epoch, step, steps per epoch, rows per
   // step over all ranks); keep it cheap (the agent throttles what it reports).
   std::function<void(int64_t, int64_t, int64_t, int64_t)> on_step = {};  // a StepCallback
+  // Optional: continue the run this checkpoint saved (made with the same options and data, on
+  // any number of ranks): the optimizer's state and the history so far are restored, so the
+  // result's history and epochs_run count from the run's start. Every rank passes the same one.
+  const TrainingCheckpoint* resume = nullptr;
+  // Every checkpoint_every epochs (L-BFGS iterations), when training goes on after that epoch,
+  // on_checkpoint receives the training state: on rank 0 only (or without a collective), before
+  // its next epoch; the other ranks wait for it in their next collective, so hand slow work (an
+  // upload) to another thread. 0 = never.
+  int64_t checkpoint_every = 0;
+  std::function<void(const TrainingCheckpoint&)> on_checkpoint = {};
 };
 
 using EpochCallback = std::function<void(const EpochRecord&)>;
@@ -76,7 +76,8 @@ using StepCallback =
 
 // Trains with `options`. With a `collective` (one per rank), every shard contributes to global
 // sums through it; without one, the inputs are the whole dataset. Returns InvalidArgument for bad
-// options or data (naming the option or file), or the collective's error.
+// options or data (naming the option or file), or for a resume checkpoint that does not fit
+// these options and data (naming "checkpoint"), or the collective's error.
 absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainInputs& inputs,
                                   const EpochCallback& on_epoch = {},
                                   Collective* collective = nullptr);

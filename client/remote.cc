@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iomanip>
 #include <mutex>
+#include <thread>
 #include <ostream>
 
 #include "absl/strings/ascii.h"
@@ -108,20 +109,36 @@ void DrawBar(std::ostream& out, int64_t epoch, int64_t total, double fraction,
       << std::string(width - filled, '.') << "] " << text << std::flush;
 }
 
-// Prints a job's events from `from` until it finishes; the exit code follows its state.
+// How long a watch keeps reconnecting to a server that went away (a restarting coordinator).
+constexpr auto kReconnectFor = std::chrono::seconds(120);
+
+// Prints a job's events from `from` until it finishes; the exit code follows its state. A lost
+// connection is re-established with backoff, resuming after the last event seen, so each event
+// is printed once, in order.
 int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std::string& job_id,
               int64_t from, std::ostream& out, std::ostream& err) {
-  grpc::ClientContext ctx;
-  // Ctrl-C detaches (see DetachFollow): the watch is cancelled, the job keeps running.
+  std::unique_ptr<grpc::ClientContext> ctx_holder;
+  std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader;
+  int64_t next = std::max<int64_t>(1, from);
+  // Opens (or re-opens) the watch from `next`. Ctrl-C detaches (see DetachFollow): the watch is
+  // cancelled, the job keeps running.
+  auto open = [&] {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    {
+      std::lock_guard<std::mutex> lock(g_follow_mu);
+      g_follow_ctx = ctx.get();
+    }
+    v1::WatchJobRequest wr;
+    wr.set_job_id(job_id);
+    wr.set_from_sequence(next);
+    reader = stub->WatchJob(ctx.get(), wr);
+    ctx_holder = std::move(ctx);
+  };
   {
     std::lock_guard<std::mutex> lock(g_follow_mu);
-    g_follow_ctx = &ctx;
     g_detached = false;
   }
-  v1::WatchJobRequest wr;
-  wr.set_job_id(job_id);
-  wr.set_from_sequence(from);
-  auto reader = stub->WatchJob(&ctx, wr);
+  open();
   v1::JobEvent ev;
   v1::Job final_job;
   final_job.set_id(job_id);
@@ -133,7 +150,16 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     if (bar_open) out << "\n";
     bar_open = false;
   };
+  auto reconnect_until = std::chrono::steady_clock::now() + kReconnectFor;
+  auto backoff = std::chrono::milliseconds(250);
+  while (true) {
   while (reader->Read(&ev)) {
+    if (!ev.has_progress()) next = ev.sequence() + 1;  // progress repeats the latest sequence
+    if (ev.has_checkpoint() && !o.json) {
+      close_bar();
+      out << "[" << job_id << "] checkpoint " << ev.checkpoint().number() << " stored after epoch "
+          << ev.checkpoint().epoch() << std::endl;
+    }
     if (ev.has_state_change() && !o.json) {
       close_bar();
       out << "[" << job_id << "] " << StateName(ev.state_change().state()) << ": "
@@ -197,11 +223,23 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     return kExitOk;
   }
   grpc::Status st = reader->Finish();
+  // The server went away (a restart): watch again from the next event, for a while.
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      std::chrono::steady_clock::now() < reconnect_until) {
+    err << "logit: lost the server (" << st.error_message() << "); reconnecting from event "
+        << next << std::endl;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(5));
+    open();
+    continue;
+  }
   if (!st.ok()) {
     err << "logit: watching " << job_id << ": " << st.error_message() << "\n";
     return Unreachable(st)                                  ? kExitUnreachable
            : st.error_code() == grpc::StatusCode::NOT_FOUND ? kExitUsage
                                                             : kExitJobFailed;
+  }
+  break;
   }
   const v1::JobResult& r = final_job.result();
   if (o.json) {
@@ -394,6 +432,15 @@ int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& o
       << absl::AsciiStrToLower(v1::Optimizer_Name(optimizer)) << "\nepochs    "
       << j.result().epochs_run() << "\naccuracy  " << Accuracy(j) << "\nmodel     "
       << (j.model_id().empty() ? "-" : j.model_id()) << "\nevents    " << j.last_sequence() << "\n";
+  out << "attempt   " << j.attempt() << " (retries " << j.retries() << ")\n";
+  if (j.has_latest_checkpoint()) {
+    const v1::CheckpointInfo& c = j.latest_checkpoint();
+    out << "checkpoint " << c.number() << " after epoch " << c.epoch() << ", "
+        << Fixed(c.age_seconds(), 1) << " s old\n";
+  }
+  for (const v1::AttemptFailure& f : j.failed_attempts()) {
+    out << "attempt " << f.attempt() << " ended: " << f.reason() << "\n";
+  }
   return kExitOk;
 }
 

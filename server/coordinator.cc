@@ -14,7 +14,6 @@
 #include "nlohmann/json.hpp"
 #include "server/store.h"
 #include "worker/common/status.h"
-#include "worker/dist/process_group.h"
 #include "worker/job_spec.h"
 #include "worker/summary.h"
 
@@ -72,6 +71,11 @@ bool RetryableCode(int code) {
     default:
       return false;
   }
+}
+
+// The rendezvous store scope (and c10d key prefix) of a job attempt.
+std::string AttemptScope(const std::string& job_id, int attempt) {
+  return absl::StrCat(job_id, "/attempt-", attempt);
 }
 
 // "attempt 0: ...; attempt 1: ..." for a job's failure reason.
@@ -220,7 +224,6 @@ absl::StatusOr<v1::Job> Coordinator::FindJob(const std::string& job_id) {
 }
 
 absl::Status Coordinator::CommitLocked(v1::Job job, v1::JobEvent event,
-                                       std::unique_ptr<StoreServer> rendezvous,
                                        const CheckpointRecord* checkpoint) {
   const int64_t sequence = job.last_sequence() + 1;
   job.set_last_sequence(sequence);
@@ -231,24 +234,18 @@ absl::Status Coordinator::CommitLocked(v1::Job job, v1::JobEvent event,
   // Durable before anyone sees it.
   RETURN_IF_ERROR(checkpoint != nullptr ? store_->PutJobWithCheckpoint(job, event, *checkpoint)
                                         : store_->PutJobWithEvent(job, event));
-  std::unique_ptr<StoreServer> stopped;  // stopped after mu_ is released
   {
     MutexLock lock(&mu_);
     JobEntry& entry = jobs_[job.id()];
     if (checkpoint != nullptr) entry.checkpoints.push_back(*checkpoint);
     entry.job = std::move(job);
-    if (rendezvous) {
-      stopped = std::move(entry.rendezvous);
-      entry.rendezvous = std::move(rendezvous);
-    }
-    if (IsFinished(entry.job.state())) stopped = std::move(entry.rendezvous);
   }
   log_.Append(event);
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state, const std::string& reason,
-                                         std::unique_ptr<StoreServer> rendezvous) {
+absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state,
+                                         const std::string& reason) {
   job.set_state(state);
   job.set_reason(reason);
   if (state == v1::RUNNING) *job.mutable_started() = Now();
@@ -263,8 +260,10 @@ absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state, const 
     *ev.mutable_job() = job;
   }
   const std::string id = job.id();
-  RETURN_IF_ERROR(CommitLocked(std::move(job), std::move(ev), std::move(rendezvous)));
+  const int attempt = job.attempt();
+  RETURN_IF_ERROR(CommitLocked(std::move(job), std::move(ev)));
   if (IsFinished(state)) {
+    rendezvous_kv_.Drop(AttemptScope(id, attempt));
     scheduler_.Remove(id);
     if (!config_.keep_finished_checkpoints) DropCheckpointsLocked(id);
   }
@@ -297,6 +296,8 @@ void Coordinator::DropCheckpointsLocked(const std::string& job_id) {
 absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reason, bool retryable,
                                            bool charged, bool requeue) {
   const int ended = job.attempt();
+  // Ranks of the ended attempt still in a collective fail at their next store call.
+  rendezvous_kv_.Drop(AttemptScope(job.id(), ended));
   v1::AttemptFailure* failure = job.add_failed_attempts();
   failure->set_attempt(ended);
   failure->set_reason(reason);
@@ -415,12 +416,9 @@ absl::Status Coordinator::ScheduleLocked() {
     scheduler_.Remove(id);
     // Datasets may be gone since submission; a job that cannot start fails with the reason.
     absl::StatusOr<v1::JobSpec> resolved = ResolveSpec(job.spec());
-    absl::StatusOr<std::unique_ptr<StoreServer>> rendezvous =
-        resolved.ok() ? StoreServer::Start(config_.store_host, 0)
-                      : absl::StatusOr<std::unique_ptr<StoreServer>>(resolved.status());
-    if (!rendezvous.ok()) {
+    if (!resolved.ok()) {
       absl::Status st =
-          SetStateLocked(std::move(job), v1::FAILED, std::string(rendezvous.status().message()));
+          SetStateLocked(std::move(job), v1::FAILED, std::string(resolved.status().message()));
       if (!st.ok()) {
         scheduler_.Requeue(id);
         return st;
@@ -441,8 +439,8 @@ absl::Status Coordinator::ScheduleLocked() {
       a.set_rank(r);
       a.set_world_size(need);
       a.set_store_host(config_.store_host);
-      a.set_store_port((*rendezvous)->port());
-      a.set_store_prefix(absl::StrCat(id, "/attempt-", job.attempt()));
+      a.set_store_port(0);  // the attempt's store is the coordinator's Rendezvous()
+      a.set_store_prefix(AttemptScope(id, job.attempt()));
       *a.mutable_spec() = *resolved;
       a.set_timeout_ms(config_.collective_timeout.count());
       if (job.has_latest_checkpoint()) a.set_resume_checkpoint(job.latest_checkpoint().number());
@@ -461,8 +459,7 @@ absl::Status Coordinator::ScheduleLocked() {
                       ")");
     }
     job.clear_retry_after();
-    absl::Status st =
-        SetStateLocked(std::move(job), v1::RUNNING, running, std::move(*rendezvous));
+    absl::Status st = SetStateLocked(std::move(job), v1::RUNNING, running);
     if (!st.ok()) {
       registry_.Unreserve(gang, id, attempt);
       scheduler_.Requeue(id);
@@ -722,7 +719,7 @@ absl::StatusOr<v1::UploadCheckpointResponse> Coordinator::UploadCheckpoint(
   *job->mutable_latest_checkpoint() = record.info;
   v1::JobEvent ev;
   *ev.mutable_checkpoint() = record.info;
-  absl::Status committed = CommitLocked(std::move(*job), std::move(ev), nullptr, &record);
+  absl::Status committed = CommitLocked(std::move(*job), std::move(ev), &record);
   if (!committed.ok()) {
     CheckpointFiles::Remove(path);
     return committed;
@@ -770,6 +767,24 @@ absl::StatusOr<CheckpointRecord> Coordinator::FindCheckpoint(
   }
   return absl::NotFoundError(absl::StrCat("number: job '", from.job_id(), "' has no checkpoint ",
                                           request.number()));
+}
+
+absl::StatusOr<v1::RendezvousResponse> Coordinator::Rendezvous(
+    const v1::RendezvousRequest& request) {
+  const v1::RankIdentity& from = request.from();
+  RETURN_IF_ERROR(registry_.CheckRankHolder(from.worker_id(), from.worker_secret(), from.job_id(),
+                                            from.attempt(), from.rank()));
+  {
+    // A dropped scope stays dropped: an ended attempt's ranks are refused, not given a new one.
+    MutexLock lock(&mu_);
+    auto it = jobs_.find(from.job_id());
+    if (it == jobs_.end() || it->second.job.attempt() != from.attempt() ||
+        IsFinished(it->second.job.state())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job '", from.job_id(), "' no longer runs attempt ", from.attempt()));
+    }
+  }
+  return rendezvous_kv_.Apply(AttemptScope(from.job_id(), from.attempt()), request);
 }
 
 std::map<std::string, int> Coordinator::WorkerCounts() { return registry_.Counts(); }

@@ -33,19 +33,18 @@
 #include "server/event_log.h"
 #include "server/job_store.h"
 #include "worker/common/mutex.h"
+#include "server/rendezvous_kv.h"
 #include "server/request_decode.h"
 #include "server/scheduler.h"
 #include "server/worker_registry.h"
 
 namespace logit {
 
-class StoreServer;
-
 struct CoordinatorConfig {
   std::string data_dir = "./logit-data";  // logit.db, datasets/, models/
   std::string data_root;                  // where "server:PATH" may point; empty: nowhere
-  // Host the workers use to reach the c10d TCPStores this coordinator hosts (one per running
-  // job attempt).
+  // The coordinator's address as the workers see it; it tells their Gloo which network
+  // device to use (loopback for 127.0.0.1). Ranks rendezvous through Rendezvous().
   std::string store_host = "127.0.0.1";
   std::chrono::milliseconds heartbeat_interval{500};
   // A worker silent for this long is lost; its job fails with a reason naming it.
@@ -125,6 +124,10 @@ class Coordinator {
       const std::function<absl::StatusOr<bool>(std::string*)>& next);
   // The checkpoint a rank of the current attempt resumes from: its info and file path.
   absl::StatusOr<CheckpointRecord> FindCheckpoint(const v1::FetchCheckpointRequest& request);
+  // One operation on the key-value store of the caller's job attempt (rendezvous, agreement,
+  // rank heartbeats). Only ranks of the job's current, unfinished attempt may use it
+  // (PERMISSION_DENIED / FAILED_PRECONDITION otherwise); it is dropped when the attempt ends.
+  absl::StatusOr<v1::RendezvousResponse> Rendezvous(const v1::RendezvousRequest& request);
 
   // OK when the data dir and the job store took a write at the last probe (every
   // storage_probe_interval) and no background store write failed since; the server's health
@@ -138,12 +141,10 @@ class Coordinator {
   Catalog& catalog_for_test() { return catalog_; }
 
  private:
-  // A job as published: its record (always equal to what the store holds), the c10d
-  // TCPStore of its running attempt (started when placed, stopped when the attempt ends) and
-  // its stored checkpoints, oldest first.
+  // A job as published: its record (always equal to what the store holds) and its stored
+  // checkpoints, oldest first.
   struct JobEntry {
     v1::Job job;
-    std::unique_ptr<StoreServer> rendezvous;
     std::vector<CheckpointRecord> checkpoints;
   };
 
@@ -156,16 +157,14 @@ class Coordinator {
   absl::StatusOr<v1::Job> FindJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Writes `job` with `event` (which gets the job's next sequence and the time) to the store in
-  // one transaction, then publishes both; `rendezvous`, if given, becomes the job's. A job
-  // whose state is final loses its rendezvous. `checkpoint`, if given, is recorded in the same
+  // one transaction, then publishes both. `checkpoint`, if given, is recorded in the same
   // transaction and joins the job's checkpoints. On a store error nothing is published.
   absl::Status CommitLocked(v1::Job job, v1::JobEvent event,
-                            std::unique_ptr<StoreServer> rendezvous = nullptr,
                             const CheckpointRecord* checkpoint = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
-  // CommitLocked with `job` moved to `state` and its state-change event.
-  absl::Status SetStateLocked(v1::Job job, v1::JobState state, const std::string& reason,
-                              std::unique_ptr<StoreServer> rendezvous = nullptr)
+  // CommitLocked with `job` moved to `state` and its state-change event. A final state drops
+  // the running attempt's rendezvous store.
+  absl::Status SetStateLocked(v1::Job job, v1::JobState state, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the job's current attempt for `reason`. A retryable end with retries left makes the
   // job RETRYING (attempt + 1, backoff, back at the head of the queue, resuming from its latest
@@ -199,6 +198,7 @@ class Coordinator {
   EventLog log_;
   Catalog catalog_;
   CheckpointFiles checkpoint_files_;
+  RendezvousKv rendezvous_kv_;
 
   Mutex commit_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // Lost workers whose job could not be failed yet (a store error): retried by the monitor.

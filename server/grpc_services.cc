@@ -211,4 +211,11 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(
                     rec->info, writer);
 }
 
+grpc::Status WorkerServiceImpl::Rendezvous(grpc::ServerContext* ctx,
+                                           const v1::RendezvousRequest* req,
+                                           v1::RendezvousResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
+  return Reply(c_->Rendezvous(*req), resp);
+}
+
 }  // namespace logit

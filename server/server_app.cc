@@ -72,8 +72,8 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--heartbeat-ms", f.heartbeat_ms, "worker heartbeat period")
       ->capture_default_str();
   app.add_option("--advertise-host", f.advertise_host,
-                 "host name workers use to reach this server's c10d store (default: the "
-                 "--listen host; this machine's name when listening on 0.0.0.0)");
+                 "host name of this server as workers see it; picks their Gloo network device "
+                 "(default: the --listen host; this machine's name when listening on 0.0.0.0)");
   app.add_option("--collective-timeout", f.collective_timeout_s,
                  "seconds a rank waits for its peers in a collective")
       ->capture_default_str();
@@ -87,6 +87,27 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--tls-client-ca", f.tls_client_ca,
                  "PEM CA: clients and workers must present a certificate it signed (mutual TLS)");
   CoordinatorConfig cfg;
+  double retry_backoff_s = 1, retry_backoff_max_s = 30;
+  app.add_option("--checkpoint-every", cfg.checkpoint_every,
+                 "checkpoint period (epochs / L-BFGS iterations) of jobs that set none; 0: none")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--keep-checkpoints", cfg.keep_checkpoints, "newest checkpoints kept per job")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_flag("--keep-finished-checkpoints", cfg.keep_finished_checkpoints,
+               "keep a job's checkpoints when it ends (default: deleted)");
+  app.add_option("--max-checkpoint-bytes", cfg.max_checkpoint_bytes,
+                 "largest checkpoint upload (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--retry-backoff", retry_backoff_s,
+                 "seconds before a job's first retry; doubles with each further retry")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--retry-backoff-max", retry_backoff_max_s, "longest backoff between retries")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--max-message-bytes", f.max_message_bytes, "largest request message")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
@@ -179,6 +200,9 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   cfg.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
   cfg.worker_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.worker_timeout_s * 1000));
+  cfg.retry_backoff = std::chrono::milliseconds(static_cast<int64_t>(retry_backoff_s * 1000));
+  cfg.retry_backoff_max =
+      std::chrono::milliseconds(static_cast<int64_t>(retry_backoff_max_s * 1000));
   cfg.collective_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(f.collective_timeout_s * 1000));
   auto coordinator = Coordinator::Create(cfg);

@@ -13,7 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "logit/v1/worker.grpc.pb.h"
 #include "proto/connect.h"
+#include "worker/checkpoint.h"
 #include "worker/common/mutex.h"
+#include "worker/dist/coordinator_kv.h"
 #include "worker/dist/process_group.h"
 #include "worker/job.h"
 #include "worker/job_spec.h"
@@ -61,6 +63,7 @@ class Agent {
  public:
   Agent(const AgentOptions& options, std::shared_ptr<grpc::Channel> channel, std::ostream& log)
       : options_(options), log_(log), stub_(v1::WorkerService::NewStub(channel)) {}
+  // (stub_ is shared: the attempt's rendezvous store calls through it too.)
 
   int Run(const std::atomic<bool>& stop) {
     // Failed registrations and heartbeats back off exponentially (up to kMaxBackoff), so that a
@@ -322,8 +325,34 @@ class Agent {
     ro.world_size = a.world_size();
     ro.timeout = std::chrono::milliseconds(std::max<int64_t>(1000, a.timeout_ms()));
     ro.device = opts.device;
+    if (a.store_port() == 0) {
+      // The coordinator serves the attempt's store over this channel: its loss is an error, not
+      // a crash (a c10d TCPStore client whose server vanishes terminates the process).
+      ro.kv = std::make_shared<CoordinatorKv>(
+          stub_, Me(a), std::min<std::chrono::milliseconds>(ro.timeout, std::chrono::seconds(5)));
+    }
     auto conn = ConnectProcessGroup(ro);
     if (!conn.ok()) return ReportOutcome(a, conn.status(), {});
+    // A resumed attempt: every rank loads the checkpoint; the ranks agree that all have it.
+    std::optional<TrainingCheckpoint> resume;
+    if (a.resume_checkpoint() > 0) {
+      const std::string path = TempPath(a, "resume.safetensors");
+      absl::Status fetched = FetchCheckpoint(a, path);
+      if (fetched.ok()) {
+        absl::StatusOr<TrainingCheckpoint> loaded = ReadCheckpointFile(path);
+        if (loaded.ok()) {
+          resume = std::move(*loaded);
+        } else {
+          fetched = loaded.status();
+        }
+      }
+      unlink(path.c_str());
+      fetched = conn->collective->Agree(fetched);
+      if (!fetched.ok()) {
+        conn->collective.reset();
+        return ReportOutcome(a, fetched, {});
+      }
+    }
     opts.device = conn->device;
     if (opts.threads == 0) {
       opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
@@ -373,18 +402,25 @@ class Agent {
     hooks.on_epoch = on_epoch;
     hooks.on_step = on_step;
     hooks.stop = &cancel_;
+    hooks.resume = resume ? &*resume : nullptr;
+    hooks.checkpoint_every = plan->checkpoint_every.value_or(0);
+    hooks.on_checkpoint = [&](const TrainingCheckpoint& c) {
+      // Best effort: a checkpoint that cannot be stored costs only progress on a retry.
+      const std::string path = TempPath(a, "checkpoint.safetensors");
+      absl::Status st = WriteCheckpointFile(c, path);
+      if (st.ok()) st = SendCheckpoint(a, path, c.epoch);
+      unlink(path.c_str());
+      log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " checkpoint at epoch "
+           << c.epoch << ": " << (st.ok() ? "stored" : std::string(st.message())) << std::endl;
+    };
     auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
-    // Leave the process group before reporting: the coordinator stops the attempt's TCPStore
-    // once it has every outcome, and a c10d store client still connected then dies in its
-    // listener thread ("Connection reset by peer" thrown where nothing can catch it).
+    // Leave the process group before reporting: the coordinator drops the attempt's store once
+    // it has the outcome.
     conn->collective.reset();
     if (!outcome.ok()) return ReportOutcome(a, outcome.status(), {});
     const v1::TrainingSummary summary = MakeSummary(*outcome, opts);
     if (a.rank() == 0) {
-      // POSIX rather than std::filesystem, which a pip LibTorch interposes (see test_util.h).
-      const char* tmp = std::getenv("TMPDIR");
-      const std::string path = absl::StrCat(tmp != nullptr && *tmp != 0 ? tmp : "/tmp", "/logit-",
-                                            getpid(), "-", a.job_id(), "-", a.attempt(), ".npz");
+      const std::string path = TempPath(a, "model.npz");
       absl::Status st = SaveModel(outcome->result.model, path, SummaryToJson(summary).dump());
       if (st.ok()) st = Upload(a, path, summary);
       unlink(path.c_str());
@@ -395,7 +431,7 @@ class Agent {
 
   const AgentOptions options_;
   std::ostream& log_;
-  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  std::shared_ptr<v1::WorkerService::Stub> stub_;
   static constexpr std::chrono::milliseconds kMaxBackoff{10000};
   std::chrono::milliseconds interval_{500};
   std::string last_assignment_;  // "job/attempt/rank" of the latest assignment taken

@@ -52,7 +52,13 @@ class Server {
                                      "3",
                                      "--heartbeat-ms",
                                      "100"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
+    for (size_t i = 0; i < extra.size(); ++i) {
+      if (extra[i] == "--listen" && i + 1 < extra.size()) {
+        argv[2] = extra[++i];  // a fixed address (a restarted server keeps its port)
+      } else {
+        argv.push_back(extra[i]);
+      }
+    }
     proc_ = std::make_unique<Subprocess>(argv, out, dir.Path(tag + ".err"));
     const auto deadline = Clock::now() + std::chrono::seconds(90);
     while (Clock::now() < deadline && address_.empty() && proc_->running()) {

@@ -268,30 +268,6 @@ TEST(Server, MalformedUploadedDataFailsTheJobNamingTheLine) {
       << last.state_change().reason();
 }
 
-TEST(Server, ALostWorkerFailsItsJobWithAReasonAndIsReplaced) {
-  TempDir dir;
-  Server server(dir, 2);
-  auto job = Submit(server.stub(), FashionSpec(2, 1000));
-  ASSERT_TRUE(job.ok());
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline && Get(server.stub(), job->id()).last_sequence() < 3) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  const std::vector<pid_t> workers = ChildrenOf(server.pid());
-  ASSERT_EQ(workers.size(), 2u);
-  kill(workers[0], SIGKILL);
-  const auto events = Watch(server.stub(), job->id());
-  const v1::JobEvent& last = events.back();
-  EXPECT_EQ(last.state_change().state(), v1::FAILED);
-  const std::string reason = last.state_change().reason();
-  EXPECT_TRUE(reason.find("lost") != std::string::npos) << reason;
-  // The pool starts a replacement; 2-worker jobs run again.
-  auto next = Submit(server.stub(), FashionSpec(2, 1));
-  ASSERT_TRUE(next.ok());
-  EXPECT_EQ(Watch(server.stub(), next->id()).back().state_change().state(), v1::SUCCEEDED);
-  EXPECT_NE(server.err().find("starting another"), std::string::npos);
-}
-
 TEST(Server, RestartKeepsJobsEventsModelsAndDatasets) {
   TempDir dir;
   std::string job_id, model_id, dataset_id;

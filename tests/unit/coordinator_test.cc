@@ -206,8 +206,9 @@ TEST_F(CoordinatorTest, JobQueuesUntilAWorkerRegistersAndItsAssignmentComesWithT
   EXPECT_EQ(beat.assignment().job_id(), job->id());
   EXPECT_EQ(beat.assignment().rank(), 0);
   EXPECT_EQ(beat.assignment().world_size(), 1);
-  EXPECT_GT(beat.assignment().store_port(), 0);
-  EXPECT_FALSE(Beat(w, job->id()).has_assignment());  // delivered once
+  EXPECT_EQ(beat.assignment().store_port(), 0);  // the store is the coordinator's Rendezvous
+  EXPECT_EQ(beat.assignment().store_prefix(), job->id() + "/attempt-0");
+  EXPECT_FALSE(Beat(w, job->id()).has_assignment());  // acknowledged
   EXPECT_EQ(c_->WorkerCounts()["busy"], 1);
 }
 

@@ -280,22 +280,26 @@ class FakeWorker {
     return stub_->ReportProgress(&ctx, req, &resp);
   }
 
+  // SET key=value in the attempt's rendezvous store, as rank a.rank() of it.
+  grpc::Status StoreSet(const v1::Assignment& a, const std::string& key) {
+    grpc::ClientContext ctx;
+    v1::RendezvousRequest req;
+    req.mutable_from()->set_worker_id(id_);
+    req.mutable_from()->set_worker_secret(secret_);
+    req.mutable_from()->set_job_id(a.job_id());
+    req.mutable_from()->set_attempt(a.attempt());
+    req.mutable_from()->set_rank(a.rank());
+    req.set_op(v1::RendezvousRequest::SET);
+    req.set_key(key);
+    req.set_value("v");
+    v1::RendezvousResponse resp;
+    return stub_->Rendezvous(&ctx, req, &resp);
+  }
+
  private:
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::string id_, secret_;
 };
-
-// True when something accepts TCP connections on 127.0.0.1:port.
-bool Listening(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
 
 std::string ModelBytes(const LinearModel& m, const TempDir& dir, const std::string& name) {
   EXPECT_TRUE(SaveModel(m, dir.Path(name)).ok());
@@ -321,8 +325,10 @@ TEST(HostileInput, DegenerateOrForeignModelUploadsAreRefusedAndTheJobFails) {
     std::swap(holder, foreigner);
   }
   ASSERT_TRUE(a.has_value());
-  // The attempt's c10d store runs while the attempt does.
-  EXPECT_TRUE(Listening(a->store_port()));
+  // The attempt's store is the coordinator's, open to its ranks only, while the attempt runs.
+  EXPECT_EQ(a->store_port(), 0);
+  EXPECT_TRUE(holder->StoreSet(*a, "joined/0").ok());
+  EXPECT_EQ(foreigner->StoreSet(*a, "joined/0").error_code(), grpc::StatusCode::PERMISSION_DENIED);
 
   LinearModel no_features;  // W of shape (0,): Predict once divided by its feature count
   no_features.num_features = 0;
@@ -351,7 +357,7 @@ TEST(HostileInput, DegenerateOrForeignModelUploadsAreRefusedAndTheJobFails) {
   EXPECT_EQ(done.state(), v1::FAILED);
   EXPECT_NE(done.reason().find("without uploading the model"), std::string::npos) << done.reason();
   // The attempt's store, with every key in it, is gone with the attempt.
-  EXPECT_FALSE(Listening(a->store_port()));
+  EXPECT_NE(holder->StoreSet(*a, "joined/0").error_code(), grpc::StatusCode::OK);
   EXPECT_EQ(HealthCheck(server.address()), "SERVING");
 }
 

@@ -70,6 +70,12 @@ class Agent {
     // restarting coordinator is not flooded; the first success resets it.
     int failures = 0;
     while (!stop) {
+      // A rank dropped by a re-registration must stop before this worker offers itself again:
+      // a new registration is idle at once, and the next assignment must not wait for it.
+      if (Identity().first.empty() && job_running_) {
+        Sleep(stop, std::chrono::milliseconds(50));
+        continue;
+      }
       const bool ok = Identity().first.empty() ? Register() : Beat();
       failures = ok ? 0 : failures + 1;
       if (job_thread_.joinable() && !job_running_) job_thread_.join();

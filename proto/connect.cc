@@ -94,6 +94,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ConnectOptions& o) {
   // Dead servers are noticed on idle streams (WatchJob) too.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // A restarted server is found again within a second or two (gRPC's default reconnect
+  // backoff grows to 120 s).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (o.token.empty()) return grpc::CreateCustomChannel(o.server, creds, args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<BearerTokenFactory>(o.token));

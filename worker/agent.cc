@@ -108,7 +108,8 @@ class Agent {
     req.set_pid(getpid());
     v1::RegisterWorkerResponse resp;
     grpc::ClientContext ctx;
-    SetDeadline(&ctx, 5);
+    SetDeadline(&ctx, 3);
+    ctx.set_wait_for_ready(true);  // a reconnecting channel is waited for, not failed at once
     grpc::Status st = stub_->RegisterWorker(&ctx, req, &resp);
     if (!st.ok()) {
       log_ << "logit-worker: cannot register with " << options_.server << ": " << st.error_message()
@@ -146,7 +147,8 @@ class Agent {
     }
     v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
-    SetDeadline(&ctx, 5);
+    SetDeadline(&ctx, 3);
+    ctx.set_wait_for_ready(true);  // a reconnecting channel is waited for, not failed at once
     grpc::Status st = stub_->Heartbeat(&ctx, req, &resp);
     if (!st.ok()) {
       // The coordinator may be restarting: the running rank goes on (its collective fails on
@@ -438,7 +440,8 @@ class Agent {
   const AgentOptions options_;
   std::ostream& log_;
   std::shared_ptr<v1::WorkerService::Stub> stub_;
-  static constexpr std::chrono::milliseconds kMaxBackoff{10000};
+  // Each failed call already waited up to its 3 s deadline for the channel to be ready.
+  static constexpr std::chrono::milliseconds kMaxBackoff{2000};
   std::chrono::milliseconds interval_{500};
   std::string last_assignment_;  // "job/attempt/rank" of the latest assignment taken
   // Threads: the heartbeat thread (Run, Beat, Register) and one job thread at a time

@@ -1,7 +1,5 @@
 #include "server/catalog.h"
 
-#include <sys/statvfs.h>
-
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -31,57 +29,6 @@ std::string SafeFileName(const std::string& name) {
   }
   if (base.empty() || base == "." || base == "..") base = "data";
   return base;
-}
-
-// Bytes free for this process on the file system holding `path` (INT64_MAX when unknown).
-int64_t FreeDiskBytes(const std::string& path) {
-  struct statvfs st;
-  if (statvfs(path.c_str(), &st) != 0) return INT64_MAX;
-  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
-}
-
-// Reads all chunks from `next` into `path`, at most `max_bytes` (RESOURCE_EXHAUSTED naming
-// `limit_name` beyond) and never below `reserve_bytes` of free disk; removes the file on error.
-absl::StatusOr<int64_t> WriteChunks(const std::string& path, const ChunkSource& next,
-                                    int64_t max_bytes = INT64_MAX,
-                                    const std::string& limit_name = "", int64_t reserve_bytes = 0) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  int64_t size = 0, checked_disk_at = -1;
-  std::string chunk;
-  auto fail = [&](absl::Status st) {
-    out.close();
-    std::error_code ec;
-    fs::remove(path, ec);
-    return st;
-  };
-  while (true) {
-    auto more = next(&chunk);
-    if (!more.ok()) return fail(more.status());
-    if (!*more) break;
-    if (static_cast<int64_t>(chunk.size()) > max_bytes - size) {
-      return fail(absl::ResourceExhaustedError(
-          absl::StrCat("upload: more than ", max_bytes, " bytes, over the limit ", limit_name)));
-    }
-    if (reserve_bytes > 0 && (checked_disk_at < 0 || size - checked_disk_at >= (64 << 20))) {
-      checked_disk_at = size;
-      const int64_t free = FreeDiskBytes(fs::path(path).parent_path().string());
-      if (free - static_cast<int64_t>(chunk.size()) < reserve_bytes) {
-        return fail(absl::ResourceExhaustedError(
-            absl::StrCat("upload: the server's disk has ", free,
-                         " bytes free, and keeps --min-free-disk-bytes=", reserve_bytes, " free")));
-      }
-    }
-    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    size += static_cast<int64_t>(chunk.size());
-  }
-  out.flush();
-  if (!out) {
-    std::error_code ec;
-    fs::remove(path, ec);
-    return absl::ResourceExhaustedError(absl::StrCat("writing ", path, " failed (disk full?)"));
-  }
-  return size;
 }
 
 // Predict's model loading: the model file at `path`, ready to serve.
@@ -177,7 +124,7 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
   std::error_code ec;
   fs::create_directories(dir, ec);
   const std::string path = (dir / SafeFileName(info.name())).string();
-  auto size = WriteChunks(path, next, allowed, limit_name, options_.min_free_disk_bytes);
+  auto size = WriteChunks(path, next, {allowed, limit_name, options_.min_free_disk_bytes});
   if (!size.ok()) {
     fs::remove_all(dir, ec);
     return size.status();
@@ -204,10 +151,11 @@ absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id,
   ASSIGN_OR_RETURN(const int64_t n, store_->NextId("model"));
   const std::string id = absl::StrCat("model-", n);
   const std::string path = (fs::path(options_.data_dir) / "models" / (id + ".npz")).string();
-  ASSIGN_OR_RETURN(const int64_t size,
-                   WriteChunks(path + ".part", next, kMaxModelFileBytes,
-                               absl::StrCat("of a model (", kMaxParameters, " parameters)"),
-                               options_.min_free_disk_bytes));
+  ASSIGN_OR_RETURN(
+      const int64_t size,
+      WriteChunks(path + ".part", next,
+                  {kMaxModelFileBytes, absl::StrCat("of a model (", kMaxParameters, " parameters)"),
+                   options_.min_free_disk_bytes}));
   std::error_code ec;
   fs::rename(path + ".part", path, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot store ", path, ": ", ec.message()));

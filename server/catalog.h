@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
+#include "server/chunk_file.h"
 #include "server/job_store.h"
 #include "server/request_decode.h"
 #include "worker/common/mutex.h"
@@ -37,9 +38,6 @@ struct CatalogOptions {
   // Loaded models kept for Predict, least recently used evicted first (0 = no limit).
   int max_cached_models = 64;
 };
-
-// Chunks of an upload: returns false at the end, or a status on a transport error.
-using ChunkSource = std::function<absl::StatusOr<bool>(std::string*)>;
 
 class Catalog {
  public:

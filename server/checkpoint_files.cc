@@ -10,6 +10,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "server/chunk_file.h"
+#include "worker/common/status.h"
 
 namespace logit {
 
@@ -41,57 +43,41 @@ std::string CheckpointFiles::JobDir(const std::string& job_id) const {
   return (fs::path(dir_) / job_id).string();
 }
 
-absl::StatusOr<std::string> CheckpointFiles::Receive(
-    const std::string& job_id, int64_t expected_size, int64_t max_bytes,
-    const std::function<absl::StatusOr<bool>(std::string*)>& next) {
+absl::StatusOr<std::string> CheckpointFiles::Receive(const std::string& job_id,
+                                                     int64_t expected_size, int64_t max_bytes,
+                                                     const ChunkSource& next) {
   if (expected_size <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("size_bytes: a checkpoint has at least one byte, got ", expected_size));
   }
   if (max_bytes > 0 && expected_size > max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("size_bytes: ", expected_size,
-                                                     " is over --max-checkpoint-bytes=", max_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("size_bytes: ", expected_size, " is over --max-checkpoint-bytes=", max_bytes));
   }
   const std::string dir = JobDir(job_id);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("checkpoint: cannot create ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("checkpoint: cannot create ", dir, ": ", ec.message()));
   const std::string temp = absl::StrCat(dir, "/.upload-", RandomSuffix());
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno(absl::StrCat("create ", temp));
-  auto fail = [&](absl::Status st) {
-    close(fd);
-    unlink(temp.c_str());
-    return st;
+  int64_t received = 0;
+  auto bounded = [&](std::string* chunk) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(const bool more, next(chunk));
+    received += more ? static_cast<int64_t>(chunk->size()) : 0;
+    if (received > expected_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "size_bytes: the checkpoint's header announced ", expected_size, " bytes; more came"));
+    }
+    return more;
   };
-  int64_t written = 0;
-  std::string chunk;
-  while (true) {
-    absl::StatusOr<bool> more = next(&chunk);
-    if (!more.ok()) return fail(more.status());
-    if (!*more) break;
-    if (written + static_cast<int64_t>(chunk.size()) > expected_size) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "size_bytes: the checkpoint's header announced ", expected_size, " bytes; more came")));
-    }
-    size_t off = 0;
-    while (off < chunk.size()) {
-      const ssize_t n = write(fd, chunk.data() + off, chunk.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return fail(Errno(absl::StrCat("write ", temp)));
-      off += static_cast<size_t>(n);
-    }
-    written += static_cast<int64_t>(chunk.size());
-  }
+  ChunkWriteOptions options;
+  options.sync = true;
+  ASSIGN_OR_RETURN(const int64_t written, WriteChunks(temp, bounded, options));
   if (written != expected_size) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "size_bytes: the checkpoint's header announced ", expected_size, " bytes, ", written,
-        " came (upload cut short?)")));
-  }
-  if (fsync(fd) != 0) return fail(Errno(absl::StrCat("fsync ", temp)));
-  if (close(fd) != 0) {
     unlink(temp.c_str());
-    return Errno(absl::StrCat("close ", temp));
+    return absl::InvalidArgumentError(absl::StrCat("size_bytes: the checkpoint's header announced ",
+                                                   expected_size, " bytes, ", written,
+                                                   " came (upload cut short?)"));
   }
   return temp;
 }

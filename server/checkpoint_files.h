@@ -10,11 +10,11 @@
 #define LOGIT_SERVER_CHECKPOINT_FILES_H_
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/chunk_file.h"
 #include "server/job_store.h"
 
 namespace logit {
@@ -28,8 +28,7 @@ class CheckpointFiles {
   // directory and returns its path. INVALID_ARGUMENT when the bytes are not `expected_size`,
   // RESOURCE_EXHAUSTED over `max_bytes` (0: no limit); the temporary file is gone on error.
   absl::StatusOr<std::string> Receive(const std::string& job_id, int64_t expected_size,
-                                      int64_t max_bytes,
-                                      const std::function<absl::StatusOr<bool>(std::string*)>& next);
+                                      int64_t max_bytes, const ChunkSource& next);
   // Renames a received file to the checkpoint's final name and fsyncs the directory.
   absl::StatusOr<std::string> Publish(const std::string& temp, const std::string& job_id,
                                       int64_t number);

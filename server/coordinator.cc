@@ -265,32 +265,33 @@ absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state,
   if (IsFinished(state)) {
     rendezvous_kv_.Drop(AttemptScope(id, attempt));
     scheduler_.Remove(id);
-    if (!config_.keep_finished_checkpoints) DropCheckpointsLocked(id);
+    if (!config_.keep_finished_checkpoints) DeleteCheckpointsLocked(id, 0);
   }
   return absl::OkStatus();
 }
 
-void Coordinator::DropCheckpointsLocked(const std::string& job_id) {
-  std::vector<CheckpointRecord> records;
+void Coordinator::DeleteCheckpointsLocked(const std::string& job_id, size_t keep) {
+  std::vector<CheckpointRecord> old;  // oldest first, all but the newest `keep`
   {
     MutexLock lock(&mu_);
     auto it = jobs_.find(job_id);
-    if (it == jobs_.end()) return;
-    records = it->second.checkpoints;
+    if (it == jobs_.end() || it->second.checkpoints.size() <= keep) return;
+    const std::vector<CheckpointRecord>& all = it->second.checkpoints;
+    old.assign(all.begin(), all.end() - static_cast<std::ptrdiff_t>(keep));
   }
-  if (records.empty()) return;
   std::vector<int64_t> numbers;
-  for (const CheckpointRecord& r : records) numbers.push_back(r.info.number());
+  for (const CheckpointRecord& r : old) numbers.push_back(r.info.number());
   absl::Status st = store_->DeleteCheckpoints(job_id, numbers);
-  if (!st.ok()) {  // the files stay with their records; the next prune or restart retries
+  if (!st.ok()) {  // the files stay with their records; the next deletion retries them
     ReportBackgroundError(st);
     return;
   }
   {
     MutexLock lock(&mu_);
-    jobs_[job_id].checkpoints.clear();
+    std::vector<CheckpointRecord>& all = jobs_[job_id].checkpoints;
+    all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(old.size()));
   }
-  for (const CheckpointRecord& r : records) CheckpointFiles::Remove(r.path);
+  for (const CheckpointRecord& r : old) CheckpointFiles::Remove(r.path);
 }
 
 absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reason, bool retryable,
@@ -307,16 +308,16 @@ absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reaso
   absl::StatusOr<JobPlan> plan = PlanJob(job.spec());
   const int max_retries = plan.ok() ? plan->max_retries : 0;
   if (!retryable) {
-    const std::string why =
-        job.failed_attempts_size() > 1 ? absl::StrCat(reason, " (", AttemptHistory(job), ")") : reason;
+    const std::string why = job.failed_attempts_size() > 1
+                                ? absl::StrCat(reason, " (", AttemptHistory(job), ")")
+                                : reason;
     return SetStateLocked(std::move(job), v1::FAILED, why);
   }
   if (charged && job.retries() >= max_retries) {
     const std::string why =
-        max_retries == 0
-            ? absl::StrCat(reason, " (max_retries is 0)")
-            : absl::StrCat("gave up after ", job.retries(), " retries (max_retries ", max_retries,
-                           "): ", AttemptHistory(job));
+        max_retries == 0 ? absl::StrCat(reason, " (max_retries is 0)")
+                         : absl::StrCat("gave up after ", job.retries(), " retries (max_retries ",
+                                        max_retries, "): ", AttemptHistory(job));
     return SetStateLocked(std::move(job), v1::FAILED, why);
   }
   std::chrono::milliseconds backoff{0};
@@ -328,9 +329,8 @@ absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reaso
   }
   job.set_attempt(ended + 1);
   job.clear_workers();
-  *job.mutable_retry_after() =
-      TimeUtil::NanosecondsToTimestamp(TimeUtil::TimestampToNanoseconds(Now()) +
-                                       std::chrono::nanoseconds(backoff).count());
+  *job.mutable_retry_after() = TimeUtil::NanosecondsToTimestamp(
+      TimeUtil::TimestampToNanoseconds(Now()) + std::chrono::nanoseconds(backoff).count());
   const std::string from =
       job.has_latest_checkpoint()
           ? absl::StrCat("resuming from checkpoint ", job.latest_checkpoint().number(), " (epoch ",
@@ -341,9 +341,9 @@ absl::Status Coordinator::EndAttemptLocked(v1::Job job, const std::string& reaso
   const std::string id = job.id();
   RETURN_IF_ERROR(SetStateLocked(
       std::move(job), v1::RETRYING,
-      absl::StrCat("attempt ", ended, " ended: ", reason, "; ", retry, ", ", from,
-                   backoff.count() > 0 ? absl::StrCat(" after ", backoff.count() / 1000.0, " s")
-                                       : "")));
+      absl::StrCat(
+          "attempt ", ended, " ended: ", reason, "; ", retry, ", ", from,
+          backoff.count() > 0 ? absl::StrCat(" after ", backoff.count() / 1000.0, " s") : "")));
   if (requeue) scheduler_.Requeue(id);
   return absl::OkStatus();
 }
@@ -450,13 +450,13 @@ absl::Status Coordinator::ScheduleLocked() {
     const int attempt = job.attempt();
     std::string running = absl::StrCat("running on ", absl::StrJoin(gang, ", "));
     if (attempt > 0) {
-      absl::StrAppend(&running, " (attempt ", attempt,
-                      job.has_latest_checkpoint()
-                          ? absl::StrCat(", resumed from checkpoint ",
-                                         job.latest_checkpoint().number(), " at epoch ",
-                                         job.latest_checkpoint().epoch())
-                          : ", from the start",
-                      ")");
+      absl::StrAppend(
+          &running, " (attempt ", attempt,
+          job.has_latest_checkpoint()
+              ? absl::StrCat(", resumed from checkpoint ", job.latest_checkpoint().number(),
+                             " at epoch ", job.latest_checkpoint().epoch())
+              : ", from the start",
+          ")");
     }
     job.clear_retry_after();
     absl::Status st = SetStateLocked(std::move(job), v1::RUNNING, running);
@@ -706,8 +706,7 @@ absl::StatusOr<v1::UploadCheckpointResponse> Coordinator::UploadCheckpoint(
     return still;
   }
   const int64_t number = job->latest_checkpoint().number() + 1;
-  ASSIGN_OR_RETURN(const std::string path,
-                   checkpoint_files_.Publish(temp, from.job_id(), number));
+  ASSIGN_OR_RETURN(const std::string path, checkpoint_files_.Publish(temp, from.job_id(), number));
   CheckpointRecord record;
   record.job_id = from.job_id();
   record.path = path;
@@ -724,29 +723,8 @@ absl::StatusOr<v1::UploadCheckpointResponse> Coordinator::UploadCheckpoint(
     CheckpointFiles::Remove(path);
     return committed;
   }
-  // The newest keep_checkpoints stay.
-  std::vector<CheckpointRecord> old;
-  {
-    MutexLock lock(&mu_);
-    std::vector<CheckpointRecord>& all = jobs_[from.job_id()].checkpoints;
-    const size_t keep = static_cast<size_t>(std::max(1, config_.keep_checkpoints));
-    if (all.size() > keep) old.assign(all.begin(), all.end() - keep);
-  }
-  if (!old.empty()) {
-    std::vector<int64_t> numbers;
-    for (const CheckpointRecord& r : old) numbers.push_back(r.info.number());
-    absl::Status pruned = store_->DeleteCheckpoints(from.job_id(), numbers);
-    if (pruned.ok()) {
-      {
-        MutexLock lock(&mu_);
-        std::vector<CheckpointRecord>& all = jobs_[from.job_id()].checkpoints;
-        all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(old.size()));
-      }
-      for (const CheckpointRecord& r : old) CheckpointFiles::Remove(r.path);
-    } else {
-      ReportBackgroundError(pruned);
-    }
-  }
+  DeleteCheckpointsLocked(from.job_id(),
+                          static_cast<size_t>(std::max(1, config_.keep_checkpoints)));
   v1::UploadCheckpointResponse resp;
   *resp.mutable_checkpoint() = record.info;
   return resp;
@@ -765,8 +743,8 @@ absl::StatusOr<CheckpointRecord> Coordinator::FindCheckpoint(
   for (const CheckpointRecord& r : it->second.checkpoints) {
     if (r.info.number() == request.number()) return r;
   }
-  return absl::NotFoundError(absl::StrCat("number: job '", from.job_id(), "' has no checkpoint ",
-                                          request.number()));
+  return absl::NotFoundError(
+      absl::StrCat("number: job '", from.job_id(), "' has no checkpoint ", request.number()));
 }
 
 absl::StatusOr<v1::RendezvousResponse> Coordinator::Rendezvous(

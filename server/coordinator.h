@@ -32,11 +32,11 @@
 #include "server/checkpoint_files.h"
 #include "server/event_log.h"
 #include "server/job_store.h"
-#include "worker/common/mutex.h"
 #include "server/rendezvous_kv.h"
 #include "server/request_decode.h"
 #include "server/scheduler.h"
 #include "server/worker_registry.h"
+#include "worker/common/mutex.h"
 
 namespace logit {
 
@@ -174,9 +174,10 @@ class Coordinator {
   absl::Status EndAttemptLocked(v1::Job job, const std::string& reason, bool retryable,
                                 bool charged = true, bool requeue = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
-  // Deletes a finished job's checkpoints (files and records) unless configured to keep them.
-  void DropCheckpointsLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Deletes the job's checkpoints (records, then files) but the newest `keep`; a store error is
+  // reported in background and leaves them for the next deletion.
+  void DeleteCheckpointsLocked(const std::string& job_id, size_t keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   // Places queued jobs, head first, while enough workers are idle. Returns the first store
   // error (the job it concerned stays queued).
   absl::Status ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(mu_);

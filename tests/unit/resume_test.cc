@@ -50,7 +50,9 @@ absl::StatusOr<Run> TrainJob(const DataConfig& data, const TrainOptions& options
   for (int r = 0; r < ranks; ++r) {
     if (!out[r].ok()) return out[r].status();
     EXPECT_EQ(MaxAbsDiff(out[r]->result.model, out[0]->result.model), 0.0) << "rank " << r;
-    if (r > 0) EXPECT_TRUE(saved[r].empty()) << "rank " << r << " handed over checkpoints";
+    if (r > 0) {
+      EXPECT_TRUE(saved[r].empty()) << "rank " << r << " handed over checkpoints";
+    }
   }
   return Run{std::move(*out[0]), std::move(saved[0])};
 }

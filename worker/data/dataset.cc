@@ -57,23 +57,20 @@ Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows) {
   return out;
 }
 
-namespace {
-// SplitMix64: a well-mixed 64-bit hash, stable across platforms and library versions.
-uint64_t Mix(uint64_t x) {
+uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-}  // namespace
 
 SplitIndices SplitRows(const Dataset& data, double val_fraction, double test_fraction,
                        uint64_t seed) {
   SplitIndices s;
-  const uint64_t seed_mix = Mix(seed ^ 0x6c6f676974ULL);
+  const uint64_t seed_mix = SplitMix64(seed ^ 0x6c6f676974ULL);
   for (int64_t i = 0; i < data.num_rows; ++i) {
     const double u =
-        static_cast<double>(Mix(seed_mix ^ static_cast<uint64_t>(data.GlobalRow(i))) >> 11) *
+        static_cast<double>(SplitMix64(seed_mix ^ static_cast<uint64_t>(data.GlobalRow(i))) >> 11) *
         (1.0 / 9007199254740992.0);
     if (u < val_fraction) {
       s.val.push_back(i);

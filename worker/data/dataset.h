@@ -44,6 +44,10 @@ struct Dataset {
 // Copies the given rows (indices into `data`, in order) into a new Dataset of the same storage.
 Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows);
 
+// SplitMix64's finaliser: a well-mixed 64-bit hash, stable across platforms and library
+// versions (the row splits and the SGD/Adam shuffles are drawn from it).
+uint64_t SplitMix64(uint64_t x);
+
 // Row subsets of a train/validation/test split.
 struct SplitIndices {
   std::vector<int64_t> train, val, test;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/common/status.h"
+#include "worker/data/dataset.h"
 #include "worker/kernel/collective.h"
 #include "worker/kernel/fused_cpu.h"
 #include "worker/kernel/objective.h"
@@ -33,17 +34,9 @@ absl::Status MissingEntry(const std::string& name) {
       absl::StrCat("optimizer state: '", name, "' is missing or has the wrong size"));
 }
 
-// SplitMix64's finaliser: a well-mixed 64-bit hash, stable across platforms.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // The seed of epoch `epoch`'s shuffle (a function of the job's seed and the epoch only).
 uint64_t EpochSeed(uint64_t seed, int64_t epoch) {
-  return Mix(Mix(seed ^ 0x73687566666c65ULL) ^ static_cast<uint64_t>(epoch));
+  return SplitMix64(SplitMix64(seed ^ 0x73687566666c65ULL) ^ static_cast<uint64_t>(epoch));
 }
 
 // The training rows of all ranks, and this rank's among them. Global position k in [0, G) is

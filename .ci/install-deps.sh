@@ -6,7 +6,7 @@ PKGS=(
   build-essential cmake pkg-config git openssl
   libtorch-dev libgloo-dev libonnx-dev python3-onnx libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev prometheus-cpp-dev
+  libabsl-dev prometheus-cpp-dev libmicrohttpd-dev prometheus
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev libspdlog-dev zlib1g-dev libzip-dev
   dataset-fashion-mnist

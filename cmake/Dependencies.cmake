@@ -26,6 +26,11 @@ if(NOT LOGIT_KERNEL_ONLY)
   # library); compiling a second copy of onnx.proto would collide in the protobuf registry.
   find_package(ONNX CONFIG REQUIRED)
   find_package(yaml-cpp REQUIRED)
+  # Metrics (prometheus-cpp-dev's core: metric types and the text format; served over HTTP by
+  # libmicrohttpd-dev, see worker/common/metrics_endpoint.h) and logs (libspdlog-dev).
+  find_package(prometheus-cpp CONFIG REQUIRED)
+  pkg_check_modules(MICROHTTPD REQUIRED IMPORTED_TARGET libmicrohttpd)
+  find_package(spdlog REQUIRED)
 endif()
 
 # A header-only interface target that carries LibTorch's include dirs, libs and defines

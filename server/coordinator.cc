@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <optional>
 #include <utility>
 
@@ -13,6 +12,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "nlohmann/json.hpp"
 #include "server/store.h"
+#include "worker/common/log.h"
 #include "worker/common/status.h"
 #include "worker/job_spec.h"
 #include "worker/summary.h"
@@ -105,7 +105,10 @@ Coordinator::Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobSto
       registry_(config.heartbeat_interval),
       log_(config.max_watchers_per_job),
       catalog_(CatalogOptionsFrom(config), store_.get()),
-      checkpoint_files_((fs::path(config.data_dir) / "checkpoints").string()) {}
+      checkpoint_files_((fs::path(config.data_dir) / "checkpoints").string()),
+      metrics_(config.metrics ? config.metrics : std::make_shared<ServerMetrics>()) {
+  store_->set_write_observer([m = metrics_.get()](double seconds) { m->StoreWrite(seconds); });
+}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorConfig& config) {
   RETURN_IF_ERROR(MakeDataDirs(config.data_dir));
@@ -119,11 +122,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
   RETURN_IF_ERROR(MakeDataDirs(config.data_dir));
   std::unique_ptr<Coordinator> c(new Coordinator(config, std::move(store)));
   RETURN_IF_ERROR(c->Load());
+  c->metrics_->SetSnapshotSource([p = c.get()] { return p->MetricsSnapshot(); });
   c->monitor_ = std::thread([p = c.get()] { p->MonitorLoop(); });
   return c;
 }
 
 Coordinator::~Coordinator() {
+  metrics_->SetSnapshotSource(nullptr);  // waits for a scrape in progress
   {
     MutexLock lock(&monitor_mu_);
     stopping_ = true;
@@ -143,8 +148,7 @@ absl::Status Coordinator::Load() {
   // Uploads a crash interrupted, and files whose record never committed, go.
   const int orphans = checkpoint_files_.RemoveOrphans(checkpoints);
   if (orphans > 0) {
-    std::cerr << "logit-server: removed " << orphans << " checkpoint file(s) without a record"
-              << std::endl;
+    logging::Warn("removed checkpoint files without a record", {{"files", orphans}});
   }
   std::map<std::string, std::vector<v1::JobEvent>> events_by_job;
   for (v1::JobEvent& e : events) events_by_job[e.job_id()].push_back(std::move(e));
@@ -261,7 +265,9 @@ absl::Status Coordinator::SetStateLocked(v1::Job job, v1::JobState state,
   }
   const std::string id = job.id();
   const int attempt = job.attempt();
+  v1::Job observed = job;
   RETURN_IF_ERROR(CommitLocked(std::move(job), std::move(ev)));
+  ObserveStateChange(observed, state, reason);
   if (IsFinished(state)) {
     rendezvous_kv_.Drop(AttemptScope(id, attempt));
     scheduler_.Remove(id);
@@ -478,7 +484,7 @@ void Coordinator::Schedule() {
 }
 
 void Coordinator::ReportBackgroundError(const absl::Status& status) {
-  std::cerr << "logit-server: ERROR store: " << status.message() << std::endl;
+  logging::Error("store write failed", {logging::Field::Error(status)});
   MutexLock lock(&mu_);
   storage_status_ = absl::UnavailableError(absl::StrCat("store: write failed: ", status.message()));
 }
@@ -528,7 +534,14 @@ absl::Status Coordinator::WatchJob(const std::string& job_id, int64_t from_seque
 
 absl::StatusOr<v1::Dataset> Coordinator::UploadDataset(
     const v1::DatasetInfo& info, const std::function<absl::StatusOr<bool>(std::string*)>& next) {
-  return catalog_.UploadDataset(info, next);
+  absl::StatusOr<v1::Dataset> dataset = catalog_.UploadDataset(info, next);
+  if (dataset.ok()) {
+    metrics_->Uploaded("dataset", dataset->size_bytes());
+    logging::Info("dataset uploaded", {{"dataset", dataset->id()},
+                                       {"name", dataset->name()},
+                                       {"bytes", dataset->size_bytes()}});
+  }
+  return dataset;
 }
 
 absl::StatusOr<ModelRecord> Coordinator::GetModel(const std::string& model_id) {
@@ -536,7 +549,9 @@ absl::StatusOr<ModelRecord> Coordinator::GetModel(const std::string& model_id) {
 }
 
 absl::Status Coordinator::DeleteModel(const std::string& model_id) {
-  return catalog_.DeleteModel(model_id);
+  RETURN_IF_ERROR(catalog_.DeleteModel(model_id));
+  logging::Info("model deleted", {{"model", model_id}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::PredictResponse> Coordinator::Predict(const v1::PredictRequest& request) {
@@ -551,6 +566,12 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
         absl::StrCat("cannot register a worker now: ", n.status().message()));
   }
   v1::RegisterWorkerResponse resp = registry_.Register(request, absl::StrCat("w-", *n));
+  metrics_->WorkerRegistered();
+  logging::Info("worker registered", {{"worker", resp.worker_id()},
+                                      {"host", request.hostname()},
+                                      {"pid", static_cast<int64_t>(request.pid())},
+                                      {"device", request.device()},
+                                      {"threads", request.threads()}});
   Schedule();
   return resp;
 }
@@ -559,6 +580,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   ASSIGN_OR_RETURN(WorkerRegistry::Beat beat,
                    registry_.Heartbeat(request.worker_id(), request.worker_secret(),
                                        request.job_id(), request.attempt()));
+  metrics_->HeartbeatsMissed(beat.missed);
   v1::HeartbeatResponse resp;
   if (beat.unknown) {
     resp.set_reregister(true);  // lost and forgotten, or registered with a restarted server
@@ -609,6 +631,8 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
       v1::JobEvent ev;
       *ev.mutable_epoch() = request.epoch();
       RETURN_IF_ERROR(CommitLocked(std::move(job), std::move(ev)));
+      MutexLock lock(&mu_);
+      jobs_[request.job_id()].last_epoch = request.epoch();
     }
     resp.set_cancel(!current);
     return resp;
@@ -663,6 +687,15 @@ absl::StatusOr<v1::UploadModelResponse> Coordinator::UploadModel(
     MutexLock lock(&mu_);
     jobs_[header.job_id()].job = std::move(job);
   }
+  const int64_t bytes = [&] {
+    absl::StatusOr<ModelRecord> model = catalog_.GetModel(model_id);
+    return model.ok() ? model->info.size_bytes() : int64_t{0};
+  }();
+  metrics_->Uploaded("model", bytes);
+  logging::Info("model stored", {{"job", header.job_id()},
+                                 {"attempt", header.attempt()},
+                                 {"model", model_id},
+                                 {"bytes", bytes}});
   v1::UploadModelResponse resp;
   resp.set_model_id(model_id);
   return resp;
@@ -723,6 +756,14 @@ absl::StatusOr<v1::UploadCheckpointResponse> Coordinator::UploadCheckpoint(
     CheckpointFiles::Remove(path);
     return committed;
   }
+  metrics_->CheckpointStored(header.size_bytes());
+  metrics_->Uploaded("checkpoint", header.size_bytes());
+  logging::Info("checkpoint stored", {{"job", from.job_id()},
+                                      {"attempt", from.attempt()},
+                                      {"worker", from.worker_id()},
+                                      {"checkpoint", number},
+                                      {"epoch", header.epoch()},
+                                      {"bytes", header.size_bytes()}});
   DeleteCheckpointsLocked(from.job_id(),
                           static_cast<size_t>(std::max(1, config_.keep_checkpoints)));
   v1::UploadCheckpointResponse resp;
@@ -795,6 +836,15 @@ void Coordinator::MonitorPass() {
   MutexLock commit(&commit_mu_);
   std::vector<WorkerRegistry::Lost> lost =
       registry_.RemoveSilent(Clock::now(), config_.worker_timeout);
+  for (const WorkerRegistry::Lost& w : lost) {
+    metrics_->WorkerLost();
+    metrics_->HeartbeatsMissed(static_cast<int>(config_.worker_timeout / config_.heartbeat_interval));
+    logging::Warn("worker lost", {{"worker", w.worker_id},
+                                  {"job", w.job_id},
+                                  {"attempt", w.attempt},
+                                  {"rank", w.rank},
+                                  {"silent_seconds", config_.worker_timeout.count() / 1000.0}});
+  }
   // Losses whose job could not be failed last time are retried.
   lost.insert(lost.begin(), unrecorded_losses_.begin(), unrecorded_losses_.end());
   unrecorded_losses_.clear();
@@ -850,14 +900,134 @@ void Coordinator::MonitorLoop() {
       {
         MutexLock lock(&mu_);
         if (!probed.ok() && storage_status_.ok()) {
-          std::cerr << "logit-server: ERROR storage: " << probed.message() << std::endl;
+          logging::Error("storage probe failed", {logging::Field::Error(probed)});
         }
+        if (probed.ok() && !storage_status_.ok()) logging::Info("storage recovered");
         storage_status_ = probed;
       }
       next_probe = Clock::now() + config_.storage_probe_interval;
     }
     MonitorPass();
   }
+}
+
+void Coordinator::ObserveStateChange(const v1::Job& job, v1::JobState state,
+                                     const std::string& reason) {
+  auto seconds_between = [](const google::protobuf::Timestamp& from,
+                            const google::protobuf::Timestamp& to) {
+    return std::max<double>(
+        0, (TimeUtil::TimestampToNanoseconds(to) - TimeUtil::TimestampToNanoseconds(from)) / 1e9);
+  };
+  switch (state) {
+    case v1::QUEUED:
+      metrics_->JobSubmitted();
+      logging::Info("job queued", {{"job", job.id()}, {"workers", job.spec().workers()}});
+      break;
+    case v1::RUNNING: {
+      bool first = false;
+      {
+        MutexLock lock(&mu_);
+        JobEntry& entry = jobs_[job.id()];
+        if (!entry.first_started) {
+          entry.first_started = job.started();
+          first = job.attempt() == 0;
+        }
+      }
+      if (first) metrics_->JobStarted(seconds_between(job.created(), job.started()));
+      logging::Info("job started", {{"job", job.id()},
+                                    {"attempt", job.attempt()},
+                                    {"workers", absl::StrJoin(job.workers(), ",")},
+                                    {"resume_checkpoint", job.latest_checkpoint().number()}});
+      break;
+    }
+    case v1::RETRYING:
+      metrics_->JobRetried();
+      logging::Warn("job retrying", {{"job", job.id()},
+                                     {"attempt", job.attempt()},
+                                     {"retries", job.retries()},
+                                     {"reason", reason}});
+      break;
+    case v1::SUCCEEDED:
+    case v1::FAILED:
+    case v1::CANCELLED: {
+      google::protobuf::Timestamp started = job.started();
+      {
+        MutexLock lock(&mu_);
+        auto it = jobs_.find(job.id());
+        if (it != jobs_.end() && it->second.first_started) started = *it->second.first_started;
+      }
+      const bool ran = job.has_started();
+      const double running = ran ? seconds_between(started, job.finished()) : 0.0;
+      metrics_->JobFinished(state, running);
+      logging::Log(state == v1::FAILED ? logging::Level::kWarn : logging::Level::kInfo,
+                   "job finished", {{"job", job.id()},
+                                    {"attempt", job.attempt()},
+                                    {"state", ServerMetrics::StateName(state)},
+                                    {"reason", reason},
+                                    {"model", job.model_id()},
+                                    {"seconds", running}});
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+ClusterSnapshot Coordinator::MetricsSnapshot() {
+  ClusterSnapshot s;
+  s.workers = registry_.Counts();
+  const int64_t now = TimeUtil::TimestampToNanoseconds(Now());
+  auto age = [now](const google::protobuf::Timestamp& t) {
+    return std::max<double>(0, (now - TimeUtil::TimestampToNanoseconds(t)) / 1e9);
+  };
+  const int64_t grace_ns = std::chrono::nanoseconds(config_.metrics_job_grace).count();
+  MutexLock lock(&mu_);
+  s.storage_healthy = storage_status_.ok();
+  for (const auto& [id, entry] : jobs_) {
+    const v1::Job& job = entry.job;
+    ++s.jobs[job.state()];
+    const bool finished = IsFinished(job.state());
+    if (job.state() == v1::QUEUED || job.state() == v1::RETRYING) {
+      ++s.queue_jobs;
+      // A retry waits from the end of its failed attempt.
+      const google::protobuf::Timestamp& since =
+          job.state() == v1::RETRYING && job.failed_attempts_size() > 0
+              ? job.failed_attempts(job.failed_attempts_size() - 1).ended()
+              : job.created();
+      s.queue_oldest_age_seconds = std::max(s.queue_oldest_age_seconds, age(since));
+    }
+    if (finished && now - TimeUtil::TimestampToNanoseconds(job.finished()) > grace_ns) continue;
+    JobSeries series;
+    series.job_id = id;
+    series.attempt = job.attempt();
+    series.retries = job.retries();
+    series.workers = job.state() == v1::RUNNING ? job.workers_size() : 0;
+    series.last_epoch = entry.last_epoch;
+    if (job.state() == v1::SUCCEEDED && job.has_result()) {
+      const v1::TrainingSummary& summary = job.result().summary();
+      if (summary.train_metrics().rows() > 0) {
+        series.final_accuracy["train"] = summary.train_metrics().accuracy();
+      }
+      if (summary.val_metrics().rows() > 0) {
+        series.final_accuracy["validation"] = summary.val_metrics().accuracy();
+      }
+      if (summary.test_metrics().rows() > 0) {
+        series.final_accuracy["test"] = summary.test_metrics().accuracy();
+      }
+    }
+    if (job.state() == v1::RUNNING) {
+      const int64_t every =
+          job.spec().has_checkpoint_every() ? job.spec().checkpoint_every() : config_.checkpoint_every;
+      if (every > 0) {
+        series.checkpoint_age_seconds =
+            job.has_latest_checkpoint() && job.latest_checkpoint().attempt() == job.attempt()
+                ? age(job.latest_checkpoint().created())
+                : age(job.started());
+      }
+    }
+    s.job_series.push_back(std::move(series));
+  }
+  return s;
 }
 
 }  // namespace logit

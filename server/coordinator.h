@@ -20,6 +20,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "server/rendezvous_kv.h"
 #include "server/request_decode.h"
 #include "server/scheduler.h"
+#include "server/server_metrics.h"
 #include "server/worker_registry.h"
 #include "worker/common/mutex.h"
 
@@ -77,6 +79,10 @@ struct CoordinatorConfig {
   int64_t max_upload_bytes = int64_t{64} << 30;    // one uploaded dataset
   int64_t max_dataset_bytes = 0;                   // all uploaded datasets together
   int64_t min_free_disk_bytes = int64_t{1} << 30;  // uploads stop before the disk is this full
+  // Prometheus metrics; null: the coordinator keeps its own (unexposed) instance.
+  std::shared_ptr<ServerMetrics> metrics;
+  // A finished job's per-job series (logit_job_*) stay this long, then vanish.
+  std::chrono::milliseconds metrics_job_grace{120000};
 };
 
 class Coordinator {
@@ -137,6 +143,11 @@ class Coordinator {
   // Registered workers by state ("idle", "busy"), for metrics and tests.
   std::map<std::string, int> WorkerCounts();
 
+  // The metrics the coordinator updates (config.metrics, or its own).
+  ServerMetrics& metrics() { return *metrics_; }
+  // What the snapshot gauges show now (ServerMetrics reads it at every scrape).
+  ClusterSnapshot MetricsSnapshot() ABSL_LOCKS_EXCLUDED(mu_);
+
   // The catalog, for tests of the Predict cache.
   Catalog& catalog_for_test() { return catalog_; }
 
@@ -146,6 +157,10 @@ class Coordinator {
   struct JobEntry {
     v1::Job job;
     std::vector<CheckpointRecord> checkpoints;
+    // For the metrics only (not durable): the latest epoch reported by rank 0 and when the
+    // job first started running (its duration counts from there).
+    std::optional<v1::EpochMetrics> last_epoch;
+    std::optional<google::protobuf::Timestamp> first_started;
   };
 
   Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobStore> store);
@@ -191,8 +206,13 @@ class Coordinator {
   void MonitorPass() ABSL_LOCKS_EXCLUDED(commit_mu_, mu_);
   void MonitorLoop();
 
+  // Counts, logs and times a committed state change (SetStateLocked's, after the commit).
+  void ObserveStateChange(const v1::Job& job, v1::JobState state, const std::string& reason)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Constant after construction (the parts are thread-safe themselves).
   const CoordinatorConfig config_;
+  const std::shared_ptr<ServerMetrics> metrics_;
   const std::unique_ptr<JobStore> store_;
   Scheduler scheduler_;
   WorkerRegistry registry_;

@@ -46,6 +46,15 @@ grpc::Status ToGrpcStatus(const absl::Status& st) {
   return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
 }
 
+grpc::Status ObservePredict(ServerMetrics& metrics, const char* protocol,
+                            std::chrono::steady_clock::time_point start, grpc::Status status,
+                            int64_t rows) {
+  metrics.Predict(
+      protocol, ServerMetrics::CodeName(status.error_code()), status.ok() ? rows : 0,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return status;
+}
+
 grpc::Status TrainingServiceImpl::SubmitJob(grpc::ServerContext* ctx,
                                             const v1::SubmitJobRequest* req, v1::Job* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
@@ -136,8 +145,10 @@ grpc::Status TrainingServiceImpl::DeleteModel(grpc::ServerContext* ctx,
 
 grpc::Status TrainingServiceImpl::Predict(grpc::ServerContext* ctx, const v1::PredictRequest* req,
                                           v1::PredictResponse* resp) {
-  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
-  return Reply(c_->Predict(*req), resp);
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status status = ToGrpcStatus(auth_->Check(*ctx, Role::kClient));
+  if (status.ok()) status = Reply(c_->Predict(*req), resp);
+  return ObservePredict(c_->metrics(), "logit", start, std::move(status), resp->labels_size());
 }
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* ctx,

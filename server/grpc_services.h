@@ -15,6 +15,12 @@ namespace logit {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// Records a finished Predict / ModelInfer call (protocol "logit" / "oip") begun at `start`:
+// its code, rows predicted and latency. Returns `status`.
+grpc::Status ObservePredict(ServerMetrics& metrics, const char* protocol,
+                            std::chrono::steady_clock::time_point start, grpc::Status status,
+                            int64_t rows);
+
 class TrainingServiceImpl final : public v1::TrainingService::Service {
  public:
   // Every call first passes `auth` with the client role.

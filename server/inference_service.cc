@@ -70,6 +70,18 @@ grpc::Status InferenceServiceImpl::ModelMetadata(grpc::ServerContext* ctx,
 grpc::Status InferenceServiceImpl::ModelInfer(grpc::ServerContext* ctx,
                                               const inference::ModelInferRequest* req,
                                               inference::ModelInferResponse* resp) {
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status status = Infer(ctx, req, resp);
+  int64_t rows = 0;
+  if (status.ok() && resp->outputs_size() > 0 && resp->outputs(0).shape_size() > 0) {
+    rows = resp->outputs(0).shape(0);
+  }
+  return ObservePredict(c_->metrics(), "oip", start, std::move(status), rows);
+}
+
+grpc::Status InferenceServiceImpl::Infer(grpc::ServerContext* ctx,
+                                         const inference::ModelInferRequest* req,
+                                         inference::ModelInferResponse* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto preq = PredictRequestFromInfer(*req);
   if (!preq.ok()) return ToGrpcStatus(preq.status());

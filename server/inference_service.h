@@ -28,6 +28,9 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Servi
                           inference::ModelInferResponse*) override;
 
  private:
+  grpc::Status Infer(grpc::ServerContext*, const inference::ModelInferRequest*,
+                     inference::ModelInferResponse*);
+
   Coordinator* c_;
   const Authorizer* auth_;
 };

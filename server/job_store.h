@@ -9,6 +9,7 @@
 #define LOGIT_SERVER_JOB_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,12 @@ class JobStore {
  public:
   virtual ~JobStore() = default;
 
+  // Called after every write transaction with its duration in seconds (metrics). Set it before
+  // the store is shared between threads.
+  void set_write_observer(std::function<void(double seconds)> observer) {
+    write_observer_ = std::move(observer);
+  }
+
   // The next number of a counter ("job", "model", "dataset"), durable across restarts.
   virtual absl::StatusOr<int64_t> NextId(const std::string& kind) = 0;
 
@@ -70,6 +77,8 @@ class JobStore {
                                          const std::vector<int64_t>& numbers) = 0;
   // Every checkpoint record in insertion order.
   virtual absl::StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints() = 0;
+ protected:
+  std::function<void(double seconds)> write_observer_;
 };
 
 }  // namespace logit

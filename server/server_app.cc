@@ -13,12 +13,17 @@
 #include <tuple>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/grpc_services.h"
 #include "server/inference_service.h"
+#include "server/rpc_metrics.h"
+#include "server/server_metrics.h"
 #include "server/worker_pool.h"
+#include "worker/common/log.h"
+#include "worker/common/metrics_endpoint.h"
 #include "worker/dist/process_group.h"
 
 namespace logit {
@@ -41,6 +46,10 @@ struct ServerFlags {
   int64_t max_message_bytes = 64 << 20;
   int max_threads = 256;
   int max_streams = 100;
+  // Observability (README "Metrics", "Logs").
+  std::string metrics_listen, local_worker_metrics_listen;
+  double metrics_job_grace_s = 120;
+  std::string log_format = "text", log_level = "info";
 };
 
 bool IsLoopback(const std::string& host) {
@@ -149,6 +158,20 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--max-streams", f.max_streams, "concurrent streams per client connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  app.add_option("--metrics-listen", f.metrics_listen,
+                 "serve Prometheus metrics on http://HOST:PORT/metrics (default: none)");
+  app.add_option("--local-worker-metrics-listen", f.local_worker_metrics_listen,
+                 "HOST:PORT: local worker i serves its metrics on HOST:PORT+i");
+  app.add_option("--metrics-job-grace", f.metrics_job_grace_s,
+                 "seconds a finished job's logit_job_* series stay on /metrics")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--log-format", f.log_format, "log lines as text or json (one object per line)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-level", f.log_level, "lowest level logged")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   app.footer(
       "Example:\n  logit-server --listen 127.0.0.1:50051 --local-workers 2 --data-root "
       "/usr/share/datasets");
@@ -157,6 +180,26 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   } catch (const CLI::ParseError& e) {
     app.exit(e, out, err);
     return e.get_exit_code() == 0 ? 0 : 2;
+  }
+
+  {
+    logging::LogOptions log_options;
+    log_options.format = *logging::ParseFormat(f.log_format);  // checked by the flag
+    log_options.level = *logging::ParseLevel(f.log_level);
+    logging::Configure("logit-server", log_options);
+  }
+  int local_metrics_port = 0;
+  std::string local_metrics_host;
+  if (!f.local_worker_metrics_listen.empty()) {
+    const size_t colon = f.local_worker_metrics_listen.rfind(':');
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(f.local_worker_metrics_listen.substr(colon + 1), &local_metrics_port) ||
+        local_metrics_port <= 0 || local_metrics_port + f.local_workers > 65536) {
+      err << "logit-server: --local-worker-metrics-listen: '" << f.local_worker_metrics_listen
+          << "' is not HOST:PORT with a port for each local worker\n";
+      return 2;
+    }
+    local_metrics_host = f.local_worker_metrics_listen.substr(0, colon);
   }
 
   // SIGTERM / SIGINT are taken by a waiting thread (sigwait), so block them everywhere first.
@@ -205,6 +248,19 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       std::chrono::milliseconds(static_cast<int64_t>(retry_backoff_max_s * 1000));
   cfg.collective_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(f.collective_timeout_s * 1000));
+  cfg.metrics = std::make_shared<ServerMetrics>();
+  cfg.metrics_job_grace =
+      std::chrono::milliseconds(static_cast<int64_t>(f.metrics_job_grace_s * 1000));
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint;
+  if (!f.metrics_listen.empty()) {
+    auto endpoint = MetricsEndpoint::Start(f.metrics_listen);
+    if (!endpoint.ok()) {
+      err << "logit-server: " << endpoint.status().message() << "\n";
+      return endpoint.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    metrics_endpoint = std::move(*endpoint);
+    for (const auto& c : cfg.metrics->collectables()) metrics_endpoint->Register(c);
+  }
   auto coordinator = Coordinator::Create(cfg);
   if (!coordinator.ok()) {
     err << "logit-server: " << coordinator.status().message() << "\n";
@@ -228,6 +284,9 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcMetricsInterceptorFactory>(cfg.metrics.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(&training);
   builder.RegisterService(&workers);
   builder.RegisterService(&inference);
@@ -241,6 +300,17 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       << (security.tls() ? (f.tls_client_ca.empty() ? "TLS" : "mutual TLS") : "no TLS") << ", "
       << (security.client_token.empty() ? "no client token" : "client token required") << ")"
       << std::endl;
+  if (metrics_endpoint) {
+    out << "logit-server metrics on http://" << HostOf(f.metrics_listen) << ":"
+        << metrics_endpoint->port() << "/metrics" << std::endl;
+  }
+  logging::Info("server started",
+                {{"listen", address},
+                 {"data_dir", f.data_dir},
+                 {"metrics_port", metrics_endpoint ? metrics_endpoint->port() : 0},
+                 {"tls", security.tls()},
+                 {"client_token", !security.client_token.empty()},
+                 {"local_workers", f.local_workers}});
   if (!IsLoopback(HostOf(f.listen)) || f.listen.rfind("0.0.0.0", 0) == 0 ||
       f.listen.rfind("[::]", 0) == 0) {
     if (!security.tls() || security.client_token.empty()) {
@@ -265,9 +335,12 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         tls_args.insert(tls_args.end(), {"--tls-cert", f.tls_cert, "--tls-key", f.tls_key});
       }
     }
+    tls_args.insert(tls_args.end(),
+                    {"--log-format", f.log_format, "--log-level", f.log_level});
     pool = std::make_unique<WorkerPool>(
         f.worker_binary.empty() ? DefaultWorkerBinary() : f.worker_binary, address, f.local_workers,
         ThreadsPerRank(f.local_workers), tls_args, security.worker_token);
+    if (local_metrics_port > 0) pool->set_metrics_listen(local_metrics_host, local_metrics_port);
     pool->Start();
   }
 
@@ -293,10 +366,12 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   health.join();
   out << "logit-server: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ", shutting down"
       << std::endl;
+  logging::Info("server stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   if (pool) pool->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   coordinator->reset();
+  metrics_endpoint.reset();
   out << "logit-server: stopped" << std::endl;
   return 0;
 }

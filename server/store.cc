@@ -1,5 +1,8 @@
 #include "server/store.h"
 
+#include <chrono>
+#include <functional>
+
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
@@ -7,6 +10,23 @@
 namespace logit {
 
 namespace {
+
+// Reports a write transaction's duration to the store's observer when it goes out of scope.
+class WriteTimer {
+ public:
+  explicit WriteTimer(const std::function<void(double)>& observer)
+      : observer_(observer), start_(std::chrono::steady_clock::now()) {}
+  ~WriteTimer() {
+    if (observer_) {
+      observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+  }
+
+ private:
+  const std::function<void(double)>& observer_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
 
 absl::Status SqlError(sqlite3* db, const std::string& what) {
   return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
@@ -93,6 +113,7 @@ absl::Status SqliteJobStore::ExecLocked(const std::string& sql) {
 
 absl::StatusOr<int64_t> SqliteJobStore::NextId(const std::string& kind) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   Statement up(db_,
                "INSERT INTO counters (kind, value) VALUES (?1, 1) "
                "ON CONFLICT(kind) DO UPDATE SET value = value + 1 RETURNING value");
@@ -107,6 +128,7 @@ absl::StatusOr<int64_t> SqliteJobStore::NextId(const std::string& kind) {
 absl::Status SqliteJobStore::Put(const std::string& table, const std::string& key,
                                  const google::protobuf::Message& value, const std::string& extra) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   return PutLocked(table, key, value, extra);
 }
 
@@ -159,6 +181,7 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::LoadJobs() {
 
 absl::Status SqliteJobStore::PutJobWithEvent(const v1::Job& job, const v1::JobEvent& event) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   absl::Status st = ExecLocked("BEGIN IMMEDIATE");
   if (!st.ok()) return st;
   st = PutLocked("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
@@ -206,6 +229,7 @@ absl::Status SqliteJobStore::PutModel(const ModelRecord& m) {
 
 absl::Status SqliteJobStore::DeleteModel(const std::string& model_id) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   Statement st(db_, "DELETE FROM models WHERE id = ?1");
   if (!st.ok()) return SqlError(db_, "prepare delete");
   st.BindText(1, model_id);
@@ -229,6 +253,7 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteJobStore::LoadModels() {
 absl::Status SqliteJobStore::PutJobWithCheckpoint(const v1::Job& job, const v1::JobEvent& event,
                                                   const CheckpointRecord& checkpoint) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   absl::Status st = ExecLocked("BEGIN IMMEDIATE");
   if (!st.ok()) return st;
   st = PutLocked("events", absl::StrCat(event.job_id(), "/", event.sequence()), event, "");
@@ -245,6 +270,7 @@ absl::Status SqliteJobStore::PutJobWithCheckpoint(const v1::Job& job, const v1::
 absl::Status SqliteJobStore::DeleteCheckpoints(const std::string& job_id,
                                                const std::vector<int64_t>& numbers) {
   MutexLock lock(&mu_);
+  const WriteTimer timer(write_observer_);
   absl::Status st = ExecLocked("BEGIN IMMEDIATE");
   if (!st.ok()) return st;
   for (const int64_t n : numbers) {

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "worker/common/log.h"
 
 extern char** environ;
 
@@ -121,7 +122,7 @@ WorkerPool::WorkerPool(std::string binary, std::string server, int count, int th
 
 WorkerPool::~WorkerPool() { Stop(); }
 
-pid_t WorkerPool::Spawn() {
+pid_t WorkerPool::Spawn(int index) {
   std::vector<std::string> args = {binary_,
                                    "--server",
                                    server_,
@@ -130,6 +131,9 @@ pid_t WorkerPool::Spawn() {
                                    "--parent-pid",
                                    std::to_string(getpid())};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  if (metrics_port_ > 0) {
+    args.insert(args.end(), {"--metrics-listen", absl::StrCat(metrics_host_, ":", metrics_port_ + index)});
+  }
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, "LOGIT_TOKEN=", 12) != 0) env.emplace_back(*e);
@@ -137,7 +141,7 @@ pid_t WorkerPool::Spawn() {
   if (!token_.empty()) env.push_back("LOGIT_TOKEN=" + token_);
   absl::StatusOr<pid_t> pid = StartTiedProcess(args, env);
   if (!pid.ok()) {
-    std::cerr << "logit-server: " << pid.status().message() << std::endl;
+    logging::Error("cannot start a local worker", {logging::Field::Error(pid.status())});
     return -1;
   }
   return *pid;
@@ -148,18 +152,20 @@ void WorkerPool::Start() {
 }
 
 void WorkerPool::Supervise() {
-  for (int i = 0; i < count_ && !stopping_; ++i) pids_.push_back(Spawn());
+  for (int i = 0; i < count_ && !stopping_; ++i) pids_.push_back(Spawn(i));
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       stop_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_.load(); });
     }
     if (stopping_) break;
-    for (pid_t& pid : pids_) {
+    for (size_t i = 0; i < pids_.size(); ++i) {
+      pid_t& pid = pids_[i];
       int status = 0;
       if (pid > 0 && waitpid(pid, &status, WNOHANG) != pid) continue;
-      std::cerr << "logit-server: local worker " << pid << " exited; starting another" << std::endl;
-      pid = Spawn();
+      logging::Warn("local worker exited; starting another",
+                    {{"pid", static_cast<int64_t>(pid)}, {"status", status}});
+      pid = Spawn(static_cast<int>(i));
       ++restarts_;
     }
   }

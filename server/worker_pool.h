@@ -35,6 +35,11 @@ class WorkerPool {
   WorkerPool(std::string binary, std::string server, int count, int threads_each,
              std::vector<std::string> extra_args = {}, std::string token = "");
   ~WorkerPool();  // Stop()
+  // Before Start: worker i serves its Prometheus metrics on host:(first_port + i).
+  void set_metrics_listen(std::string host, int first_port) {
+    metrics_host_ = std::move(host);
+    metrics_port_ = first_port;
+  }
   // Starts the supervisor thread, which starts the workers (they are tied to it, see
   // StartTiedProcess), restarts the ones that exit, and stops them all on Stop().
   void Start();
@@ -44,7 +49,7 @@ class WorkerPool {
 
  private:
   // A new worker's pid, or -1 (logged) when it could not be started.
-  pid_t Spawn();
+  pid_t Spawn(int index);
   // The supervisor thread's body.
   void Supervise();
   void TerminateAll();
@@ -53,6 +58,8 @@ class WorkerPool {
   const int count_, threads_;
   const std::vector<std::string> extra_args_;
   const std::string token_;
+  std::string metrics_host_;
+  int metrics_port_ = 0;  // 0: no metrics endpoint
   std::mutex mu_;
   std::condition_variable stop_cv_;  // signalled (under mu_) when stopping_ is set
   std::vector<pid_t> pids_;          // used by the supervisor thread only

@@ -1,5 +1,7 @@
 #include "server/worker_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "worker/common/status.h"
@@ -46,7 +48,12 @@ absl::StatusOr<WorkerRegistry::Beat> WorkerRegistry::Heartbeat(const std::string
   }
   RETURN_IF_ERROR(AuthenticLocked(worker_id, secret).status());
   Worker& w = workers_[worker_id];
-  w.last_seen = Clock::now();
+  const Clock::time_point now = Clock::now();
+  if (heartbeat_interval_.count() > 0) {
+    // A beat up to two periods after the last one missed none.
+    beat.missed = std::max<int>(0, static_cast<int>((now - w.last_seen) / heartbeat_interval_) - 1);
+  }
+  w.last_seen = now;
   if (w.pending && w.pending->job_id() == running_job && w.pending->attempt() == running_attempt) {
     w.pending.reset();  // acknowledged: the worker runs it
   }

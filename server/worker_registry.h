@@ -39,6 +39,7 @@ class WorkerRegistry {
     std::optional<v1::Assignment> assignment;  // to deliver (again) with this reply
     std::string job_id;                        // the attempt the worker holds ("" = idle)
     int attempt = 0;
+    int missed = 0;  // heartbeat periods that passed since the previous one without a beat
   };
   // Records a heartbeat of `worker_id`, which runs (`running_job`, `running_attempt`) ("" =
   // nothing). A pending assignment is returned with every heartbeat until one names its job

@@ -13,7 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "logit/v1/worker.grpc.pb.h"
 #include "proto/connect.h"
+#include "worker/agent_metrics.h"
 #include "worker/checkpoint.h"
+#include "worker/common/log.h"
 #include "worker/common/mutex.h"
 #include "worker/dist/coordinator_kv.h"
 #include "worker/dist/process_group.h"
@@ -61,8 +63,11 @@ std::string TempPath(const v1::Assignment& a, const std::string& what) {
 
 class Agent {
  public:
-  Agent(const AgentOptions& options, std::shared_ptr<grpc::Channel> channel, std::ostream& log)
-      : options_(options), log_(log), stub_(v1::WorkerService::NewStub(channel)) {}
+  Agent(const AgentOptions& options, std::shared_ptr<grpc::Channel> channel)
+      : options_(options),
+        own_metrics_(options.metrics == nullptr ? std::make_unique<AgentMetrics>() : nullptr),
+        metrics_(options.metrics != nullptr ? options.metrics : own_metrics_.get()),
+        stub_(v1::WorkerService::NewStub(channel)) {}
   // (stub_ is shared: the attempt's rendezvous store calls through it too.)
 
   int Run(const std::atomic<bool>& stop) {
@@ -112,8 +117,8 @@ class Agent {
     ctx.set_wait_for_ready(true);  // a reconnecting channel is waited for, not failed at once
     grpc::Status st = stub_->RegisterWorker(&ctx, req, &resp);
     if (!st.ok()) {
-      log_ << "logit-worker: cannot register with " << options_.server << ": " << st.error_message()
-           << std::endl;
+      logging::Warn("cannot register",
+                    {{"server", options_.server}, {"error", st.error_message()}});
       return false;
     }
     {
@@ -122,8 +127,8 @@ class Agent {
       worker_secret_ = resp.worker_secret();
     }
     interval_ = std::chrono::milliseconds(std::max<int64_t>(50, resp.heartbeat_interval_ms()));
-    log_ << "logit-worker: registered with " << options_.server << " as " << resp.worker_id()
-         << std::endl;
+    metrics_->SetRegistered(true);
+    logging::Info("registered", {{"server", options_.server}, {"worker", resp.worker_id()}});
     return true;
   }
 
@@ -153,13 +158,18 @@ class Agent {
     if (!st.ok()) {
       // The coordinator may be restarting: the running rank goes on (its collective fails on
       // its own if the attempt is gone) and the heartbeat is retried with backoff.
-      log_ << "logit-worker " << req.worker_id() << ": heartbeat failed: " << st.error_message()
-           << std::endl;
+      metrics_->HeartbeatFailed();
+      logging::Warn("heartbeat failed", {{"worker", req.worker_id()},
+                                         {"server", options_.server},
+                                         {"error", st.error_message()}});
       return false;
     }
     if (resp.reregister()) {
       // The coordinator forgot this worker (it was lost, or the coordinator restarted): the
       // rank it may still run belongs to no one now, so it stops.
+      metrics_->SetRegistered(false);
+      logging::Warn("the coordinator no longer knows this worker; registering again",
+                    {{"worker", req.worker_id()}, {"job", req.job_id()}});
       MutexLock lock(&mu_);
       worker_id_.clear();
       worker_secret_.clear();
@@ -226,8 +236,17 @@ class Agent {
     out->set_message(std::string(st.message()));
     if (st.ok()) *out->mutable_summary() = summary;
     Report(a, std::move(req));
-    log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank()
-         << ": " << (st.ok() ? "done" : std::string(st.message())) << std::endl;
+    const std::string outcome = st.ok()                                 ? "succeeded"
+                                : st.code() == absl::StatusCode::kCancelled ? "cancelled"
+                                                                            : "failed";
+    metrics_->RankFinished(a.job_id(), a.rank(), outcome);
+    logging::Log(outcome == "failed" ? logging::Level::kWarn : logging::Level::kInfo,
+                 "rank finished", {{"worker", Identity().first},
+                                   {"job", a.job_id()},
+                                   {"attempt", a.attempt()},
+                                   {"rank", a.rank()},
+                                   {"outcome", outcome},
+                                   {"error", st.message()}});
   }
 
   absl::Status Upload(const v1::Assignment& a, const std::string& path,
@@ -319,8 +338,13 @@ class Agent {
   }
 
   void RunAssignment(const v1::Assignment& a) {
-    log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " rank " << a.rank() << "/"
-         << a.world_size() << std::endl;
+    metrics_->RankStarted(a.job_id(), a.rank());
+    logging::Info("rank started", {{"worker", Identity().first},
+                                   {"job", a.job_id()},
+                                   {"attempt", a.attempt()},
+                                   {"rank", a.rank()},
+                                   {"world_size", a.world_size()},
+                                   {"resume_checkpoint", a.resume_checkpoint()}});
     auto plan = PlanJob(a.spec());
     if (!plan.ok()) return ReportOutcome(a, plan.status(), {});
     const DataConfig& dc = plan->data;
@@ -333,6 +357,7 @@ class Agent {
     ro.world_size = a.world_size();
     ro.timeout = std::chrono::milliseconds(std::max<int64_t>(1000, a.timeout_ms()));
     ro.device = opts.device;
+    ro.on_allreduce = [m = metrics_](double seconds, int64_t bytes) { m->Allreduce(seconds, bytes); };
     if (a.store_port() == 0) {
       // The coordinator serves the attempt's store over this channel: its loss is an error, not
       // a crash (a c10d TCPStore client whose server vanishes terminates the process).
@@ -367,6 +392,8 @@ class Agent {
     }
     const int64_t total = EffectiveEpochs(opts);
     auto on_epoch = [&](const EpochRecord& e) {
+      const double sps = e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0.0;
+      metrics_->Epoch(a.job_id(), a.rank(), e.epoch, e.seconds, e.local_samples, sps);
       if (a.rank() != 0) return;
       v1::ReportProgressRequest req;
       v1::EpochMetrics* m = req.mutable_epoch();
@@ -387,9 +414,17 @@ class Agent {
     auto last_report = std::chrono::steady_clock::now();
     auto epoch_start = last_report;
     int64_t current_epoch = 0;
+    auto last_step = std::chrono::steady_clock::now();
+    int64_t last_step_epoch = -1;
     auto on_step = [&](int64_t epoch, int64_t step, int64_t steps, int64_t rows_per_step) {
-      if (a.rank() != 0) return;
       const auto now = std::chrono::steady_clock::now();
+      // The first step of an epoch would also time the previous epoch's evaluation.
+      if (epoch == last_step_epoch) {
+        metrics_->Step(std::chrono::duration<double>(now - last_step).count());
+      }
+      last_step = now;
+      last_step_epoch = epoch;
+      if (a.rank() != 0) return;
       if (epoch != current_epoch) {
         current_epoch = epoch;
         epoch_start = now;
@@ -414,12 +449,25 @@ class Agent {
     hooks.checkpoint_every = plan->checkpoint_every.value_or(0);
     hooks.on_checkpoint = [&](const TrainingCheckpoint& c) {
       // Best effort: a checkpoint that cannot be stored costs only progress on a retry.
+      const auto start = std::chrono::steady_clock::now();
       const std::string path = TempPath(a, "checkpoint.safetensors");
       absl::Status st = WriteCheckpointFile(c, path);
       if (st.ok()) st = SendCheckpoint(a, path, c.epoch);
       unlink(path.c_str());
-      log_ << "logit-worker " << Identity().first << ": " << a.job_id() << " checkpoint at epoch "
-           << c.epoch << ": " << (st.ok() ? "stored" : std::string(st.message())) << std::endl;
+      if (st.ok()) {
+        metrics_->CheckpointUploaded(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        logging::Info("checkpoint uploaded", {{"worker", Identity().first},
+                                              {"job", a.job_id()},
+                                              {"attempt", a.attempt()},
+                                              {"epoch", c.epoch}});
+      } else {
+        logging::Warn("checkpoint not stored", {{"worker", Identity().first},
+                                                {"job", a.job_id()},
+                                                {"attempt", a.attempt()},
+                                                {"epoch", c.epoch},
+                                                logging::Field::Error(st)});
+      }
     };
     auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
     // Leave the process group before reporting: the coordinator drops the attempt's store once
@@ -438,7 +486,8 @@ class Agent {
   }
 
   const AgentOptions options_;
-  std::ostream& log_;
+  const std::unique_ptr<AgentMetrics> own_metrics_;
+  AgentMetrics* const metrics_;
   std::shared_ptr<v1::WorkerService::Stub> stub_;
   // Each failed call already waited up to its 3 s deadline for the channel to be ready.
   static constexpr std::chrono::milliseconds kMaxBackoff{2000};
@@ -471,7 +520,7 @@ int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::os
     log << "logit-worker: " << channel.status().message() << std::endl;
     return 2;
   }
-  Agent agent(options, *channel, log);
+  Agent agent(options, *channel);
   return agent.Run(stop);
 }
 

@@ -9,15 +9,20 @@
 
 namespace logit {
 
+class AgentMetrics;
+
 struct AgentOptions {
   std::string server;                                    // coordinator HOST:PORT
   std::string token;                                     // the server's worker token ("" = none)
   std::string tls_ca_file, tls_cert_file, tls_key_file;  // TLS (see proto/connect.h)
   std::string device = "cpu";
   int threads = 0;  // 0: cores / ranks of the job on this host
+  // Where the agent reports what it does (the caller serves it on /metrics); null: nowhere.
+  AgentMetrics* metrics = nullptr;
 };
 
-// Runs until `stop` becomes true (SIGTERM); returns the process exit code.
+// Runs until `stop` becomes true (SIGTERM); returns the process exit code. Events go to the
+// process's logger (worker/common/log.h); `log` only gets a failure to start.
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::ostream& log);
 
 }  // namespace logit

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <ostream>
 #include <thread>
 
@@ -17,6 +18,9 @@
 #include "nlohmann/json.hpp"
 #include "proto/connect.h"
 #include "worker/agent.h"
+#include "worker/agent_metrics.h"
+#include "worker/common/log.h"
+#include "worker/common/metrics_endpoint.h"
 #include "worker/common/status.h"
 #include "worker/dist/process_group.h"
 #include "worker/job.h"
@@ -181,6 +185,15 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "PEM CA that signed the server's certificate (TLS)");
   app.add_option("--tls-cert", agent.tls_cert_file, "PEM client certificate (mutual TLS)");
   app.add_option("--tls-key", agent.tls_key_file, "PEM key of --tls-cert");
+  std::string metrics_listen, log_format = "text", log_level = "info";
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics on http://HOST:PORT/metrics (default: none)");
+  app.add_option("--log-format", log_format, "log lines as text or json (one object per line)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-level", log_level, "lowest level logged")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   int parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
                  "stop when process PID ends (logit-server sets it for its local workers, so "
@@ -219,6 +232,12 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     app.exit(e, out, err);
     return e.get_exit_code() == 0 ? kExitOk : kExitUsage;
   }
+  {
+    logging::LogOptions log_options;
+    log_options.format = *logging::ParseFormat(log_format);  // checked by the flag
+    log_options.level = *logging::ParseLevel(log_level);
+    logging::Configure("logit-worker", log_options);
+  }
   if (run->parsed()) return RunRank(rf, out, err);
   if (agent.server.empty()) {
     err << "logit-worker: give --server HOST:PORT, or the run subcommand (see --help)\n";
@@ -230,6 +249,20 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   agent.token = *token;
+  AgentMetrics metrics;
+  agent.metrics = &metrics;
+  std::unique_ptr<MetricsEndpoint> endpoint;
+  if (!metrics_listen.empty()) {
+    auto started = MetricsEndpoint::Start(metrics_listen);
+    if (!started.ok()) {
+      err << "logit-worker: " << started.status().message() << "\n";
+      return started.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                            : kExitFailed;
+    }
+    endpoint = std::move(*started);
+    for (const auto& c : metrics.collectables()) endpoint->Register(c);
+    logging::Info("metrics endpoint started", {{"listen", metrics_listen}, {"port", endpoint->port()}});
+  }
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   sigset_t stop_signals;  // a parent may have left them blocked

@@ -331,7 +331,8 @@ class Cluster {
   // The id the worker registered under last ("" before it registered).
   std::string WorkerId(int slot) const {
     const std::string text = ReadFile(slots_[slot].log);
-    const std::string key = "registered with " + address_ + " as ";
+    // The worker's log line: "... INFO logit-worker: registered server=ADDR worker=w-N".
+    const std::string key = "registered server=" + address_ + " worker=";
     const size_t at = text.rfind(key);
     if (at == std::string::npos) return "";
     const size_t begin = at + key.size();
@@ -343,8 +344,8 @@ class Cluster {
   std::pair<int, int> Registrations(int slot) const {
     const std::string text = ReadFile(slots_[slot].log);
     int n = 0;
-    for (size_t at = text.find("registered with "); at != std::string::npos;
-         at = text.find("registered with ", at + 1)) {
+    for (size_t at = text.find("registered server="); at != std::string::npos;
+         at = text.find("registered server=", at + 1)) {
       ++n;
     }
     return {slots_[slot].generation, n};

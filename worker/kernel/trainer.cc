@@ -120,6 +120,7 @@ absl::StatusOr<double> EpochLoop::RecordEpoch(const EpochValue& value,
   }
   rec.seconds = Seconds(epoch_start);
   rec.samples = problem_.global_rows;
+  rec.local_samples = problem_.train->num_rows();
   result_.history.push_back(rec);
   if (on_epoch_) on_epoch_(rec);
   return problem_.val ? rec.val_loss : value.objective;

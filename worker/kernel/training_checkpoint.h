@@ -36,6 +36,7 @@ struct EpochRecord {
   double val_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN without validation
   double seconds = 0;                                              // wall time of the epoch
   int64_t samples = 0;  // training rows processed in the epoch, over all ranks
+  int64_t local_samples = 0;  // of which this rank's (metrics only; not saved in checkpoints)
 };
 
 // Training saved after epoch `epoch` (1-based; an L-BFGS iteration counts as an epoch).

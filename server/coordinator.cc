@@ -1005,6 +1005,16 @@ ClusterSnapshot Coordinator::MetricsSnapshot() {
     series.last_epoch = entry.last_epoch;
     if (job.state() == v1::SUCCEEDED && job.has_result()) {
       const v1::TrainingSummary& summary = job.result().summary();
+      // The final model's figures replace the last epoch's (which were taken during it).
+      v1::EpochMetrics& final_epoch =
+          series.last_epoch ? *series.last_epoch : series.last_epoch.emplace();
+      final_epoch.set_epoch(job.result().epochs_run());
+      final_epoch.set_train_loss(job.result().train_loss());
+      final_epoch.set_objective(job.result().objective());
+      if (summary.val_metrics().rows() > 0) {
+        final_epoch.set_has_validation(true);
+        final_epoch.set_val_loss(summary.val_metrics().log_loss());
+      }
       if (summary.train_metrics().rows() > 0) {
         series.final_accuracy["train"] = summary.train_metrics().accuracy();
       }

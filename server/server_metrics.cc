@@ -80,9 +80,9 @@ class ServerMetrics::SnapshotCollector : public prometheus::Collectable {
     // Per job: present while unfinished and for the grace period after.
     prometheus::MetricFamily& epoch = family("logit_job_epoch", "Last finished epoch (L-BFGS iteration) of the job.");
     prometheus::MetricFamily& total = family("logit_job_total_epochs", "Epochs (L-BFGS iterations) the job may run.");
-    prometheus::MetricFamily& loss = family("logit_job_loss", "Training loss (mean cross-entropy) after the job's last epoch.");
-    prometheus::MetricFamily& objective = family("logit_job_objective", "Training objective (loss + penalty) after the job's last epoch.");
-    prometheus::MetricFamily& val_loss = family("logit_job_val_loss", "Validation loss after the job's last epoch.");
+    prometheus::MetricFamily& loss = family("logit_job_loss", "Training loss (mean cross-entropy): after the last epoch; of the final model once the job succeeded.");
+    prometheus::MetricFamily& objective = family("logit_job_objective", "Training objective (loss + penalty): after the last epoch; of the final model once the job succeeded.");
+    prometheus::MetricFamily& val_loss = family("logit_job_val_loss", "Validation loss: after the last epoch; of the final model once the job succeeded.");
     prometheus::MetricFamily& accuracy = family("logit_job_accuracy", "Accuracy of the job's model by split (validation: last epoch; train/test: the final summary).");
     prometheus::MetricFamily& sps = family("logit_job_samples_per_second", "Training rows per second over all ranks in the job's last epoch.");
     prometheus::MetricFamily& epoch_s = family("logit_job_epoch_duration_seconds", "Wall time of the job's last epoch.");

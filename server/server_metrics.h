@@ -36,6 +36,8 @@ struct JobSeries {
   int attempt = 0;
   int retries = 0;
   int workers = 0;  // ranks of the running attempt (0 when not running)
+  // The last epoch's figures; for a succeeded job, the final model's loss, objective and
+  // validation loss.
   std::optional<v1::EpochMetrics> last_epoch;
   // Accuracy by split ("train", "validation", "test") of the finished job's summary.
   std::map<std::string, double> final_accuracy;

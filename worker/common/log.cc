@@ -172,8 +172,7 @@ void Log(Level level, absl::string_view message, std::initializer_list<Field> fi
                                           -1, ' ', false, nlohmann::json::error_handler_t::replace)
                                     : f.value());
     }
-    line = line.substr(1);  // the pattern supplies the opening brace and the time
-    line.push_back('}');
+    line = line.substr(1);  // the pattern supplies the braces and the time
   } else {
     line = absl::StrCat(UpperName(level), " ", state->component, ": ", message);
     for (const Field& f : fields) {

@@ -29,7 +29,11 @@ bool IsFinished(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }
 
-google::protobuf::Timestamp Now() { return TimeUtil::GetCurrentTime(); }
+// Wall time to the nanosecond (protobuf's GetCurrentTime has whole seconds only on Debian 12's
+// protobuf, too coarse for job durations and queue waits).
+google::protobuf::Timestamp Now() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
 
 CatalogOptions CatalogOptionsFrom(const CoordinatorConfig& config) {
   CatalogOptions o;

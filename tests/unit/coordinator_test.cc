@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
 #include "server/memory_store.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
@@ -738,6 +739,104 @@ TEST_F(CoordinatorTest, OnlyTheNewestCheckpointsAreKept) {
   EXPECT_THAT(c_->UploadCheckpoint(header, Chunks("too short")).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "size_bytes"));
   EXPECT_EQ(c_->GetJob(job->id())->latest_checkpoint().number(), 3);
+}
+
+
+// The exposition text of the coordinator's metrics, as /metrics serves it.
+std::string Exposition(ServerMetrics& metrics) {
+  std::vector<prometheus::MetricFamily> families;
+  for (const auto& weak : metrics.collectables()) {
+    auto c = weak.lock();
+    std::vector<prometheus::MetricFamily> more = c->Collect();
+    families.insert(families.end(), more.begin(), more.end());
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+TEST_F(CoordinatorTest, MetricsFollowAJobFromSubmitToSuccessAndDropItsSeriesAfterTheGrace) {
+  CoordinatorConfig cfg;
+  cfg.metrics_job_grace = std::chrono::milliseconds(300);
+  Start(cfg);
+  ServerMetrics& m = c_->metrics();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  std::string text = Exposition(m);
+  EXPECT_THAT(text, HasSubstr("logit_jobs_submitted_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_jobs{state=\"queued\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_queue_jobs 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_attempt{job=\"" + job->id() + "\"} 0\n"));
+
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  v1::ReportProgressRequest epoch = Report(w, a);
+  epoch.mutable_epoch()->set_epoch(1);
+  epoch.mutable_epoch()->set_total_epochs(3);
+  epoch.mutable_epoch()->set_train_loss(0.75);
+  epoch.mutable_epoch()->set_has_validation(true);
+  epoch.mutable_epoch()->set_val_accuracy(0.5);
+  ASSERT_TRUE(c_->ReportProgress(epoch).ok());
+  text = Exposition(m);
+  const std::string id = "{job=\"" + job->id() + "\"}";
+  EXPECT_THAT(text, HasSubstr("logit_jobs{state=\"running\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_workers{state=\"busy\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_queue_jobs 0\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_loss" + id + " 0.75\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_epoch" + id + " 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_total_epochs" + id + " 3\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_workers" + id + " 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_accuracy{job=\"" + job->id() +
+                                  "\",split=\"validation\"} 0.5\n"));
+  // Checkpointing (the default period): the age counts from the attempt's start.
+  EXPECT_THAT(text, HasSubstr("logit_job_checkpoint_age_seconds" + id));
+  EXPECT_THAT(text, HasSubstr("logit_job_queue_wait_seconds_count 1\n"));
+
+  ASSERT_TRUE(SendCheckpoint(w, a, 1, "0123456789").ok());
+  ASSERT_TRUE(Upload(w, a).ok());
+  ASSERT_TRUE(Finish(w, a).ok());
+  text = Exposition(m);
+  EXPECT_THAT(text, HasSubstr("logit_checkpoints_stored_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_checkpoint_bytes_total 10\n"));
+  EXPECT_THAT(text, HasSubstr("logit_upload_bytes_total{kind=\"checkpoint\"} 10\n"));
+  EXPECT_THAT(text, HasSubstr("logit_upload_bytes_total{kind=\"model\"} " +
+                                  std::to_string(model_bytes_.size()) + "\n"));
+  EXPECT_THAT(text, HasSubstr("logit_jobs_finished_total{state=\"succeeded\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_duration_seconds_count{state=\"succeeded\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_jobs{state=\"succeeded\"} 1\n"));
+  // A finished job shows its final figures (Finish: 3 epochs, loss 0.25) and no checkpoint age.
+  EXPECT_THAT(text, HasSubstr("logit_job_loss" + id + " 0.25\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_epoch" + id + " 3\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("logit_job_checkpoint_age_seconds" + id)));
+  EXPECT_THAT(text, HasSubstr("logit_store_write_duration_seconds_count"));
+  // After the grace period, no series names the job; the counters stay.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  text = Exposition(m);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("\"" + job->id() + "\""))) << text;
+  EXPECT_THAT(text, HasSubstr("logit_jobs_finished_total{state=\"succeeded\"} 1\n"));
+}
+
+TEST_F(CoordinatorTest, MetricsCountRetriesLostWorkersAndMissedHeartbeats) {
+  CoordinatorConfig cfg;
+  cfg.worker_timeout = std::chrono::milliseconds(200);
+  cfg.retry_backoff = std::chrono::milliseconds(0);
+  Start(cfg);
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  ASSERT_TRUE(Fail(w, a, absl::StatusCode::kUnavailable, "collective failed").ok());
+  std::string text = Exposition(c_->metrics());
+  EXPECT_THAT(text, HasSubstr("logit_job_retries_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_job_retries{job=\"" + job->id() + "\"} 1\n"));
+  // 20 ms between beats is 4 periods of 5 ms: 3 missed.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Beat(w);
+  text = Exposition(c_->metrics());
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("logit_worker_heartbeats_missed_total 0\n")));
+  // Silent past the timeout: lost.
+  ASSERT_TRUE(Eventually([&] { return c_->WorkerCounts()["idle"] + c_->WorkerCounts()["busy"] == 0; }));
+  text = Exposition(c_->metrics());
+  EXPECT_THAT(text, HasSubstr("logit_workers_lost_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("logit_worker_registrations_total 1\n"));
 }
 
 }  // namespace

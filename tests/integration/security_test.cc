@@ -438,7 +438,8 @@ TEST(Security, HealthSaysNotServingWhileTheDataDirCannotBeWritten) {
   std::filesystem::rename(data, dir.Path("data.away"));
   dir.Write("data", "not a directory");
   EXPECT_EQ(WaitForHealth(server.address(), "NOT_SERVING"), "NOT_SERVING");
-  EXPECT_NE(server.err().find("ERROR storage"), std::string::npos) << server.err();
+  EXPECT_NE(server.err().find("ERROR logit-server: storage probe failed"), std::string::npos)
+      << server.err();
   std::filesystem::remove(data);
   std::filesystem::rename(dir.Path("data.away"), data);
   EXPECT_EQ(WaitForHealth(server.address(), "SERVING"), "SERVING");

@@ -5,8 +5,8 @@
 #   tsan: the coordinator under concurrent clients and workers in one process
 #         (coordinator_concurrency_test), then logit-server, logit-worker and the integration
 #         tests built with ThreadSanitizer; a data race in logit's code fails the run.
-#   tsan-unit: only coordinator_test and coordinator_concurrency_test under ThreadSanitizer
-#         (what CI runs).
+#   tsan-unit: coordinator_test, coordinator_concurrency_test, rendezvous_kv_test and
+#         observability_test under ThreadSanitizer (what CI runs).
 # Usage: bash tests/sanitize/run_sanitizers.sh [asan|tsan-unit|tsan|all]   (default all)
 # Build trees: build-asan/, build-tsan/ (ignored by git). Needs the packages of
 # .ci/install-deps.sh.
@@ -20,7 +20,7 @@ run_asan() {
     -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > /dev/null
   local tests=(readers_test model_io_test train_options_test metrics_test objective_test trainer_test
-    sklearn_optimum_test checkpoint_test resume_test rendezvous_kv_test)
+    sklearn_optimum_test checkpoint_test resume_test rendezvous_kv_test observability_test)
   cmake --build "$b" -j2 --target "${tests[@]}"
   # LibTorch and OpenBLAS are not instrumented: leaks inside them at exit are theirs, and
   # libgomp's thread pool is not torn down; everything else is reported.
@@ -38,10 +38,11 @@ configure_tsan() {
 run_tsan_unit() {
   local b="$ROOT/build-tsan"
   configure_tsan "$b"
-  cmake --build "$b" -j2 --target coordinator_test coordinator_concurrency_test rendezvous_kv_test
+  cmake --build "$b" -j2 --target coordinator_test coordinator_concurrency_test rendezvous_kv_test \
+    observability_test
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitize/tsan.supp"
   (cd "$b" && ctest --output-on-failure --timeout 900 \
-    -R '^(coordinator(_concurrency)?_test|rendezvous_kv_test)$')
+    -R '^(coordinator(_concurrency)?_test|rendezvous_kv_test|observability_test)$')
 }
 
 run_tsan() {

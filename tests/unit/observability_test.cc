@@ -137,7 +137,8 @@ TEST(MetricsEndpointTest, OtherPathsAndMethodsAreRefusedAndGarbageDoesNotStopIt)
   EXPECT_THAT(HttpExchange(port, "GET /other HTTP/1.0\r\n\r\n"), HasSubstr("404"));
   EXPECT_THAT(HttpExchange(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
               HasSubstr("405"));
-  HttpExchange(port, std::string("\x00\xff garbage \r\n\r\n\r\n", 19));
+  static constexpr char kGarbage[] = "\x00\xff garbage \r\n\r\n\r\n";
+  HttpExchange(port, std::string(kGarbage, sizeof kGarbage - 1));
   HttpExchange(port, "GET /" + std::string(100000, 'a') + " HTTP/1.0\r\n\r\n");
   EXPECT_THAT(HttpExchange(port, "GET /metrics HTTP/1.0\r\n\r\n"), HasSubstr("200"));
 }

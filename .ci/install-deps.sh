@@ -10,7 +10,7 @@ PKGS=(
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev libspdlog-dev zlib1g-dev libzip-dev
   dataset-fashion-mnist
-  python3-numpy python3-sklearn python3-torch python3-grpcio liblinear-tools
+  python3-numpy python3-sklearn python3-torch python3-grpcio python3-yaml liblinear-tools
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -541,9 +541,9 @@ absl::StatusOr<v1::Dataset> Coordinator::UploadDataset(
   absl::StatusOr<v1::Dataset> dataset = catalog_.UploadDataset(info, next);
   if (dataset.ok()) {
     metrics_->Uploaded("dataset", dataset->size_bytes());
-    logging::Info("dataset uploaded", {{"dataset", dataset->id()},
-                                       {"name", dataset->name()},
-                                       {"bytes", dataset->size_bytes()}});
+    logging::Info(
+        "dataset uploaded",
+        {{"dataset", dataset->id()}, {"name", dataset->name()}, {"bytes", dataset->size_bytes()}});
   }
   return dataset;
 }
@@ -842,7 +842,10 @@ void Coordinator::MonitorPass() {
       registry_.RemoveSilent(Clock::now(), config_.worker_timeout);
   for (const WorkerRegistry::Lost& w : lost) {
     metrics_->WorkerLost();
-    metrics_->HeartbeatsMissed(static_cast<int>(config_.worker_timeout / config_.heartbeat_interval));
+    if (config_.heartbeat_interval.count() > 0) {
+      metrics_->HeartbeatsMissed(std::max<int>(
+          0, static_cast<int>(config_.worker_timeout / config_.heartbeat_interval) - 1));
+    }
     logging::Warn("worker lost", {{"worker", w.worker_id},
                                   {"job", w.job_id},
                                   {"attempt", w.attempt},
@@ -936,6 +939,8 @@ void Coordinator::ObserveStateChange(const v1::Job& job, v1::JobState state,
           entry.first_started = job.started();
           first = job.attempt() == 0;
         }
+        // A new attempt reports its own epochs; until then the gauges show none.
+        if (job.attempt() > 0) entry.last_epoch.reset();
       }
       if (first) metrics_->JobStarted(seconds_between(job.created(), job.started()));
       logging::Info("job started", {{"job", job.id()},
@@ -960,16 +965,18 @@ void Coordinator::ObserveStateChange(const v1::Job& job, v1::JobState state,
         auto it = jobs_.find(job.id());
         if (it != jobs_.end() && it->second.first_started) started = *it->second.first_started;
       }
+      // A job that never ran (cancelled or expired in the queue) has no running time.
       const bool ran = job.has_started();
       const double running = ran ? seconds_between(started, job.finished()) : 0.0;
-      metrics_->JobFinished(state, running);
+      metrics_->JobFinished(state, ran ? std::optional<double>(running) : std::nullopt);
       logging::Log(state == v1::FAILED ? logging::Level::kWarn : logging::Level::kInfo,
-                   "job finished", {{"job", job.id()},
-                                    {"attempt", job.attempt()},
-                                    {"state", ServerMetrics::StateName(state)},
-                                    {"reason", reason},
-                                    {"model", job.model_id()},
-                                    {"seconds", running}});
+                   "job finished",
+                   {{"job", job.id()},
+                    {"attempt", job.attempt()},
+                    {"state", ServerMetrics::StateName(state)},
+                    {"reason", reason},
+                    {"model", job.model_id()},
+                    {"seconds", running}});
       break;
     }
     default:
@@ -1011,7 +1018,7 @@ ClusterSnapshot Coordinator::MetricsSnapshot() {
       const v1::TrainingSummary& summary = job.result().summary();
       // The final model's figures replace the last epoch's (which were taken during it).
       v1::EpochMetrics& final_epoch =
-          series.last_epoch ? *series.last_epoch : series.last_epoch.emplace();
+          series.last_epoch ? *series.last_epoch : series.last_epoch.emplace();  // unset: 0
       final_epoch.set_epoch(job.result().epochs_run());
       final_epoch.set_train_loss(job.result().train_loss());
       final_epoch.set_objective(job.result().objective());
@@ -1030,8 +1037,8 @@ ClusterSnapshot Coordinator::MetricsSnapshot() {
       }
     }
     if (job.state() == v1::RUNNING) {
-      const int64_t every =
-          job.spec().has_checkpoint_every() ? job.spec().checkpoint_every() : config_.checkpoint_every;
+      const int64_t every = job.spec().has_checkpoint_every() ? job.spec().checkpoint_every()
+                                                              : config_.checkpoint_every;
       if (every > 0) {
         series.checkpoint_age_seconds =
             job.has_latest_checkpoint() && job.latest_checkpoint().attempt() == job.attempt()

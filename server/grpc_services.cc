@@ -49,9 +49,8 @@ grpc::Status ToGrpcStatus(const absl::Status& st) {
 grpc::Status ObservePredict(ServerMetrics& metrics, const char* protocol,
                             std::chrono::steady_clock::time_point start, grpc::Status status,
                             int64_t rows) {
-  metrics.Predict(
-      protocol, ServerMetrics::CodeName(status.error_code()), status.ok() ? rows : 0,
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  metrics.Predict(protocol, ServerMetrics::CodeName(status.error_code()), status.ok() ? rows : 0,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return status;
 }
 

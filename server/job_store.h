@@ -77,6 +77,7 @@ class JobStore {
                                          const std::vector<int64_t>& numbers) = 0;
   // Every checkpoint record in insertion order.
   virtual absl::StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints() = 0;
+
  protected:
   std::function<void(double seconds)> write_observer_;
 };

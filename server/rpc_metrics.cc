@@ -13,8 +13,9 @@ using grpc::experimental::InterceptionHookPoints;
 
 class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  RpcMetricsInterceptor(const char* method, ServerMetrics* metrics)
+  RpcMetricsInterceptor(const char* method, bool streaming, ServerMetrics* metrics)
       : method_(method != nullptr ? method : ""),
+        streaming_(streaming),
         metrics_(metrics),
         start_(std::chrono::steady_clock::now()) {}
 
@@ -24,7 +25,7 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
       const std::string code = ServerMetrics::CodeName(status.error_code());
-      metrics_->Rpc(method_, code, seconds);
+      metrics_->Rpc(method_, code, seconds, streaming_);
       if (!status.ok() && logging::Enabled(logging::Level::kDebug)) {
         logging::Debug("rpc failed", {{"method", method_},
                                       {"code", code},
@@ -37,6 +38,7 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
 
  private:
   const std::string method_;
+  const bool streaming_;
   ServerMetrics* const metrics_;
   const std::chrono::steady_clock::time_point start_;
 };
@@ -45,7 +47,8 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
 
 grpc::experimental::Interceptor* RpcMetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new RpcMetricsInterceptor(info->method(), metrics_);
+  return new RpcMetricsInterceptor(
+      info->method(), info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY, metrics_);
 }
 
 }  // namespace logit

@@ -10,8 +10,7 @@
 
 namespace logit {
 
-class RpcMetricsInterceptorFactory
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+class RpcMetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   // `metrics` must outlive the server.
   explicit RpcMetricsInterceptorFactory(ServerMetrics* metrics) : metrics_(metrics) {}

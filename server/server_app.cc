@@ -79,7 +79,8 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--worker-timeout", f.worker_timeout_s, "seconds without heartbeat = lost")
       ->capture_default_str();
   app.add_option("--heartbeat-ms", f.heartbeat_ms, "worker heartbeat period")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(10, 600000));
   app.add_option("--advertise-host", f.advertise_host,
                  "host name of this server as workers see it; picks their Gloo network device "
                  "(default: the --listen host; this machine's name when listening on 0.0.0.0)");
@@ -314,13 +315,12 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (!IsLoopback(HostOf(f.listen)) || f.listen.rfind("0.0.0.0", 0) == 0 ||
       f.listen.rfind("[::]", 0) == 0) {
     if (!security.tls() || security.client_token.empty()) {
-      err << "logit-server: WARNING: listening on " << f.listen << " without "
-          << (!security.tls() ? "TLS" : "")
-          << (!security.tls() && security.client_token.empty() ? " and " : "")
-          << (security.client_token.empty() ? "--auth-token-file" : "")
-          << ": anyone who can reach this port can submit jobs, read models and act as a worker "
-             "(see README, Security)"
-          << std::endl;
+      logging::Warn(
+          "listening beyond loopback without TLS or client tokens: anyone who can reach this "
+          "port can submit jobs, read models and act as a worker (see README, Security)",
+          {{"listen", f.listen},
+           {"tls", security.tls()},
+           {"client_token", !security.client_token.empty()}});
     }
   }
 
@@ -335,8 +335,7 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         tls_args.insert(tls_args.end(), {"--tls-cert", f.tls_cert, "--tls-key", f.tls_key});
       }
     }
-    tls_args.insert(tls_args.end(),
-                    {"--log-format", f.log_format, "--log-level", f.log_level});
+    tls_args.insert(tls_args.end(), {"--log-format", f.log_format, "--log-level", f.log_level});
     pool = std::make_unique<WorkerPool>(
         f.worker_binary.empty() ? DefaultWorkerBinary() : f.worker_binary, address, f.local_workers,
         ThreadsPerRank(f.local_workers), tls_args, security.worker_token);

@@ -11,7 +11,7 @@ namespace {
 
 using prometheus::Histogram;
 
-// Seconds, exponential: 1 ms .. ~9 h for jobs; 0.1 ms .. ~13 s for requests and store writes.
+// Seconds: 0.1 s .. 1 day for jobs; 0.1 ms .. 10 s for requests and store writes.
 Histogram::BucketBoundaries JobBuckets() {
   return {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400};
 }
@@ -20,8 +20,8 @@ Histogram::BucketBoundaries RequestBuckets() {
           0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
-constexpr v1::JobState kStates[] = {v1::QUEUED,    v1::RUNNING,  v1::RETRYING,
-                                    v1::SUCCEEDED, v1::FAILED,   v1::CANCELLED};
+constexpr v1::JobState kStates[] = {v1::QUEUED,    v1::RUNNING, v1::RETRYING,
+                                    v1::SUCCEEDED, v1::FAILED,  v1::CANCELLED};
 constexpr v1::JobState kFinalStates[] = {v1::SUCCEEDED, v1::FAILED, v1::CANCELLED};
 
 prometheus::ClientMetric GaugeValue(std::vector<prometheus::ClientMetric::Label> labels,
@@ -70,26 +70,45 @@ class ServerMetrics::SnapshotCollector : public prometheus::Collectable {
     prometheus::MetricFamily& workers = family("logit_workers", "Registered workers by state.");
     for (const char* st : {"idle", "busy"}) {
       auto it = s.workers.find(st);
-      workers.metric.push_back(
-          GaugeValue({{"state", st}}, it == s.workers.end() ? 0 : it->second));
+      workers.metric.push_back(GaugeValue({{"state", st}}, it == s.workers.end() ? 0 : it->second));
     }
     family("logit_storage_healthy",
            "1 when the data dir and the job store took the last probe write, else 0.")
         .metric.push_back(GaugeValue({}, s.storage_healthy ? 1 : 0));
 
     // Per job: present while unfinished and for the grace period after.
-    prometheus::MetricFamily& epoch = family("logit_job_epoch", "Last finished epoch (L-BFGS iteration) of the job.");
-    prometheus::MetricFamily& total = family("logit_job_total_epochs", "Epochs (L-BFGS iterations) the job may run.");
-    prometheus::MetricFamily& loss = family("logit_job_loss", "Training loss (mean cross-entropy): after the last epoch; of the final model once the job succeeded.");
-    prometheus::MetricFamily& objective = family("logit_job_objective", "Training objective (loss + penalty): after the last epoch; of the final model once the job succeeded.");
-    prometheus::MetricFamily& val_loss = family("logit_job_val_loss", "Validation loss: after the last epoch; of the final model once the job succeeded.");
-    prometheus::MetricFamily& accuracy = family("logit_job_accuracy", "Accuracy of the job's model by split (validation: last epoch; train/test: the final summary).");
-    prometheus::MetricFamily& sps = family("logit_job_samples_per_second", "Training rows per second over all ranks in the job's last epoch.");
-    prometheus::MetricFamily& epoch_s = family("logit_job_epoch_duration_seconds", "Wall time of the job's last epoch.");
-    prometheus::MetricFamily& attempt = family("logit_job_attempt", "The job's current attempt (0 = first).");
-    prometheus::MetricFamily& retries = family("logit_job_retries", "Retries the job has used.");
-    prometheus::MetricFamily& ranks = family("logit_job_workers", "Ranks of the job's running attempt.");
-    prometheus::MetricFamily& ckpt_age = family("logit_job_checkpoint_age_seconds", "Seconds since the unfinished job's latest checkpoint (since its attempt started when none yet).");
+    prometheus::MetricFamily& epoch =
+        family("logit_job_epoch", "Last finished epoch (L-BFGS iteration) of the job.");
+    prometheus::MetricFamily& total =
+        family("logit_job_total_epochs", "Epochs (L-BFGS iterations) the job may run.");
+    prometheus::MetricFamily& loss = family("logit_job_loss",
+                                            "Training loss (mean cross-entropy): after the last "
+                                            "epoch; of the final model once the job succeeded.");
+    prometheus::MetricFamily& objective =
+        family("logit_job_objective",
+               "Training objective (loss + penalty): after the last epoch; of the final model once "
+               "the job succeeded.");
+    prometheus::MetricFamily& val_loss =
+        family("logit_job_val_loss",
+               "Validation loss: after the last epoch; of the final model once the job succeeded.");
+    prometheus::MetricFamily& accuracy = family("logit_job_accuracy",
+                                                "Accuracy of the job's model by split (validation: "
+                                                "last epoch; train/test: the final summary).");
+    prometheus::MetricFamily& sps =
+        family("logit_job_samples_per_second",
+               "Training rows per second over all ranks in the job's last epoch.");
+    prometheus::MetricFamily& epoch_s =
+        family("logit_job_epoch_duration_seconds", "Wall time of the job's last epoch.");
+    prometheus::MetricFamily& attempt =
+        family("logit_job_attempt", "The job's current attempt (0 = first).");
+    prometheus::MetricFamily& retries =
+        family("logit_job_retries", "Retries the job has used (charged against max_retries).");
+    prometheus::MetricFamily& ranks =
+        family("logit_job_workers", "Ranks of the job's running attempt.");
+    prometheus::MetricFamily& ckpt_age =
+        family("logit_job_checkpoint_age_seconds",
+               "Seconds since the unfinished job's latest checkpoint (since its attempt started "
+               "when none yet).");
     for (const JobSeries& j : s.job_series) {
       const std::vector<prometheus::ClientMetric::Label> id = {{"job", j.job_id}};
       attempt.metric.push_back(GaugeValue(id, j.attempt));
@@ -101,11 +120,16 @@ class ServerMetrics::SnapshotCollector : public prometheus::Collectable {
       if (j.last_epoch) {
         const v1::EpochMetrics& e = *j.last_epoch;
         epoch.metric.push_back(GaugeValue(id, static_cast<double>(e.epoch())));
-        total.metric.push_back(GaugeValue(id, static_cast<double>(e.total_epochs())));
         loss.metric.push_back(GaugeValue(id, e.train_loss()));
         objective.metric.push_back(GaugeValue(id, e.objective()));
-        epoch_s.metric.push_back(GaugeValue(id, e.seconds()));
-        sps.metric.push_back(GaugeValue(id, e.samples_per_second()));
+        // Unset (0) when the job reported no epoch, e.g. it succeeded before its first report.
+        if (e.total_epochs() > 0) {
+          total.metric.push_back(GaugeValue(id, static_cast<double>(e.total_epochs())));
+        }
+        if (e.seconds() > 0) {
+          epoch_s.metric.push_back(GaugeValue(id, e.seconds()));
+          sps.metric.push_back(GaugeValue(id, e.samples_per_second()));
+        }
         if (e.has_validation()) {
           val_loss.metric.push_back(GaugeValue(id, e.val_loss()));
           if (!j.final_accuracy.count("validation")) {
@@ -150,8 +174,9 @@ ServerMetrics::ServerMetrics()
                    .Register(r);
   duration_ = &BuildHistogram()
                    .Name("logit_job_duration_seconds")
-                   .Help("Running time of finished jobs (first start to end; 0 if never started), "
-                         "by final state.")
+                   .Help(
+                       "Running time of finished jobs (first start to end; 0 if never started), "
+                       "by final state.")
                    .Register(r);
   for (v1::JobState st : kFinalStates) {
     finished_->Add({{"state", StateName(st)}});
@@ -164,7 +189,9 @@ ServerMetrics::ServerMetrics()
                      .Add({}, JobBuckets());
   retries_ = &BuildCounter()
                   .Name("logit_job_retries_total")
-                  .Help("Job attempts that ended and were retried (RETRYING).")
+                  .Help(
+                      "Job attempts that ended and were retried (RETRYING), a coordinator "
+                      "restart's uncharged retries included.")
                   .Register(r)
                   .Add({});
   registrations_ = &BuildCounter()
@@ -204,8 +231,9 @@ ServerMetrics::ServerMetrics()
                       .Add({}, RequestBuckets());
   predict_requests_ = &BuildCounter()
                            .Name("logit_predict_requests_total")
-                           .Help("Predict (protocol logit) and ModelInfer (protocol oip) requests, "
-                                 "by gRPC code.")
+                           .Help(
+                               "Predict (protocol logit) and ModelInfer (protocol oip) requests, "
+                               "by gRPC code.")
                            .Register(r);
   predict_rows_ = &BuildCounter()
                        .Name("logit_predict_rows_total")
@@ -226,8 +254,7 @@ ServerMetrics::ServerMetrics()
                       .Register(r);
   rpc_duration_ = &BuildHistogram()
                        .Name("logit_grpc_server_handling_seconds")
-                       .Help("Duration of gRPC calls (streams: until the last message), by service "
-                             "and method.")
+                       .Help("Duration of unary gRPC calls, by service and method.")
                        .Register(r);
 }
 
@@ -247,9 +274,11 @@ void ServerMetrics::JobStarted(double queue_wait_seconds) {
   queue_wait_->Observe(queue_wait_seconds);
 }
 
-void ServerMetrics::JobFinished(v1::JobState state, double running_seconds) {
+void ServerMetrics::JobFinished(v1::JobState state, std::optional<double> running_seconds) {
   finished_->Add({{"state", StateName(state)}}).Increment();
-  duration_->Add({{"state", StateName(state)}}, JobBuckets()).Observe(running_seconds);
+  if (running_seconds) {
+    duration_->Add({{"state", StateName(state)}}, JobBuckets()).Observe(*running_seconds);
+  }
 }
 
 void ServerMetrics::JobRetried() { retries_->Increment(); }
@@ -278,24 +307,37 @@ void ServerMetrics::Predict(const std::string& protocol, const std::string& code
   predict_duration_->Add({{"protocol", protocol}}, RequestBuckets()).Observe(seconds);
 }
 
-void ServerMetrics::Rpc(const std::string& full_method, const std::string& code, double seconds) {
+void ServerMetrics::Rpc(const std::string& full_method, const std::string& code, double seconds,
+                        bool streaming) {
   // "/logit.v1.TrainingService/SubmitJob" -> ("logit.v1.TrainingService", "SubmitJob").
   std::vector<std::string> parts = absl::StrSplit(full_method, '/', absl::SkipEmpty());
   const std::string service = parts.size() == 2 ? parts[0] : "unknown";
   const std::string method = parts.size() == 2 ? parts[1] : "unknown";
   rpc_handled_->Add({{"grpc_service", service}, {"grpc_method", method}, {"grpc_code", code}})
       .Increment();
+  if (streaming) return;
   rpc_duration_->Add({{"grpc_service", service}, {"grpc_method", method}}, RequestBuckets())
       .Observe(seconds);
 }
 
 std::string ServerMetrics::CodeName(int code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return code >= 0 && code < 17 ? kNames[code] : "UNKNOWN";
 }
 

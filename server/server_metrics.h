@@ -21,10 +21,10 @@
 
 #include "logit/v1/training.pb.h"
 #include "prometheus/collectable.h"
-#include "prometheus/metric_family.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "worker/common/mutex.h"
 
@@ -71,7 +71,8 @@ class ServerMetrics {
   // Events.
   void JobSubmitted();
   void JobStarted(double queue_wait_seconds);  // a job's first start only
-  void JobFinished(v1::JobState state, double running_seconds);
+  // `running_seconds` is unset for a job that never started (it is counted, not timed).
+  void JobFinished(v1::JobState state, std::optional<double> running_seconds);
   void JobRetried();
   void WorkerRegistered();
   void WorkerLost();
@@ -81,10 +82,12 @@ class ServerMetrics {
   void Uploaded(const std::string& kind, int64_t bytes);
   void StoreWrite(double seconds);
   // protocol: "logit" (TrainingService.Predict) or "oip" (ModelInfer); code: a gRPC code name.
-  void Predict(const std::string& protocol, const std::string& code, int64_t rows,
-               double seconds);
+  void Predict(const std::string& protocol, const std::string& code, int64_t rows, double seconds);
   // One finished gRPC call of "/package.Service/Method".
-  void Rpc(const std::string& full_method, const std::string& code, double seconds);
+  // `streaming`: its duration is the stream's life (a WatchJob lasts as long as its job), so
+  // only unary calls are timed.
+  void Rpc(const std::string& full_method, const std::string& code, double seconds,
+           bool streaming = false);
 
   // Canonical names of gRPC status codes ("OK", "NOT_FOUND", ...).
   static std::string CodeName(int code);

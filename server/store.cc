@@ -1,9 +1,9 @@
 #include "server/store.h"
 
+#include <sqlite3.h>
+
 #include <chrono>
 #include <functional>
-
-#include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -26,7 +26,6 @@ class WriteTimer {
   const std::function<void(double)>& observer_;
   const std::chrono::steady_clock::time_point start_;
 };
-
 
 absl::Status SqlError(sqlite3* db, const std::string& what) {
   return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));

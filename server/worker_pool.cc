@@ -132,7 +132,8 @@ pid_t WorkerPool::Spawn(int index) {
                                    std::to_string(getpid())};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   if (metrics_port_ > 0) {
-    args.insert(args.end(), {"--metrics-listen", absl::StrCat(metrics_host_, ":", metrics_port_ + index)});
+    args.insert(args.end(),
+                {"--metrics-listen", absl::StrCat(metrics_host_, ":", metrics_port_ + index)});
   }
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {

@@ -236,17 +236,18 @@ class Agent {
     out->set_message(std::string(st.message()));
     if (st.ok()) *out->mutable_summary() = summary;
     Report(a, std::move(req));
-    const std::string outcome = st.ok()                                 ? "succeeded"
+    const std::string outcome = st.ok()                                     ? "succeeded"
                                 : st.code() == absl::StatusCode::kCancelled ? "cancelled"
                                                                             : "failed";
     metrics_->RankFinished(a.job_id(), a.rank(), outcome);
     logging::Log(outcome == "failed" ? logging::Level::kWarn : logging::Level::kInfo,
-                 "rank finished", {{"worker", Identity().first},
-                                   {"job", a.job_id()},
-                                   {"attempt", a.attempt()},
-                                   {"rank", a.rank()},
-                                   {"outcome", outcome},
-                                   {"error", st.message()}});
+                 "rank finished",
+                 {{"worker", Identity().first},
+                  {"job", a.job_id()},
+                  {"attempt", a.attempt()},
+                  {"rank", a.rank()},
+                  {"outcome", outcome},
+                  {"error", st.message()}});
   }
 
   absl::Status Upload(const v1::Assignment& a, const std::string& path,
@@ -357,7 +358,9 @@ class Agent {
     ro.world_size = a.world_size();
     ro.timeout = std::chrono::milliseconds(std::max<int64_t>(1000, a.timeout_ms()));
     ro.device = opts.device;
-    ro.on_allreduce = [m = metrics_](double seconds, int64_t bytes) { m->Allreduce(seconds, bytes); };
+    ro.on_allreduce = [m = metrics_](double seconds, int64_t bytes) {
+      m->Allreduce(seconds, bytes);
+    };
     if (a.store_port() == 0) {
       // The coordinator serves the attempt's store over this channel: its loss is an error, not
       // a crash (a c10d TCPStore client whose server vanishes terminates the process).
@@ -518,6 +521,8 @@ int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop, std::os
   auto channel = Dial(connect);
   if (!channel.ok()) {
     log << "logit-worker: " << channel.status().message() << std::endl;
+    logging::Error("cannot connect",
+                   {{"server", options.server}, logging::Field::Error(channel.status())});
     return 2;
   }
   Agent agent(options, *channel);

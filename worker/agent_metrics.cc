@@ -16,6 +16,7 @@ class AgentMetrics::RankCollector : public prometheus::Collectable {
 
   void Started(const std::string& job, int rank) {
     MutexLock lock(&mu_);
+    PruneLocked(Clock::now());  // also when nobody scrapes
     ranks_[{job, rank}] = Rank{};
   }
   void Epoch(const std::string& job, int rank, int64_t epoch, double samples_per_second) {
@@ -32,18 +33,17 @@ class AgentMetrics::RankCollector : public prometheus::Collectable {
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> out(2);
-    out[0] = {"logit_rank_epoch", "Last finished epoch (L-BFGS iteration) of a rank on this worker.",
-              prometheus::MetricType::Gauge, {}};
+    out[0] = {"logit_rank_epoch",
+              "Last finished epoch (L-BFGS iteration) of a rank on this worker.",
+              prometheus::MetricType::Gauge,
+              {}};
     out[1] = {"logit_rank_samples_per_second",
               "Training rows per second over all ranks in the rank's last epoch.",
-              prometheus::MetricType::Gauge, {}};
-    const Clock::time_point now = Clock::now();
+              prometheus::MetricType::Gauge,
+              {}};
     MutexLock lock(&mu_);
-    for (auto it = ranks_.begin(); it != ranks_.end();) {
-      if (it->second.ended && now - *it->second.ended > grace_) {
-        it = ranks_.erase(it);
-        continue;
-      }
+    PruneLocked(Clock::now());
+    for (auto it = ranks_.begin(); it != ranks_.end(); ++it) {
       const std::vector<prometheus::ClientMetric::Label> labels = {
           {"job", it->first.first}, {"rank", std::to_string(it->first.second)}};
       prometheus::ClientMetric epoch, sps;
@@ -52,12 +52,18 @@ class AgentMetrics::RankCollector : public prometheus::Collectable {
       sps.gauge.value = it->second.samples_per_second;
       out[0].metric.push_back(std::move(epoch));
       out[1].metric.push_back(std::move(sps));
-      ++it;
     }
     return out;
   }
 
  private:
+  // Drops the ranks that ended more than grace_ before `now`.
+  void PruneLocked(Clock::time_point now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (auto it = ranks_.begin(); it != ranks_.end();) {
+      it = it->second.ended && now - *it->second.ended > grace_ ? ranks_.erase(it) : std::next(it);
+    }
+  }
+
   struct Rank {
     int64_t epoch = 0;
     double samples_per_second = 0;
@@ -95,20 +101,20 @@ AgentMetrics::AgentMetrics(std::chrono::milliseconds rank_grace)
                    .Help("Ranks this worker ran to an end, by outcome.")
                    .Register(r);
   for (const char* o : {"succeeded", "failed", "cancelled"}) finished_->Add({{"outcome", o}});
-  epoch_ = &BuildHistogram()
-                .Name("logit_epoch_duration_seconds")
-                .Help("Wall time of an epoch (L-BFGS iteration) of a rank on this worker.")
-                .Register(r)
-                .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                     0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                                                     600});
+  epoch_ =
+      &BuildHistogram()
+           .Name("logit_epoch_duration_seconds")
+           .Help("Wall time of an epoch (L-BFGS iteration) of a rank on this worker.")
+           .Register(r)
+           .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600});
   step_ = &BuildHistogram()
                .Name("logit_step_duration_seconds")
                .Help("Wall time of an SGD/Adam step (forward, backward, allreduce, update).")
                .Register(r)
                .Add({}, Histogram::BucketBoundaries{0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
-                                                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                    0.05, 0.1, 0.25, 0.5, 1, 2.5});
+                                                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                    0.1, 0.25, 0.5, 1, 2.5});
   samples_ = &BuildCounter()
                   .Name("logit_samples_processed_total")
                   .Help("Training rows processed by this worker's ranks (one per row per epoch).")
@@ -118,22 +124,21 @@ AgentMetrics::AgentMetrics(std::chrono::milliseconds rank_grace)
                     .Name("logit_allreduce_duration_seconds")
                     .Help("Latency of the ranks' allreduce calls (c10d Gloo / NCCL).")
                     .Register(r)
-                    .Add({}, Histogram::BucketBoundaries{0.00001, 0.000025, 0.00005, 0.0001,
-                                                         0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                                         2.5, 5, 10});
+                    .Add({}, Histogram::BucketBoundaries{
+                                 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
   allreduce_bytes_ = &BuildCounter()
                           .Name("logit_allreduce_bytes_total")
                           .Help("Bytes this worker's ranks contributed to allreduce calls.")
                           .Register(r)
                           .Add({});
-  checkpoint_upload_ = &BuildHistogram()
-                            .Name("logit_checkpoint_upload_duration_seconds")
-                            .Help("Time to write and upload a checkpoint (rank 0).")
-                            .Register(r)
-                            .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                                                                 10, 30, 60});
+  checkpoint_upload_ =
+      &BuildHistogram()
+           .Name("logit_checkpoint_upload_duration_seconds")
+           .Help("Time to write and upload a checkpoint (rank 0).")
+           .Register(r)
+           .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5, 1, 2.5, 5, 10, 30, 60});
 }
 
 std::vector<std::weak_ptr<prometheus::Collectable>> AgentMetrics::collectables() const {

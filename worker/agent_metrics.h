@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "prometheus/collectable.h"
-#include "prometheus/metric_family.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "worker/common/mutex.h"
 

@@ -254,14 +254,20 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   std::unique_ptr<MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto started = MetricsEndpoint::Start(metrics_listen);
-    if (!started.ok()) {
+    if (started.ok()) {
+      endpoint = std::move(*started);
+      for (const auto& c : metrics.collectables()) endpoint->Register(c);
+      logging::Info("metrics endpoint started",
+                    {{"listen", metrics_listen}, {"port", endpoint->port()}});
+    } else if (parent_pid > 0) {
+      // A local worker of logit-server: training matters more than its metrics, and exiting
+      // would only have the server start it again on the same port.
+      logging::Error("no metrics endpoint", {logging::Field::Error(started.status())});
+    } else {
       err << "logit-worker: " << started.status().message() << "\n";
       return started.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
-                                                                            : kExitFailed;
+                                                                           : kExitFailed;
     }
-    endpoint = std::move(*started);
-    for (const auto& c : metrics.collectables()) endpoint->Register(c);
-    logging::Info("metrics endpoint started", {{"listen", metrics_listen}, {"port", endpoint->port()}});
   }
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);

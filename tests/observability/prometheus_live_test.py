@@ -141,7 +141,9 @@ class LiveCluster:
              "--data-root", DATA, "--local-workers", "2", "--worker-binary", WORKER,
              "--metrics-listen", "127.0.0.1:0",
              "--local-worker-metrics-listen", f"127.0.0.1:{self.worker_metrics_port}",
-             "--heartbeat-ms", "200", "--log-format", "json"],
+             "--heartbeat-ms", "200", "--log-format", "json",
+             # Job A's series must outlast the whole test, however slow the machine.
+             "--metrics-job-grace", "3600"],
             stdout=out, stderr=err)
         self.procs.append(server)
         self.server_proc = server

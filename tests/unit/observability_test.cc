@@ -63,11 +63,9 @@ class LogTest : public ::testing::Test {
 
 TEST_F(LogTest, TextLineHasTimeLevelComponentMessageAndFields) {
   Use(logging::Format::kText);
-  logging::Info("job started", {{"job", "job-3"},
-                                {"attempt", 1},
-                                {"reason", "two words"},
-                                {"ok", true},
-                                {"seconds", 0.5}});
+  logging::Info(
+      "job started",
+      {{"job", "job-3"}, {"attempt", 1}, {"reason", "two words"}, {"ok", true}, {"seconds", 0.5}});
   const std::regex line(
       R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO logit-test: job started job=job-3 )"
       R"(attempt=1 reason="two words" ok=true seconds=0\.5\n)");
@@ -150,13 +148,12 @@ TEST(MetricsEndpointTest, BadAddressIsInvalidArgumentAndABusyPortIsUnavailable) 
               StatusIs(absl::StatusCode::kInvalidArgument, "--metrics-listen"));
   auto first = MetricsEndpoint::Start("127.0.0.1:0");
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_THAT(
-      MetricsEndpoint::Start("127.0.0.1:" + std::to_string((*first)->port())).status(),
-      StatusIs(absl::StatusCode::kUnavailable, "cannot listen"));
+  EXPECT_THAT(MetricsEndpoint::Start("127.0.0.1:" + std::to_string((*first)->port())).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "cannot listen"));
 }
 
 TEST(AgentMetricsTest, RankSeriesVanishAfterTheGraceButCountersStay) {
-  AgentMetrics metrics(std::chrono::milliseconds(100));
+  AgentMetrics metrics(std::chrono::milliseconds(500));
   auto endpoint = MetricsEndpoint::Start("127.0.0.1:0");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   for (const auto& c : metrics.collectables()) (*endpoint)->Register(c);
@@ -173,7 +170,11 @@ TEST(AgentMetricsTest, RankSeriesVanishAfterTheGraceButCountersStay) {
   EXPECT_THAT(text, HasSubstr("logit_allreduce_bytes_total 64\n"));
   metrics.RankFinished("job-4", 1, "succeeded");
   EXPECT_THAT((*endpoint)->Render(), HasSubstr("job-4"));  // within the grace
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((*endpoint)->Render().find("job-4") != std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   text = (*endpoint)->Render();
   EXPECT_THAT(text, Not(HasSubstr("job-4")));
   EXPECT_THAT(text, HasSubstr("logit_worker_busy 0\n"));

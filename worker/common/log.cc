@@ -42,33 +42,9 @@ spdlog::level::level_enum ToSpd(Level level) {
   return spdlog::level::info;
 }
 
-const char* UpperName(Level level) {
-  switch (level) {
-    case Level::kDebug:
-      return "DEBUG";
-    case Level::kInfo:
-      return "INFO";
-    case Level::kWarn:
-      return "WARN";
-    case Level::kError:
-      return "ERROR";
-  }
-  return "INFO";
-}
-
-const char* LowerName(Level level) {
-  switch (level) {
-    case Level::kDebug:
-      return "debug";
-    case Level::kInfo:
-      return "info";
-    case Level::kWarn:
-      return "warn";
-    case Level::kError:
-      return "error";
-  }
-  return "info";
-}
+// Level names: upper case in text lines, lower case in JSON (indexed by Level).
+constexpr const char* kUpperNames[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+constexpr const char* kLowerNames[] = {"debug", "info", "warn", "error"};
 
 std::shared_ptr<const State> MakeState(absl::string_view component, const LogOptions& options) {
   auto state = std::make_shared<State>();
@@ -158,23 +134,23 @@ void Log(Level level, absl::string_view message, std::initializer_list<Field> fi
   const std::shared_ptr<const State> state = CurrentState();
   std::string line;
   if (state->format == Format::kJson) {
-    nlohmann::json head = {{"level", LowerName(level)},
+    nlohmann::json head = {{"level", kLowerNames[static_cast<int>(level)]},
                            {"component", state->component},
                            {"msg", std::string(message)}};
     line = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line.pop_back();  // the closing brace: the fields follow
     for (const Field& f : fields) {
-      absl::StrAppend(&line, ",",
-                      nlohmann::json(f.key()).dump(-1, ' ', false,
-                                                   nlohmann::json::error_handler_t::replace),
-                      ":",
-                      f.is_string() ? nlohmann::json(f.value()).dump(
-                                          -1, ' ', false, nlohmann::json::error_handler_t::replace)
-                                    : f.value());
+      absl::StrAppend(
+          &line, ",",
+          nlohmann::json(f.key()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+          ":",
+          f.is_string() ? nlohmann::json(f.value()).dump(-1, ' ', false,
+                                                         nlohmann::json::error_handler_t::replace)
+                        : f.value());
     }
     line = line.substr(1);  // the pattern supplies the braces and the time
   } else {
-    line = absl::StrCat(UpperName(level), " ", state->component, ": ", message);
+    line = absl::StrCat(kUpperNames[static_cast<int>(level)], " ", state->component, ": ", message);
     for (const Field& f : fields) {
       absl::StrAppend(&line, " ", f.key(), "=",
                       f.is_string() && NeedsQuotes(f.value())

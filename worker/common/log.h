@@ -16,10 +16,10 @@
 #include <initializer_list>
 #include <iosfwd>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace logit::logging {
 
@@ -52,7 +52,7 @@ class Field {
   Field(absl::string_view key, int64_t value);
   Field(absl::string_view key, double value);
   Field(absl::string_view key, bool value);
-  // A status as its message (key "error"); the code goes to "code".
+  // A status's message, under the key "error".
   static Field Error(const absl::Status& status);
 
   const std::string& key() const { return key_; }

@@ -8,15 +8,15 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "prometheus/text_serializer.h"
 #include "prometheus/metric_family.h"
+#include "prometheus/text_serializer.h"
 
 namespace logit {
 
@@ -77,11 +77,12 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
     };
     const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
     const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
-    out.push_back(Single("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-                         MetricType::Counter, (field(14) + field(15)) / ticks));
+    out.push_back(Single("process_cpu_seconds_total",
+                         "Total user and system CPU time spent in seconds.", MetricType::Counter,
+                         (field(14) + field(15)) / ticks));
     out.push_back(Single("process_start_time_seconds",
-                         "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
-                         BootTime() + field(22) / ticks));
+                         "Start time of the process since unix epoch in seconds.",
+                         MetricType::Gauge, BootTime() + field(22) / ticks));
     out.push_back(Single("process_virtual_memory_bytes", "Virtual memory size in bytes.",
                          MetricType::Gauge, field(23)));
     out.push_back(Single("process_resident_memory_bytes", "Resident memory size in bytes.",
@@ -89,8 +90,8 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
     out.push_back(Single("process_threads", "Number of OS threads in the process.",
                          MetricType::Gauge, field(20)));
   }
-  out.push_back(Single("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
-                       OpenFds()));
+  out.push_back(
+      Single("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, OpenFds()));
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
     out.push_back(Single("process_max_fds", "Maximum number of open file descriptors.",
@@ -102,9 +103,9 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
 namespace {
 
 // libmicrohttpd's request callback: GET /metrics renders, anything else is refused.
-MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url,
-                         const char* method, const char* /*version*/, const char* /*upload*/,
-                         size_t* /*upload_size*/, void** /*state*/) {
+MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                         const char* /*version*/, const char* /*upload*/, size_t* /*upload_size*/,
+                         void** /*state*/) {
   const auto* endpoint = static_cast<const MetricsEndpoint*>(cls);
   unsigned int code = MHD_HTTP_OK;
   std::string body;
@@ -146,32 +147,40 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
+  hints.ai_flags = AI_PASSIVE | AI_ADDRCONFIG;
   addrinfo* found = nullptr;
   if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics-listen: cannot resolve host '", host, "' of ", listen));
   }
-  sockaddr_storage addr{};
-  std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
-  const bool v6 = found->ai_family == AF_INET6;
-  freeaddrinfo(found);
-  if (v6) {
-    reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port = htons(static_cast<uint16_t>(port));
-  } else {
-    reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(static_cast<uint16_t>(port));
-  }
   std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
-  // One polling thread: a scrape every few seconds needs no more. Slow or idle clients are
-  // dropped after 10 s, and at most 32 connections are served at once.
-  endpoint->daemon_ = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0),
-      static_cast<uint16_t>(port), nullptr, nullptr, &HandleRequest, endpoint.get(),
-      MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr), MHD_OPTION_CONNECTION_TIMEOUT,
-      10u, MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_END);
+  // Every address the host resolves to is tried in turn ("localhost" may be ::1 first, on a
+  // machine whose loopback has no IPv6). The IPv6 wildcard also takes IPv4 (dual stack).
+  for (const addrinfo* a = found; a != nullptr && endpoint->daemon_ == nullptr; a = a->ai_next) {
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    sockaddr_storage addr{};
+    std::memcpy(&addr, a->ai_addr, a->ai_addrlen);
+    const bool v6 = a->ai_family == AF_INET6;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
+    if (v6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      in6->sin6_port = htons(static_cast<uint16_t>(port));
+      flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+    } else {
+      reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(static_cast<uint16_t>(port));
+    }
+    // One polling thread: a scrape every few seconds needs no more. Slow or idle clients are
+    // dropped after 10 s, and at most 32 connections are served at once.
+    endpoint->daemon_ = MHD_start_daemon(
+        flags, static_cast<uint16_t>(port), nullptr, nullptr, &HandleRequest, endpoint.get(),
+        MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr), MHD_OPTION_CONNECTION_TIMEOUT,
+        10u, MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_END);
+  }
+  freeaddrinfo(found);
   if (endpoint->daemon_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("--metrics-listen: cannot listen on ", listen,
-                                               " (is the port in use?)"));
+    return absl::UnavailableError(
+        absl::StrCat("--metrics-listen: cannot listen on ", listen,
+                     " (the port is in use, or the address is not one of this machine's)"));
   }
   const MHD_DaemonInfo* info = MHD_get_daemon_info(endpoint->daemon_, MHD_DAEMON_INFO_BIND_PORT);
   endpoint->port_ = info != nullptr ? info->port : port;

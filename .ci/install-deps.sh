@@ -10,8 +10,11 @@ PKGS=(
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev libspdlog-dev zlib1g-dev libzip-dev
   dataset-fashion-mnist
-  python3-numpy python3-sklearn python3-torch python3-grpcio python3-yaml liblinear-tools
+  python3-numpy python3-sklearn python3-torch python3-grpcio python3-yaml python3-kubernetes liblinear-tools docker-compose
 )
+# `kubectl kustomize` for tests/deploy/k8s_test.sh: Debian's kubernetes-client, unless a kubectl
+# from another package already owns /usr/bin/kubectl (the two conflict).
+command -v kubectl > /dev/null 2>&1 || PKGS+=(kubernetes-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

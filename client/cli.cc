@@ -310,6 +310,17 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App* upload = app.add_subcommand("upload", "stream a dataset file to the server");
   upload->add_option("FILE", upload_file, "the file")->required();
   upload->footer("Example:\n  logit upload iris.csv    # prints dataset:dataset-N for --data");
+  std::string health_service;
+  double health_timeout_s = 5;
+  CLI::App* health = app.add_subcommand(
+      "health", "the server's gRPC health status (exit 0 SERVING, 1 not serving, 3 unreachable)");
+  health->add_option("--service", health_service, "a service name (default: the whole server)");
+  health->add_option("--timeout", health_timeout_s, "seconds to wait for the answer")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  health->footer(
+      "Example (a container HEALTHCHECK, a Kubernetes exec probe):\n"
+      "  logit --server 127.0.0.1:50051 health");
   CLI::App* model = app.add_subcommand("model", "trained models on the server");
   model->require_subcommand(1);
   CLI::App* model_get =
@@ -358,6 +369,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
   if (train->parsed()) return RunTrain(tf, g, out, err);
   if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
+  if (health->parsed()) return RunHealth(ro, health_service, health_timeout_s, out, err);
   if (status->parsed()) return RunStatus(ro, job_arg, out, err);
   if (watch->parsed()) return RunWatch(ro, job_arg, watch_from, out, err);
   if (cancel->parsed()) return RunCancel(ro, job_arg, out, err);

@@ -1,5 +1,6 @@
 #include "client/remote.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
@@ -542,6 +543,86 @@ int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::
         << " bytes)\n";
   }
   return kExitOk;
+}
+
+namespace {
+
+void AppendVarint(uint64_t v, std::string* out) {
+  do {
+    out->push_back(static_cast<char>((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
+    v >>= 7;
+  } while (v != 0);
+}
+
+// The `status` (field 1, an enum) of a grpc.health.v1.HealthCheckResponse; 0 (UNKNOWN) when
+// absent. The two-field messages are coded here: no generated code for grpc/health/v1.
+int HealthStatusOf(const std::string& bytes) {
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const uint8_t key = static_cast<uint8_t>(bytes[i++]);
+    if ((key & 7) != 0) return 0;  // only varint fields are expected
+    uint64_t v = 0;
+    for (int shift = 0; i < bytes.size() && shift < 64; shift += 7) {
+      const uint8_t b = static_cast<uint8_t>(bytes[i++]);
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) break;
+    }
+    if ((key >> 3) == 1) return static_cast<int>(v);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunHealth(const RemoteOptions& o, const std::string& service, double timeout_s,
+              std::ostream& out, std::ostream& err) {
+  if (!NeedServer(o, "health", err)) return kExitUsage;
+  std::string request;  // HealthCheckRequest{service = 1}
+  if (!service.empty()) {
+    request.push_back(0x0a);
+    AppendVarint(service.size(), &request);
+    request += service;
+  }
+  grpc::GenericStub stub(Channel(o.connect));
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1), response;
+  auto call = stub.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", request_buffer, &cq);
+  call->StartCall();
+  grpc::Status st;
+  call->Finish(&response, &st, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  cq.Next(&tag, &ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (!st.ok()) {
+    if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
+      err << "logit health: the server has no service '" << service << "'\n";
+      return kExitUsage;
+    }
+    return RpcError(o, "health", st, err);
+  }
+  std::string bytes;
+  std::vector<grpc::Slice> slices;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  static const char* const kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+  const int status = HealthStatusOf(bytes);
+  const std::string name = status >= 0 && status < 4 ? kNames[status] : "UNKNOWN";
+  if (o.json) {
+    out << nlohmann::json{{"server", o.connect.server}, {"status", name}}.dump() << "\n";
+  } else {
+    out << name << "\n";
+  }
+  return status == 1 ? kExitOk : kExitJobFailed;
 }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,

@@ -43,6 +43,12 @@ int RunUpload(const RemoteOptions& options, const std::string& file, std::ostrea
 int RunModelGet(const RemoteOptions& options, const std::string& model_id, const std::string& file,
                 std::ostream& out, std::ostream& err);
 
+// `logit health`: the server's grpc.health.v1 status for `service` ("" = the whole server)
+// within `timeout_s`. Prints it (SERVING, NOT_SERVING, ...); exit 0 when SERVING, 1 when not,
+// 3 when the server cannot be reached, 2 for an unknown service.
+int RunHealth(const RemoteOptions& options, const std::string& service, double timeout_s,
+              std::ostream& out, std::ostream& err);
+
 // (features, classes) of a server model, from the inference protocol's ModelMetadata.
 absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,
                                                              const std::string& model_id);

@@ -343,6 +343,13 @@ int RunServerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     pool->Start();
   }
 
+  // Each service can be asked for by name too (a Kubernetes grpc probe's `service`).
+  if (grpc::HealthCheckServiceInterface* hc = server->GetHealthCheckService()) {
+    for (const char* name : {"logit.v1.TrainingService", "logit.v1.WorkerService",
+                             "inference.GRPCInferenceService"}) {
+      hc->SetServingStatus(name, true);
+    }
+  }
   // Health follows the storage probe: a server that cannot persist what it acknowledges
   // says NOT_SERVING, so load balancers and probes move away from it.
   std::atomic<bool> stop_health{false};

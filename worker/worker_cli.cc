@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 #include <ostream>
 #include <thread>
@@ -61,6 +62,33 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, int* port
                       absl::StrCat("'", text, "' is not HOST:PORT with a port in [1, 65535]"));
   }
   *host = text.substr(0, colon);
+  return absl::OkStatus();
+}
+
+// torchrun's (and the Kubeflow PyTorchJob operator's) environment: RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT. Rank 0 hosts the store, unless torchrun's agent already does
+// (TORCHELASTIC_USE_AGENT_STORE=True). InvalidArgument naming the variable that is missing.
+absl::Status RendezvousFromEnvironment(RankFlags* f) {
+  auto env = [](const char* name) -> absl::StatusOr<std::string> {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == 0) {
+      return FieldError("rank", absl::StrCat("no --rank/--world-size/--store, and ", name,
+                                             " is not set (torchrun's environment)"));
+    }
+    return std::string(v);
+  };
+  ASSIGN_OR_RETURN(const std::string rank, env("RANK"));
+  ASSIGN_OR_RETURN(const std::string world, env("WORLD_SIZE"));
+  ASSIGN_OR_RETURN(const std::string addr, env("MASTER_ADDR"));
+  ASSIGN_OR_RETURN(const std::string port, env("MASTER_PORT"));
+  if (!absl::SimpleAtoi(rank, &f->rank) || !absl::SimpleAtoi(world, &f->world_size)) {
+    return FieldError("rank", absl::StrCat("RANK '", rank, "' and WORLD_SIZE '", world,
+                                           "' must be integers"));
+  }
+  f->store = absl::StrCat(addr, ":", port);
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const bool agent_hosts = agent_store != nullptr && std::string(agent_store) == "True";
+  f->host_store = f->host_store || (f->rank == 0 && !agent_hosts);
   return absl::OkStatus();
 }
 
@@ -212,9 +240,12 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "      --data iris.csv --label-column target &\n"
       "  logit-worker run --rank 1 --world-size 2 --store 127.0.0.1:29500 \\\n"
       "      --data iris.csv --label-column target");
-  run->add_option("--rank", rf.rank, "this process's rank in [0, world-size)")->required();
-  run->add_option("--world-size", rf.world_size, "number of ranks")->required();
-  run->add_option("--store", rf.store, "c10d TCPStore address HOST:PORT")->required();
+  CLI::Option* rank_flag =
+      run->add_option("--rank", rf.rank, "this process's rank in [0, world-size) (env RANK)");
+  CLI::Option* world_flag =
+      run->add_option("--world-size", rf.world_size, "number of ranks (env WORLD_SIZE)");
+  CLI::Option* store_flag = run->add_option(
+      "--store", rf.store, "c10d TCPStore address HOST:PORT (env MASTER_ADDR:MASTER_PORT)");
   run->add_option("--store-prefix", rf.prefix, "key prefix of this job attempt")
       ->capture_default_str();
   run->add_flag("--host-store", rf.host_store, "this rank starts the store server");
@@ -238,7 +269,22 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     log_options.level = *logging::ParseLevel(log_level);
     logging::Configure("logit-worker", log_options);
   }
-  if (run->parsed()) return RunRank(rf, out, err);
+  if (run->parsed()) {
+    const int given = static_cast<int>(rank_flag->count() > 0) +
+                      static_cast<int>(world_flag->count() > 0) +
+                      static_cast<int>(store_flag->count() > 0);
+    absl::Status st =
+        given == 3 ? absl::OkStatus()
+        : given == 0
+            ? RendezvousFromEnvironment(&rf)
+            : FieldError("rank", "give all of --rank, --world-size and --store, or none of them "
+                                 "(then torchrun's RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
+    if (!st.ok()) {
+      err << "logit-worker run: " << FlagMessage(st) << "\n";
+      return kExitUsage;
+    }
+    return RunRank(rf, out, err);
+  }
   if (agent.server.empty()) {
     err << "logit-worker: give --server HOST:PORT, or the run subcommand (see --help)\n";
     return kExitUsage;

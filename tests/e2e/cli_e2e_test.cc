@@ -214,6 +214,16 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
 
   // upload -> train --detach -> watch -> status -> jobs -> model get -> local predict.
   const std::string srv = "--server " + address + " ";
+  // The gRPC health protocol, as a container HEALTHCHECK or an exec probe asks it.
+  CliRun health = Logit(dir, srv + "health");
+  EXPECT_EQ(health.code, 0) << health.err;
+  EXPECT_EQ(LastLine(health.out), "SERVING");
+  CliRun health_json = Logit(dir, srv + "-o json health --service logit.v1.TrainingService");
+  EXPECT_EQ(health_json.code, 0) << health_json.err;
+  EXPECT_NE(health_json.out.find("\"status\":\"SERVING\""), std::string::npos) << health_json.out;
+  CliRun health_unknown = Logit(dir, srv + "health --service no.such.Service");
+  EXPECT_EQ(health_unknown.code, 2) << health_unknown.out;
+  EXPECT_NE(health_unknown.err.find("no.such.Service"), std::string::npos) << health_unknown.err;
   CliRun up = Logit(dir, srv + "upload " + TestData("iris.csv"));
   ASSERT_EQ(up.code, 0) << up.err;
   const std::string dataset = LastLine(up.out);
@@ -308,6 +318,9 @@ TEST(CliAgainstServer, UnreachableServerExitsThreeNamingTheAddress) {
   CliRun r = Logit(dir, "--server 127.0.0.1:1 train --data server:x.csv");
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
+  CliRun health = Logit(dir, "--server 127.0.0.1:1 health --timeout 2");
+  EXPECT_EQ(health.code, 3) << health.err;
+  EXPECT_NE(health.err.find("127.0.0.1:1"), std::string::npos) << health.err;
 }
 
 }  // namespace

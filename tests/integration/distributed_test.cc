@@ -330,6 +330,74 @@ TEST_F(Distributed, RankZeroCanHostTheStore) {
   EXPECT_EQ(runs[0].summary["objective"], runs[1].summary["objective"]);
 }
 
+// A free port on loopback (found by a store that is then closed).
+int FreeStorePort() {
+  auto probe = StoreServer::Start("127.0.0.1", 0);
+  EXPECT_TRUE(probe.ok());
+  return probe.ok() ? (*probe)->port() : 0;
+}
+
+TEST_F(Distributed, TorchrunEnvironmentRanksMatchSingleProcess) {
+  // No --rank/--world-size/--store: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT as torchrun
+  // and the Kubeflow PyTorchJob operator set them; rank 0 hosts the store.
+  const Args job = {"--data", TestData("iris.csv"), "--label-column", "target", "--optimizer",
+                    "lbfgs", "--l2", "0.01"};
+  const JobOutcome ref = TrainInProcess(job);
+  for (int world : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(world, " ranks"));
+    const int port = FreeStorePort();
+    const std::string prefix = Prefix();
+    std::vector<std::unique_ptr<Subprocess>> procs;
+    for (int r = 0; r < world; ++r) {
+      Args a = {"/usr/bin/env",
+                "-u",
+                "TORCHELASTIC_USE_AGENT_STORE",
+                absl::StrCat("RANK=", r),
+                absl::StrCat("WORLD_SIZE=", world),
+                "MASTER_ADDR=127.0.0.1",
+                absl::StrCat("MASTER_PORT=", port),
+                WorkerBinary(),
+                "run",
+                "--timeout",
+                "20",
+                "-o",
+                "json",
+                "--save-model",
+                dir_.Path(prefix + "-%r.npz")};
+      a.insert(a.end(), job.begin(), job.end());
+      const std::string base = dir_.Path(absl::StrCat(prefix, "-rank", r));
+      procs.push_back(std::make_unique<Subprocess>(a, base + ".out", base + ".err"));
+    }
+    for (int r = 0; r < world; ++r) {
+      SCOPED_TRACE(absl::StrCat("rank ", r));
+      ASSERT_TRUE(procs[r]->Wait(std::chrono::seconds(120)));
+      ASSERT_EQ(procs[r]->exit_code(), 0) << procs[r]->err();
+      EXPECT_EQ(LastJsonLine(procs[r]->out())["world_size"].get<int>(), world);
+      auto model = LoadModel(dir_.Path(absl::StrCat(prefix, "-", r, ".npz")));
+      ASSERT_TRUE(model.ok()) << model.status();
+      EXPECT_LE(MaxAbsDiff(*model, ref.result.model), 1e-5);
+    }
+  }
+}
+
+TEST(DistributedFlags, IncompleteTorchrunEnvironmentOrPartialFlagsAreUsageErrors) {
+  TempDir dir;
+  for (const Args& prefix :
+       {Args{"/usr/bin/env", "-u", "RANK", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1",
+             "MASTER_PORT=1"},
+        Args{"/usr/bin/env", "RANK=x", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1",
+             "MASTER_PORT=1"},
+        Args{"/usr/bin/env", "-u", "RANK"}}) {
+    Args a = prefix;
+    a.insert(a.end(), {WorkerBinary(), "run", "--data", TestData("iris.csv")});
+    if (prefix.size() == 3) a.insert(a.end(), {"--rank", "0"});  // a flag without the others
+    Subprocess p(a, dir.Path("out"), dir.Path("err"));
+    ASSERT_TRUE(p.Wait(std::chrono::seconds(30)));
+    EXPECT_EQ(p.exit_code(), 2) << p.err();
+    EXPECT_NE(p.err().find("--rank"), std::string::npos) << p.err();
+  }
+}
+
 TEST(DistributedFlags, BadRendezvousFlagsAreUsageErrors) {
   TempDir dir;
   for (const Args& extra : {Args{"--store", "nohost"}, Args{"--store", "127.0.0.1:99999"},

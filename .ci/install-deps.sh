@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped by apt.
 set -euo pipefail
 PKGS=(
-  build-essential cmake pkg-config git openssl
+  build-essential cmake pkg-config git openssl libssl-dev
   libtorch-dev libgloo-dev libonnx-dev python3-onnx libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libmicrohttpd-dev prometheus

@@ -31,6 +31,8 @@ if(NOT LOGIT_KERNEL_ONLY)
   find_package(prometheus-cpp CONFIG REQUIRED)
   pkg_check_modules(MICROHTTPD REQUIRED IMPORTED_TARGET libmicrohttpd)
   find_package(spdlog REQUIRED)
+  # SHA-256 of data files (libssl-dev's libcrypto; gRPC already links OpenSSL).
+  find_package(OpenSSL REQUIRED)
 endif()
 
 # A header-only interface target that carries LibTorch's include dirs, libs and defines

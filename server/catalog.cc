@@ -1,5 +1,7 @@
 #include "server/catalog.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "worker/common/sha256.h"
 #include "worker/common/status.h"
 #include "worker/data/limits.h"
 #include "worker/data/readers.h"
@@ -95,6 +98,37 @@ absl::StatusOr<std::string> Catalog::ResolveData(const std::string& field,
       field, ": '", ref, "' must be dataset:ID (upload it first: logit upload) or server:PATH"));
 }
 
+absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::NotFoundError(absl::StrCat(path, ": no such file on the coordinator"));
+  }
+  const int64_t mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  v1::DataFileInfo info;
+  info.set_size_bytes(st.st_size);
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [id, d] : datasets_) {
+      if (d.path == path && !d.info.sha256().empty() && d.info.size_bytes() == st.st_size) {
+        info.set_sha256(d.info.sha256());
+        return info;
+      }
+    }
+    auto it = file_hashes_.find(path);
+    if (it != file_hashes_.end() && it->second.size == st.st_size &&
+        it->second.mtime_ns == mtime_ns) {
+      info.set_sha256(it->second.sha256);
+      return info;
+    }
+  }
+  // Hashed outside the lock: a large file takes a while, once.
+  ASSIGN_OR_RETURN(const std::string sha256, Sha256OfFile(path));
+  info.set_sha256(sha256);
+  MutexLock lock(&mu_);
+  file_hashes_[path] = FileHash{st.st_size, mtime_ns, sha256};
+  return info;
+}
+
 absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
                                                    const ChunkSource& next) {
   if (info.name().empty()) return absl::InvalidArgumentError("info.name: no file name given");
@@ -124,7 +158,13 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
   std::error_code ec;
   fs::create_directories(dir, ec);
   const std::string path = (dir / SafeFileName(info.name())).string();
-  auto size = WriteChunks(path, next, {allowed, limit_name, options_.min_free_disk_bytes});
+  std::string sha256;
+  ChunkWriteOptions write;
+  write.max_bytes = allowed;
+  write.limit_name = limit_name;
+  write.reserve_bytes = options_.min_free_disk_bytes;
+  write.sha256 = &sha256;
+  auto size = WriteChunks(path, next, write);
   if (!size.ok()) {
     fs::remove_all(dir, ec);
     return size.status();
@@ -133,6 +173,7 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
   rec.info.set_id(id);
   rec.info.set_name(info.name());
   rec.info.set_size_bytes(*size);
+  rec.info.set_sha256(sha256);
   *rec.info.mutable_created() = google::protobuf::util::TimeUtil::GetCurrentTime();
   rec.path = path;
   absl::Status st = store_->PutDataset(rec);

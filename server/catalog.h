@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 #include "server/chunk_file.h"
+#include "logit/v1/worker.pb.h"
 #include "server/job_store.h"
 #include "server/request_decode.h"
 #include "worker/common/mutex.h"
@@ -50,6 +51,11 @@ class Catalog {
   // Resolves "dataset:ID" / "server:PATH" to a file path; `field` names the JobSpec field in
   // the error (NOT_FOUND, PERMISSION_DENIED or INVALID_ARGUMENT).
   absl::StatusOr<std::string> ResolveData(const std::string& field, const std::string& ref) const;
+
+  // Size and SHA-256 of a data file a job names (a path ResolveData returned): an uploaded
+  // dataset's from its record; any other file's computed once and kept while its size and
+  // modification time stay the same. NOT_FOUND / INTERNAL naming the file when it is unreadable.
+  absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path);
 
   // Stores an uploaded dataset; the store's error if its record cannot be written.
   absl::StatusOr<v1::Dataset> UploadDataset(const v1::DatasetInfo& info, const ChunkSource& next);
@@ -89,6 +95,12 @@ class Catalog {
   std::map<std::string, Cached> cache_ ABSL_GUARDED_BY(mu_);
   std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // most recently used first
   std::function<void(const std::string&)> after_load_hook_ ABSL_GUARDED_BY(mu_);
+  // Hashes of server: files by path, with the (size, mtime ns) they were computed for.
+  struct FileHash {
+    int64_t size = 0, mtime_ns = 0;
+    std::string sha256;
+  };
+  std::map<std::string, FileHash> file_hashes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace logit

@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "worker/common/sha256.h"
+
 namespace logit {
 
 int64_t FreeDiskBytes(const std::string& path) {
@@ -30,6 +32,7 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path, const ChunkSource& 
   const std::string dir = std::filesystem::path(path).parent_path().string();
   int64_t size = 0, checked_disk_at = -1;
   std::string chunk;
+  Sha256 hash;
   while (true) {
     auto more = next(&chunk);
     if (!more.ok()) return fail(more.status());
@@ -57,6 +60,7 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path, const ChunkSource& 
       }
       off += static_cast<size_t>(n);
     }
+    if (options.sha256 != nullptr) hash.Update(chunk.data(), chunk.size());
     size += static_cast<int64_t>(chunk.size());
   }
   if (options.sync && fsync(fd) != 0) {
@@ -66,6 +70,7 @@ absl::StatusOr<int64_t> WriteChunks(const std::string& path, const ChunkSource& 
     unlink(path.c_str());
     return absl::ResourceExhaustedError(absl::StrCat("writing ", path, " failed (disk full?)"));
   }
+  if (options.sha256 != nullptr) *options.sha256 = hash.HexDigest();
   return size;
 }
 

@@ -24,6 +24,8 @@ struct ChunkWriteOptions {
   int64_t reserve_bytes = 0;
   // fsync the file before returning (the caller renames it and syncs the directory).
   bool sync = false;
+  // When set, receives the SHA-256 (hex) of the bytes written.
+  std::string* sha256 = nullptr;
 };
 
 // Reads every chunk from `next` into a new file at `path` and returns its size. On any error

@@ -792,6 +792,31 @@ absl::StatusOr<CheckpointRecord> Coordinator::FindCheckpoint(
       absl::StrCat("number: job '", from.job_id(), "' has no checkpoint ", request.number()));
 }
 
+absl::StatusOr<std::pair<std::string, v1::DataFileInfo>> Coordinator::OpenDataFile(
+    const v1::FetchDataRequest& request) {
+  const v1::RankIdentity& from = request.from();
+  RETURN_IF_ERROR(registry_.CheckRankHolder(from.worker_id(), from.worker_secret(), from.job_id(),
+                                            from.attempt(), from.rank()));
+  ASSIGN_OR_RETURN(const v1::Job job, FindJob(from.job_id()));
+  if (job.attempt() != from.attempt() || IsFinished(job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", from.job_id(), "' no longer runs attempt ", from.attempt()));
+  }
+  ASSIGN_OR_RETURN(const v1::JobSpec resolved, ResolveSpec(job.spec()));
+  bool named = false;
+  for (const std::string* p : {&resolved.data(), &resolved.labels(), &resolved.val_data(),
+                               &resolved.val_labels(), &resolved.test_data(),
+                               &resolved.test_labels()}) {
+    named = named || (!p->empty() && *p == request.path());
+  }
+  if (!named) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "path: job '", from.job_id(), "' names no data file '", request.path(), "'"));
+  }
+  ASSIGN_OR_RETURN(v1::DataFileInfo info, catalog_.DescribeDataFile(request.path()));
+  return std::make_pair(request.path(), std::move(info));
+}
+
 absl::StatusOr<v1::RendezvousResponse> Coordinator::Rendezvous(
     const v1::RendezvousRequest& request) {
   const v1::RankIdentity& from = request.from();

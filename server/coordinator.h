@@ -130,6 +130,11 @@ class Coordinator {
       const std::function<absl::StatusOr<bool>(std::string*)>& next);
   // The checkpoint a rank of the current attempt resumes from: its info and file path.
   absl::StatusOr<CheckpointRecord> FindCheckpoint(const v1::FetchCheckpointRequest& request);
+  // A data file a rank of the current attempt may read (FetchData): its path on this machine
+  // and its size and SHA-256. PERMISSION_DENIED unless the caller holds a rank of the job's
+  // current attempt and the job's spec names the file.
+  absl::StatusOr<std::pair<std::string, v1::DataFileInfo>> OpenDataFile(
+      const v1::FetchDataRequest& request);
   // One operation on the key-value store of the caller's job attempt (rendezvous, agreement,
   // rank heartbeats). Only ranks of the job's current, unfinished attempt may use it
   // (PERMISSION_DENIED / FAILED_PRECONDITION otherwise); it is dropped when the attempt ends.

@@ -221,6 +221,43 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(
                     rec->info, writer);
 }
 
+grpc::Status WorkerServiceImpl::FetchData(grpc::ServerContext* ctx,
+                                          const v1::FetchDataRequest* req,
+                                          grpc::ServerWriter<v1::FetchDataResponse>* writer) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kWorker); !st.ok()) return ToGrpcStatus(st);
+  auto file = c_->OpenDataFile(*req);
+  if (!file.ok()) return ToGrpcStatus(file.status());
+  const auto& [path, info] = *file;
+  const int64_t size = info.size_bytes();
+  if (req->offset() < 0 || req->offset() > size || req->length() < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("offset: [", req->offset(), ", +", req->length(), ") is not a byte range of ",
+                     path, " (", size, " bytes)")));
+  }
+  v1::FetchDataResponse head;
+  *head.mutable_info() = info;
+  if (!writer->Write(head)) return grpc::Status::CANCELLED;
+  if (req->info_only()) return grpc::Status::OK;
+  const int64_t end =
+      req->length() == 0 ? size : std::min(size, req->offset() + req->length());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return grpc::Status(grpc::StatusCode::DATA_LOSS, path + ": cannot be read");
+  in.seekg(req->offset());
+  std::string buf(kChunkBytes, '\0');
+  for (int64_t at = req->offset(); at < end && !ctx->IsCancelled();) {
+    const int64_t want = std::min<int64_t>(static_cast<int64_t>(buf.size()), end - at);
+    in.read(buf.data(), static_cast<std::streamsize>(want));
+    if (in.gcount() != want) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, path + ": shorter than it was");
+    }
+    v1::FetchDataResponse chunk;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(want));
+    if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+    at += want;
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status WorkerServiceImpl::Rendezvous(grpc::ServerContext* ctx,
                                            const v1::RendezvousRequest* req,
                                            v1::RendezvousResponse* resp) {

@@ -65,6 +65,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                                 v1::UploadCheckpointResponse*) override;
   grpc::Status FetchCheckpoint(grpc::ServerContext*, const v1::FetchCheckpointRequest*,
                                grpc::ServerWriter<v1::FetchCheckpointResponse>*) override;
+  grpc::Status FetchData(grpc::ServerContext*, const v1::FetchDataRequest*,
+                         grpc::ServerWriter<v1::FetchDataResponse>*) override;
   grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest*,
                           v1::RendezvousResponse*) override;
 

@@ -16,6 +16,7 @@
 #include "worker/agent_metrics.h"
 #include "worker/checkpoint.h"
 #include "worker/common/log.h"
+#include "worker/common/status.h"
 #include "worker/common/mutex.h"
 #include "worker/dist/coordinator_kv.h"
 #include "worker/dist/process_group.h"
@@ -67,7 +68,8 @@ class Agent {
       : options_(options),
         own_metrics_(options.metrics == nullptr ? std::make_unique<AgentMetrics>() : nullptr),
         metrics_(options.metrics != nullptr ? options.metrics : own_metrics_.get()),
-        stub_(v1::WorkerService::NewStub(channel)) {}
+        stub_(v1::WorkerService::NewStub(channel)),
+        data_(stub_, options.data) {}
   // (stub_ is shared: the attempt's rendezvous store calls through it too.)
 
   int Run(const std::atomic<bool>& stop) {
@@ -270,6 +272,16 @@ class Agent {
     return absl::OkStatus();
   }
 
+  // Replaces each data file of `data` by the path this worker reads it from.
+  absl::Status LocalizeData(const v1::Assignment& a, DataConfig* data) {
+    for (std::string* path : {&data->train.path, &data->train.labels_path, &data->val_path,
+                              &data->val_labels, &data->test_path, &data->test_labels}) {
+      if (path->empty()) continue;
+      ASSIGN_OR_RETURN(*path, data_.Localize(Me(a), *path));
+    }
+    return absl::OkStatus();
+  }
+
   v1::RankIdentity Me(const v1::Assignment& a) {
     v1::RankIdentity me;
     const auto [id, secret] = Identity();
@@ -369,6 +381,13 @@ class Agent {
     }
     auto conn = ConnectProcessGroup(ro);
     if (!conn.ok()) return ReportOutcome(a, conn.status(), {});
+    // The job's data files: read where they are, or fetched into this worker's cache. Every
+    // rank stops with the first failure's reason.
+    absl::Status localized = conn->collective->Agree(LocalizeData(a, &plan->data));
+    if (!localized.ok()) {
+      conn->collective.reset();
+      return ReportOutcome(a, localized, {});
+    }
     // A resumed attempt: every rank loads the checkpoint; the ranks agree that all have it.
     std::optional<TrainingCheckpoint> resume;
     if (a.resume_checkpoint() > 0) {
@@ -492,6 +511,7 @@ class Agent {
   const std::unique_ptr<AgentMetrics> own_metrics_;
   AgentMetrics* const metrics_;
   std::shared_ptr<v1::WorkerService::Stub> stub_;
+  DataFetcher data_;
   // Each failed call already waited up to its 3 s deadline for the channel to be ready.
   static constexpr std::chrono::milliseconds kMaxBackoff{2000};
   std::chrono::milliseconds interval_{500};

@@ -7,6 +7,8 @@
 #include <iosfwd>
 #include <string>
 
+#include "worker/data_fetch.h"
+
 namespace logit {
 
 class AgentMetrics;
@@ -19,6 +21,8 @@ struct AgentOptions {
   int threads = 0;  // 0: cores / ranks of the job on this host
   // Where the agent reports what it does (the caller serves it on /metrics); null: nowhere.
   AgentMetrics* metrics = nullptr;
+  // How the job's data files are read: directly, or fetched from the coordinator into a cache.
+  DataCacheOptions data;
 };
 
 // Runs until `stop` becomes true (SIGTERM); returns the process exit code. Events go to the

@@ -213,7 +213,18 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  "PEM CA that signed the server's certificate (TLS)");
   app.add_option("--tls-cert", agent.tls_cert_file, "PEM client certificate (mutual TLS)");
   app.add_option("--tls-key", agent.tls_key_file, "PEM key of --tls-cert");
-  std::string metrics_listen, log_format = "text", log_level = "info";
+  std::string metrics_listen, log_format = "text", log_level = "info", data_access = "auto";
+  app.add_option("--data-access", data_access,
+                 "read the job's data files where the coordinator has them (direct), fetch "
+                 "them into --cache-dir (fetch), or direct when the same file is here (auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "direct", "fetch"}));
+  app.add_option("--cache-dir", agent.data.dir, "where fetched data files are kept")
+      ->capture_default_str();
+  app.add_option("--cache-max-bytes", agent.data.max_bytes,
+                 "size bound of --cache-dir (least recently used files go first)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics on http://HOST:PORT/metrics (default: none)");
   app.add_option("--log-format", log_format, "log lines as text or json (one object per line)")
@@ -295,6 +306,7 @@ int RunWorkerCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   agent.token = *token;
+  agent.data.access = *ParseDataAccess(data_access);  // checked by the flag
   AgentMetrics metrics;
   agent.metrics = &metrics;
   std::unique_ptr<MetricsEndpoint> endpoint;

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
 #include "server/memory_store.h"
+#include "worker/common/sha256.h"
 #include "tests/integration/subprocess.h"
 #include "tests/unit/test_util.h"
 #include "worker/model/model_io.h"
@@ -836,6 +837,36 @@ TEST_F(CoordinatorTest, MetricsCountRetriesLostWorkersAndMissedHeartbeats) {
   text = Exposition(c_->metrics());
   EXPECT_THAT(text, HasSubstr("logit_workers_lost_total 1\n"));
   EXPECT_THAT(text, HasSubstr("logit_worker_registrations_total 1\n"));
+}
+
+
+TEST_F(CoordinatorTest, RanksMayFetchOnlyTheDataFilesTheirJobNamesWithTheUploadHash) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  const std::string iris = ReadWholeFile(TestData("iris.csv"));
+  v1::FetchDataRequest req;
+  req.mutable_from()->set_worker_id(w.id);
+  req.mutable_from()->set_worker_secret(w.secret);
+  req.mutable_from()->set_job_id(a.job_id());
+  req.mutable_from()->set_attempt(a.attempt());
+  req.set_path(a.spec().data());
+  auto file = c_->OpenDataFile(req);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->second.size_bytes(), static_cast<int64_t>(iris.size()));
+  Sha256 hash;
+  hash.Update(iris.data(), iris.size());
+  EXPECT_EQ(file->second.sha256(), hash.HexDigest());  // recorded at upload
+  // A file the job does not name, and a caller that does not hold the rank, are refused.
+  v1::FetchDataRequest other = req;
+  other.set_path("/etc/passwd");
+  EXPECT_THAT(c_->OpenDataFile(other).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, "names no data file"));
+  v1::FetchDataRequest stranger = req;
+  stranger.mutable_from()->set_worker_secret("not the secret");
+  EXPECT_EQ(c_->OpenDataFile(stranger).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 }  // namespace

@@ -98,7 +98,7 @@ absl::StatusOr<std::string> Catalog::ResolveData(const std::string& field,
       field, ": '", ref, "' must be dataset:ID (upload it first: logit upload) or server:PATH"));
 }
 
-absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& path) {
+absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& path, bool hash) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file on the coordinator"));
@@ -121,6 +121,7 @@ absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& pa
       return info;
     }
   }
+  if (!hash) return info;
   // Hashed outside the lock: a large file takes a while, once.
   ASSIGN_OR_RETURN(const std::string sha256, Sha256OfFile(path));
   info.set_sha256(sha256);

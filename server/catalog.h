@@ -54,8 +54,9 @@ class Catalog {
 
   // Size and SHA-256 of a data file a job names (a path ResolveData returned): an uploaded
   // dataset's from its record; any other file's computed once and kept while its size and
-  // modification time stay the same. NOT_FOUND / INTERNAL naming the file when it is unreadable.
-  absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path);
+  // modification time stay the same; with `hash` false an unknown hash is left empty instead.
+  // NOT_FOUND / INTERNAL naming the file when it is unreadable.
+  absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path, bool hash = true);
 
   // Stores an uploaded dataset; the store's error if its record cannot be written.
   absl::StatusOr<v1::Dataset> UploadDataset(const v1::DatasetInfo& info, const ChunkSource& next);

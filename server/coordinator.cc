@@ -813,7 +813,9 @@ absl::StatusOr<std::pair<std::string, v1::DataFileInfo>> Coordinator::OpenDataFi
     return absl::PermissionDeniedError(absl::StrCat(
         "path: job '", from.job_id(), "' names no data file '", request.path(), "'"));
   }
-  ASSIGN_OR_RETURN(v1::DataFileInfo info, catalog_.DescribeDataFile(request.path()));
+  ASSIGN_OR_RETURN(v1::DataFileInfo info,
+                   catalog_.DescribeDataFile(request.path(),
+                                             !(request.info_only() && request.skip_sha256())));
   return std::make_pair(request.path(), std::move(info));
 }
 

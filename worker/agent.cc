@@ -429,7 +429,7 @@ class Agent {
         m->set_val_accuracy(e.val_accuracy);
       }
       m->set_seconds(e.seconds);
-      if (e.seconds > 0) m->set_samples_per_second(static_cast<double>(e.samples) / e.seconds);
+      m->set_samples_per_second(sps);
       Report(a, std::move(req));
     };
     // Rank 0 reports progress inside epochs about twice a second.

@@ -83,11 +83,13 @@ DataFetcher::DataFetcher(std::shared_ptr<v1::WorkerService::Stub> stub, DataCach
     : stub_(std::move(stub)), options_(std::move(options)) {}
 
 absl::StatusOr<v1::DataFileInfo> DataFetcher::Describe(const v1::RankIdentity& rank,
-                                                       const std::string& path) {
+                                                       const std::string& path,
+                                                       bool skip_sha256) {
   v1::FetchDataRequest req;
   *req.mutable_from() = rank;
   req.set_path(path);
   req.set_info_only(true);
+  req.set_skip_sha256(skip_sha256);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));  // hashing
   auto reader = stub_->FetchData(&ctx, req);
@@ -105,7 +107,7 @@ absl::StatusOr<v1::DataFileInfo> DataFetcher::Describe(const v1::RankIdentity& r
     return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
                         absl::StrCat("data: ", BaseName(path), ": ", st.error_message()));
   }
-  if (!got || !IsHex64(info.sha256())) {
+  if (!got || (!skip_sha256 && !IsHex64(info.sha256()))) {
     return absl::DataLossError(absl::StrCat("data: ", BaseName(path),
                                             ": the coordinator sent no content hash"));
   }
@@ -192,11 +194,16 @@ absl::StatusOr<std::string> DataFetcher::Localize(const v1::RankIdentity& rank,
                                                   const std::string& path, bool* fetched) {
   if (fetched != nullptr) *fetched = false;
   if (options_.access == DataCacheOptions::Access::kDirect) return path;
-  ASSIGN_OR_RETURN(const v1::DataFileInfo info, Describe(rank, path));
+  const bool automatic = options_.access == DataCacheOptions::Access::kAuto;
+  // Comparing sizes needs no hash: the coordinator reads the whole file only to serve a copy.
+  ASSIGN_OR_RETURN(v1::DataFileInfo info, Describe(rank, path, /*skip_sha256=*/automatic));
   struct stat st;
-  if (options_.access == DataCacheOptions::Access::kAuto && stat(path.c_str(), &st) == 0 &&
-      S_ISREG(st.st_mode) && st.st_size == info.size_bytes()) {
+  if (automatic && stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      st.st_size == info.size_bytes()) {
     return path;  // the same file system as the coordinator
+  }
+  if (info.sha256().empty()) {
+    ASSIGN_OR_RETURN(info, Describe(rank, path, /*skip_sha256=*/false));
   }
   if (info.size_bytes() > options_.max_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(

@@ -46,7 +46,9 @@ class DataFetcher {
                                        bool* fetched = nullptr);
 
  private:
-  absl::StatusOr<v1::DataFileInfo> Describe(const v1::RankIdentity& rank, const std::string& path);
+  // The file's size, and its SHA-256 unless `skip_sha256` (then only when already known).
+  absl::StatusOr<v1::DataFileInfo> Describe(const v1::RankIdentity& rank, const std::string& path,
+                                            bool skip_sha256);
   absl::Status Download(const v1::RankIdentity& rank, const std::string& path,
                         const v1::DataFileInfo& info, const std::string& dest);
   // Removes least recently used entries until `incoming` more bytes fit the bound.

@@ -98,7 +98,8 @@ absl::StatusOr<std::string> Catalog::ResolveData(const std::string& field,
       field, ": '", ref, "' must be dataset:ID (upload it first: logit upload) or server:PATH"));
 }
 
-absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& path, bool hash) {
+absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& path, bool hash,
+                                                           bool blocks) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file on the coordinator"));
@@ -106,27 +107,48 @@ absl::StatusOr<v1::DataFileInfo> Catalog::DescribeDataFile(const std::string& pa
   const int64_t mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
   v1::DataFileInfo info;
   info.set_size_bytes(st.st_size);
+  std::string recorded;  // the hash recorded at upload, if this is an uploaded dataset's file
   {
     MutexLock lock(&mu_);
     for (const auto& [id, d] : datasets_) {
-      if (d.path == path && !d.info.sha256().empty() && d.info.size_bytes() == st.st_size) {
-        info.set_sha256(d.info.sha256());
-        return info;
+      if (d.path != path || d.info.sha256().empty()) continue;
+      if (d.info.size_bytes() != st.st_size) {
+        return absl::DataLossError(absl::StrCat(path, ": has ", st.st_size, " bytes, not the ",
+                                                d.info.size_bytes(), " recorded at upload"));
       }
+      recorded = d.info.sha256();
     }
     auto it = file_hashes_.find(path);
-    if (it != file_hashes_.end() && it->second.size == st.st_size &&
-        it->second.mtime_ns == mtime_ns) {
+    const bool cached = it != file_hashes_.end() && it->second.size == st.st_size &&
+                        it->second.mtime_ns == mtime_ns;
+    if (cached && (!blocks || it->second.block_bytes > 0)) {
       info.set_sha256(it->second.sha256);
+      if (blocks) {
+        info.set_block_bytes(it->second.block_bytes);
+        for (const std::string& b : it->second.blocks) info.add_block_sha256(b);
+      }
+      return info;
+    }
+    if (!recorded.empty() && !blocks) {
+      info.set_sha256(recorded);
       return info;
     }
   }
-  if (!hash) return info;
+  if (!hash && !blocks) return info;
   // Hashed outside the lock: a large file takes a while, once.
-  ASSIGN_OR_RETURN(const std::string sha256, Sha256OfFile(path));
-  info.set_sha256(sha256);
+  ASSIGN_OR_RETURN(FileDigests digests, DigestFile(path));
+  if (!recorded.empty() && digests.sha256 != recorded) {
+    return absl::DataLossError(absl::StrCat(path, ": its SHA-256 is now ", digests.sha256,
+                                            ", not the ", recorded, " recorded at upload"));
+  }
+  info.set_sha256(digests.sha256);
+  if (blocks) {
+    info.set_block_bytes(digests.block_bytes);
+    for (const std::string& b : digests.blocks) info.add_block_sha256(b);
+  }
   MutexLock lock(&mu_);
-  file_hashes_[path] = FileHash{st.st_size, mtime_ns, sha256};
+  file_hashes_[path] = FileHash{st.st_size, mtime_ns, std::move(digests.sha256),
+                                digests.block_bytes, std::move(digests.blocks)};
   return info;
 }
 

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
@@ -55,8 +56,11 @@ class Catalog {
   // Size and SHA-256 of a data file a job names (a path ResolveData returned): an uploaded
   // dataset's from its record; any other file's computed once and kept while its size and
   // modification time stay the same; with `hash` false an unknown hash is left empty instead.
+  // With `blocks`, also its block hashes (DataFileInfo.block_sha256), computed once per file
+  // version; DATA_LOSS when an uploaded file no longer has the hash recorded at upload.
   // NOT_FOUND / INTERNAL naming the file when it is unreadable.
-  absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path, bool hash = true);
+  absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path, bool hash = true,
+                                                    bool blocks = false);
 
   // Stores an uploaded dataset; the store's error if its record cannot be written.
   absl::StatusOr<v1::Dataset> UploadDataset(const v1::DatasetInfo& info, const ChunkSource& next);
@@ -96,10 +100,13 @@ class Catalog {
   std::map<std::string, Cached> cache_ ABSL_GUARDED_BY(mu_);
   std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // most recently used first
   std::function<void(const std::string&)> after_load_hook_ ABSL_GUARDED_BY(mu_);
-  // Hashes of server: files by path, with the (size, mtime ns) they were computed for.
+  // Hashes of data files by path (server: files; uploaded files once their blocks were asked
+  // for), with the (size, mtime ns) they were computed for.
   struct FileHash {
     int64_t size = 0, mtime_ns = 0;
     std::string sha256;
+    int64_t block_bytes = 0;          // 0: block hashes not computed
+    std::vector<std::string> blocks;  // DataFileInfo.block_sha256
   };
   std::map<std::string, FileHash> file_hashes_ ABSL_GUARDED_BY(mu_);
 };

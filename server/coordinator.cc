@@ -815,7 +815,8 @@ absl::StatusOr<std::pair<std::string, v1::DataFileInfo>> Coordinator::OpenDataFi
   }
   ASSIGN_OR_RETURN(v1::DataFileInfo info,
                    catalog_.DescribeDataFile(request.path(),
-                                             !(request.info_only() && request.skip_sha256())));
+                                             !(request.info_only() && request.skip_sha256()),
+                                             request.with_blocks()));
   return std::make_pair(request.path(), std::move(info));
 }
 

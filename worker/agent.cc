@@ -274,10 +274,14 @@ class Agent {
 
   // Replaces each data file of `data` by the path this worker reads it from.
   absl::Status LocalizeData(const v1::Assignment& a, DataConfig* data) {
-    for (std::string* path : {&data->train.path, &data->train.labels_path, &data->val_path,
-                              &data->val_labels, &data->test_path, &data->test_labels}) {
+    // Each rank reads its shard of every file (RunTrainingJob), so it fetches only that.
+    const std::pair<std::string*, bool> files[] = {
+        {&data->train.path, false}, {&data->train.labels_path, true}, {&data->val_path, false},
+        {&data->val_labels, true},  {&data->test_path, false},        {&data->test_labels, true}};
+    for (const auto& [path, labels] : files) {
       if (path->empty()) continue;
-      ASSIGN_OR_RETURN(*path, data_.Localize(Me(a), *path));
+      ASSIGN_OR_RETURN(*path, data_.Localize(Me(a), *path,
+                                             DataShard{a.rank(), a.world_size(), labels}));
     }
     return absl::OkStatus();
   }

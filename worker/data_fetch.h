@@ -1,13 +1,15 @@
 // How a worker reads the data files of its job when it may not see the coordinator's disk:
-// the file itself when this machine has the same file (a shared file system), else a copy
-// fetched over WorkerService.FetchData, verified against the coordinator's SHA-256 and kept in
-// a bounded local cache keyed by that hash, so the next job on the same data fetches nothing.
+// the file itself when this machine has the same file (a shared file system), else the blocks
+// its shard needs, fetched over WorkerService.FetchData, each verified against the
+// coordinator's block hashes and kept in a bounded local cache keyed by the file's SHA-256, so
+// the next job on the same data fetches nothing.
 #ifndef LOGIT_WORKER_DATA_FETCH_H_
 #define LOGIT_WORKER_DATA_FETCH_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "logit/v1/worker.grpc.pb.h"
@@ -21,36 +23,55 @@ struct DataCacheOptions {
     kFetch,   // always through the cache
   };
   Access access = Access::kAuto;
-  // Where fetched files are kept: DIR/SHA256/NAME. Created when missing.
+  // Where fetched files are kept: DIR/SHA256/NAME, a file of the full size holding the blocks
+  // fetched so far (the others are holes), with DIR/SHA256/.NAME.have listing them. Created
+  // when missing.
   std::string dir = "/tmp/logit-cache";
-  // The cache's size bound: least recently used files are removed to make room. A file larger
-  // than this cannot be fetched (RESOURCE_EXHAUSTED naming --cache-max-bytes).
+  // The cache's size bound (bytes on disk): least recently used files are removed to make
+  // room. A shard larger than this cannot be fetched (RESOURCE_EXHAUSTED naming
+  // --cache-max-bytes).
   int64_t max_bytes = int64_t{16} << 30;
 };
 
 // "auto" / "direct" / "fetch"; InvalidArgument naming --data-access otherwise.
 absl::StatusOr<DataCacheOptions::Access> ParseDataAccess(const std::string& name);
 
-// Thread-compatible: one rank at a time calls it (the agent runs one rank at a time); separate
-// processes sharing a cache directory are safe (downloads go to private temporary names and are
-// renamed into place).
+// The part of a data file a rank reads: shard `rank` of `world`, of a features file or (when
+// `labels`) of a labels file.
+struct DataShard {
+  int rank = 0;
+  int world = 1;
+  bool labels = false;
+};
+
+// Thread-compatible. Processes sharing a cache directory take turns (a lock file in it), so
+// ranks of different workers on one machine may share it.
 class DataFetcher {
  public:
   DataFetcher(std::shared_ptr<v1::WorkerService::Stub> stub, DataCacheOptions options);
 
-  // The path to read `path` (a data file as the assignment's spec names it) from. `fetched` is
-  // set when bytes were transferred. UNAVAILABLE when the coordinator cannot be reached,
-  // DATA_LOSS when the bytes do not match the coordinator's hash, RESOURCE_EXHAUSTED when the
-  // file is larger than the cache.
+  // The path to read `path` (a data file as the assignment's spec names it) from for `shard`.
+  // For an uncompressed .npy or IDX file only the blocks holding the header and the shard's
+  // rows are fetched (ShardByteRanges); other formats are fetched whole. Blocks already in the
+  // cache are re-verified against their hashes before use; a corrupt one is fetched again.
+  // `fetched_bytes` is set to the bytes transferred. UNAVAILABLE when the coordinator cannot
+  // be reached, DATA_LOSS when bytes do not match the coordinator's hashes, RESOURCE_EXHAUSTED
+  // when the shard is larger than the cache.
   absl::StatusOr<std::string> Localize(const v1::RankIdentity& rank, const std::string& path,
-                                       bool* fetched = nullptr);
+                                       const DataShard& shard, int64_t* fetched_bytes = nullptr);
 
  private:
-  // The file's size, and its SHA-256 unless `skip_sha256` (then only when already known).
+  class Entry;
+  // The file's size; its SHA-256 unless `skip_sha256` (then only when already known); its
+  // block hashes when `with_blocks`.
   absl::StatusOr<v1::DataFileInfo> Describe(const v1::RankIdentity& rank, const std::string& path,
-                                            bool skip_sha256);
-  absl::Status Download(const v1::RankIdentity& rank, const std::string& path,
-                        const v1::DataFileInfo& info, const std::string& dest);
+                                            bool skip_sha256, bool with_blocks);
+  // Makes blocks `needed` (sorted, distinct) of `entry` present and verified.
+  absl::Status Ensure(const v1::RankIdentity& rank, const std::string& path, Entry* entry,
+                      const std::vector<int64_t>& needed, int64_t* fetched_bytes);
+  // Fetches blocks [first, last] into `entry`, verifying each.
+  absl::Status FetchBlocks(const v1::RankIdentity& rank, const std::string& path, Entry* entry,
+                           int64_t first, int64_t last);
   // Removes least recently used entries until `incoming` more bytes fit the bound.
   void MakeRoom(int64_t incoming, const std::string& keep);
 

@@ -6,7 +6,9 @@ tmpfs (`unshare --mount`, root only), so the uploaded dataset's path names nothi
 read: it must fetch the file over WorkerService.FetchData, verify it against the SHA-256
 recorded at upload and keep it in its cache. Its model must equal, bit for bit, the one a worker
 that reads the file directly trains from the same dataset; a second job on the same data must
-hit the cache and transfer nothing.
+hit the cache and transfer nothing. Two such workers training a 2-rank job on an uploaded .npy
+dataset each fetch only the blocks of their own shard, and a cached block that went bad is
+noticed and fetched again.
 
 Run by ctest (remote_worker_test); needs LOGIT_SERVER_BIN, LOGIT_WORKER, LOGIT_CLI and
 LOGIT_SOURCE_DIR. /usr/bin/python3 with numpy (Debian python3-numpy).
@@ -30,6 +32,11 @@ SERVER = os.environ.get("LOGIT_SERVER_BIN", "logit-server")
 WORKER = os.environ.get("LOGIT_WORKER", "logit-worker")
 CLI = os.environ.get("LOGIT_CLI", "logit")
 IRIS = os.path.join(SOURCE, "tests", "data", "iris.csv")
+
+
+def read(path, mode="r"):
+    with open(path, mode) as f:
+        return f.read()
 
 
 def wait_for(what, fn, timeout=60):
@@ -82,10 +89,10 @@ class RemoteWorkerTest(unittest.TestCase):
 
     def logs(self):
         text = ""
-        for name in ("server.err", "direct.err", "remote.err"):
+        for name in sorted(n for n in os.listdir(self.dir) if n.endswith(".err")):
             path = os.path.join(self.dir, name)
             if os.path.exists(path):
-                text += f"\n--- {name}\n" + open(path).read()[-3000:]
+                text += f"\n--- {name}\n" + read(path)[-3000:]
         return text
 
     def start(self, argv, out=None, err_name="err"):
@@ -104,12 +111,13 @@ class RemoteWorkerTest(unittest.TestCase):
     def wait_registered(self, count):
         # `logit jobs` answers once the server runs; registration shows in the worker's log.
         wait_for(f"{count} registration(s)", lambda: sum(
-            open(os.path.join(self.dir, n)).read().count("registered server=")
+            read(os.path.join(self.dir, n)).count("registered server=")
             for n in os.listdir(self.dir) if n.endswith(".err") and n != "server.err") >= count)
 
-    def train(self, dataset):
-        job = self.cli("train", "--data", dataset, "--label-column", "target", "--optimizer",
-                       "lbfgs", "--l2", "0.01", "--detach")
+    def train(self, dataset, *spec):
+        spec = spec or ("--label-column", "target")
+        job = self.cli("train", "--data", dataset, *spec, "--optimizer", "lbfgs", "--l2", "0.01",
+                       "--detach")
         self.cli("watch", job)
         status = subprocess.run([CLI, "--server", self.address, "-o", "json", "status", job],
                                 capture_output=True, text=True)
@@ -118,6 +126,12 @@ class RemoteWorkerTest(unittest.TestCase):
         path = os.path.join(self.dir, f"{job}.npz")
         self.cli("model", "get", j["model_id"], path)
         return np.load(path)
+
+    def start_remote(self, cache, err_name):
+        # A worker that cannot see the data dir at all: an empty tmpfs covers it.
+        return self.start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                           f"mount -t tmpfs none '{self.data}' && exec '{WORKER}' --server "
+                           f"'{self.address}' --cache-dir '{cache}'"], err_name=err_name)
 
     def test_worker_without_the_data_dir_fetches_verifies_caches_and_trains_the_same_model(self):
         dataset = self.cli("upload", IRIS)  # dataset:dataset-1
@@ -128,27 +142,81 @@ class RemoteWorkerTest(unittest.TestCase):
         reference = self.train(dataset)
         direct.send_signal(signal.SIGTERM)
         direct.wait(timeout=20)
-        # A worker that cannot see the data dir at all: an empty tmpfs covers it.
         cache = os.path.join(self.dir, "cache")
-        self.start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                    f"mount -t tmpfs none '{self.data}' && exec '{WORKER}' --server "
-                    f"'{self.address}' --cache-dir '{cache}'"], err_name="remote.err")
+        self.start_remote(cache, "remote.err")
         self.wait_registered(2)
         fetched = self.train(dataset)
         for name in ("W", "b"):  # the weights (summary_json holds timings)
             np.testing.assert_array_equal(fetched[name], reference[name], err_msg=name)
-        log = open(os.path.join(self.dir, "remote.err")).read()
+        log = read(os.path.join(self.dir, "remote.err"))
         self.assertEqual(log.count("data fetched"), 1, log)
-        sha = hashlib.sha256(open(IRIS, "rb").read()).hexdigest()
-        self.assertEqual(open(os.path.join(cache, sha, "iris.csv"), "rb").read(),
-                         open(IRIS, "rb").read())
+        sha = hashlib.sha256(read(IRIS, "rb")).hexdigest()
+        self.assertEqual(read(os.path.join(cache, sha, "iris.csv"), "rb"),
+                         read(IRIS, "rb"))
         # The same data again: from the cache, nothing transferred.
         again = self.train(dataset)
         for name in ("W", "b"):  # the weights (summary_json holds timings)
             np.testing.assert_array_equal(again[name], reference[name], err_msg=name)
-        log = open(os.path.join(self.dir, "remote.err")).read()
+        log = read(os.path.join(self.dir, "remote.err"))
         self.assertEqual(log.count("data fetched"), 1, log)
         self.assertEqual(log.count("data cache hit"), 1, log)
+
+    def test_two_ranks_fetch_only_their_shards_of_an_npy_dataset(self):
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(32000, 128)).astype(np.float32)  # 16 MB: 16 blocks of 1 MiB
+        y = (x @ rng.normal(size=128) + 0.5 * rng.normal(size=32000) > 0).astype(np.int64)
+        np.save(os.path.join(self.dir, "x.npy"), x)
+        np.save(os.path.join(self.dir, "y.npy"), y)
+        features = self.cli("upload", os.path.join(self.dir, "x.npy"))
+        labels = self.cli("upload", os.path.join(self.dir, "y.npy"))
+        spec = ("--labels", labels, "--workers", "2")
+        direct = [self.start([WORKER, "--server", self.address, "--data-access", "direct"],
+                             err_name=f"direct{i}.err") for i in range(2)]
+        self.wait_registered(2)
+        reference = self.train(features, *spec)
+        for p in direct:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=20)
+        caches = [os.path.join(self.dir, f"cache{i}") for i in range(2)]
+        for i, cache in enumerate(caches):
+            self.start_remote(cache, f"remote{i}.err")
+        self.wait_registered(4)
+        fetched = self.train(features, *spec)
+        for name in ("W", "b"):
+            np.testing.assert_array_equal(fetched[name], reference[name], err_msg=name)
+        size = os.path.getsize(os.path.join(self.dir, "x.npy"))
+        sha = hashlib.sha256(read(os.path.join(self.dir, "x.npy"), "rb")).hexdigest()
+        held = []
+        for cache in caches:
+            cached = os.path.join(cache, sha, "x.npy")
+            self.assertEqual(os.path.getsize(cached), size)  # full size, the rest are holes
+            held.append(os.stat(cached).st_blocks * 512)
+            have = read(os.path.join(cache, sha, ".x.npy.have")).split("\n")[1]
+            self.assertEqual(len(have), 16)
+            # The header block and the 8 or 9 blocks that hold half the rows, no more.
+            self.assertLessEqual(have.count("1"), 10, have)
+        self.assertLess(max(held), 0.7 * size, held)
+        for i in range(2):  # the figures, for the record
+            print(*[line for line in read(os.path.join(self.dir, f"remote{i}.err")).splitlines()
+                    if "data fetched" in line], sep="\n")
+        # Together the two ranks hold every block.
+        both = [read(os.path.join(c, sha, ".x.npy.have")).split("\n")[1] for c in caches]
+        self.assertEqual("".join("1" if a == "1" or b == "1" else "0" for a, b in zip(*both)),
+                         "1" * 16)
+        # A cached block that went bad (block 0: both ranks read the header there) is noticed
+        # and fetched again; the model stays the same.
+        cached = os.path.join(caches[0], sha, "x.npy")
+        with open(cached, "r+b") as f:
+            f.seek(1000)
+            byte = f.read(1)
+            f.seek(1000)
+            f.write(bytes([byte[0] ^ 0xff]))
+        again = self.train(features, *spec)
+        for name in ("W", "b"):
+            np.testing.assert_array_equal(again[name], reference[name], err_msg=name)
+        log = read(os.path.join(self.dir, "remote0.err"))
+        self.assertEqual(log.count("data cache block corrupt"), 1, log)
+        self.assertEqual(read(cached, "rb")[1000], byte[0])
 
 
 if __name__ == "__main__":

@@ -858,7 +858,32 @@ TEST_F(CoordinatorTest, RanksMayFetchOnlyTheDataFilesTheirJobNamesWithTheUploadH
   EXPECT_EQ(file->second.size_bytes(), static_cast<int64_t>(iris.size()));
   Sha256 hash;
   hash.Update(iris.data(), iris.size());
-  EXPECT_EQ(file->second.sha256(), hash.HexDigest());  // recorded at upload
+  const std::string digest = hash.HexDigest();
+  EXPECT_EQ(file->second.sha256(), digest);        // recorded at upload
+  EXPECT_EQ(file->second.block_sha256_size(), 0);  // only when asked for
+  // Block hashes: 1 MiB blocks, so the whole of iris is block 0.
+  v1::FetchDataRequest blocks = req;
+  blocks.set_with_blocks(true);
+  auto described = c_->OpenDataFile(blocks);
+  ASSERT_TRUE(described.ok()) << described.status();
+  EXPECT_EQ(described->second.block_bytes(), int64_t{1} << 20);
+  ASSERT_EQ(described->second.block_sha256_size(), 1);
+  EXPECT_EQ(described->second.block_sha256(0), digest);
+  // An uploaded file changed behind the coordinator's back is never served as the upload.
+  std::string changed = iris;
+  changed[10] ^= 1;
+  {
+    std::ofstream out(described->first, std::ios::binary | std::ios::trunc);
+    out << changed;
+  }
+  EXPECT_THAT(c_->OpenDataFile(blocks).status(),
+              StatusIs(absl::StatusCode::kDataLoss, "not the " + digest));
+  {
+    std::ofstream out(described->first, std::ios::binary | std::ios::app);
+    out << "1,2,3,4,0\n";
+  }
+  EXPECT_THAT(c_->OpenDataFile(req).status(),
+              StatusIs(absl::StatusCode::kDataLoss, "recorded at upload"));
   // A file the job does not name, and a caller that does not hold the rank, are refused.
   v1::FetchDataRequest other = req;
   other.set_path("/etc/passwd");

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+
 #include "tests/unit/test_util.h"
 #include "worker/data/limits.h"
 #include "worker/data/npy.h"
@@ -225,6 +227,97 @@ TEST(IdxReader, BadMagicAndMismatchedLabelsAreErrors) {
   std::string lab2("\x00\x00\x08\x01\x00\x00\x00\x02\x00\x01", 10);
   EXPECT_THAT(Read(dir.Write("s-ubyte", short_img), dir.Write("l2-ubyte", lab2)),
               StatusIs(absl::StatusCode::kInvalidArgument, "more than the file can hold"));
+}
+
+// `bytes` with every byte outside `ranges` overwritten: what a worker's cache holds when it
+// fetched only those ranges (here garbage instead of holes, so that a stray read shows).
+std::string OnlyRanges(const std::string& bytes, const std::vector<ByteRange>& ranges) {
+  std::string out(bytes.size(), '\xa5');
+  for (const ByteRange& r : ranges) {
+    EXPECT_GE(r.offset, 0);
+    EXPECT_LE(r.offset + r.length, static_cast<int64_t>(bytes.size()));
+    std::memcpy(out.data() + r.offset, bytes.data() + r.offset, r.length);
+  }
+  return out;
+}
+
+void ExpectSameShard(const Dataset& a, const Dataset& b) {
+  EXPECT_EQ(a.num_rows, b.num_rows);
+  EXPECT_EQ(a.first_row, b.first_row);
+  EXPECT_EQ(a.total_rows, b.total_rows);
+  EXPECT_EQ(a.dense_f32, b.dense_f32);
+  EXPECT_EQ(a.dense_u8, b.dense_u8);
+  EXPECT_EQ(a.labels, b.labels);
+}
+
+TEST(ShardByteRanges, NpyAndIdxShardsReadOnlyTheirRanges) {
+  TempDir dir;
+  constexpr int64_t kRows = 1001, kCols = 7;
+  std::vector<float> x(kRows * kCols);
+  std::vector<uint8_t> pixels(kRows * kCols);
+  std::vector<int64_t> y(kRows);
+  for (int64_t i = 0; i < kRows * kCols; ++i) {
+    x[i] = 0.25f * static_cast<float>(i % 97);
+    pixels[i] = static_cast<uint8_t>(i * 31);
+  }
+  for (int64_t i = 0; i < kRows; ++i) y[i] = i % 3;
+  const std::string xs = Npy("<f4", {kRows, kCols}, x.data(), x.size() * 4);
+  const std::string ys = Npy("<i8", {kRows}, y.data(), y.size() * 8);
+  std::string idx("\x00\x00\x08\x02", 4);
+  for (int64_t dim : {kRows, kCols}) {
+    for (int s = 24; s >= 0; s -= 8) idx.push_back(static_cast<char>((dim >> s) & 0xff));
+  }
+  idx.append(reinterpret_cast<const char*>(pixels.data()), pixels.size());
+  std::string idx_labels("\x00\x00\x08\x01", 4);
+  for (int s = 24; s >= 0; s -= 8) idx_labels.push_back(static_cast<char>((kRows >> s) & 0xff));
+  for (int64_t i = 0; i < kRows; ++i) idx_labels.push_back(static_cast<char>(y[i]));
+  const std::string files[][2] = {{xs, ys}, {idx, idx_labels}};
+  for (int format = 0; format < 2; ++format) {
+    const std::string& features = files[format][0];
+    const std::string& labels = files[format][1];
+    const std::string ext = format == 0 ? ".npy" : "-ubyte";
+    const std::string xp = dir.Write("x" + ext, features), yp = dir.Write("y" + ext, labels);
+    for (int world : {1, 2, 3}) {
+      for (int rank = 0; rank < world; ++rank) {
+        SCOPED_TRACE(absl::StrCat(ext, " rank ", rank, " of ", world));
+        auto fr = ShardByteRanges(features.substr(0, 256), features.size(), false, rank, world);
+        auto lr = ShardByteRanges(labels.substr(0, 256), labels.size(), true, rank, world);
+        ASSERT_TRUE(fr.has_value() && lr.has_value());
+        int64_t fetched = 0;
+        for (const ByteRange& r : *fr) fetched += r.length;
+        // The header plus this shard's rows, nothing else.
+        EXPECT_LT(fetched, static_cast<int64_t>(features.size()) / world + 128 + 28);
+        const std::string px = dir.Write("px" + ext, OnlyRanges(features, *fr));
+        const std::string py = dir.Write("py" + ext, OnlyRanges(labels, *lr));
+        auto want = Read(xp, yp, rank, world);
+        auto got = Read(px, py, rank, world);
+        ASSERT_TRUE(want.ok()) << want.status();
+        ASSERT_TRUE(got.ok()) << got.status();
+        ExpectSameShard(*want, *got);
+      }
+    }
+  }
+}
+
+TEST(ShardByteRanges, WholeFileWhenTheFormatNeedsIt) {
+  const float x[] = {1, 2, 3, 4};
+  const std::string npy = Npy("<f4", {2, 2}, x, sizeof(x));
+  // Text and gzip are read from the start; a header cut short cannot be judged.
+  EXPECT_FALSE(ShardByteRanges("a,b,label\n1,2,0\n", 16, false, 0, 2).has_value());
+  EXPECT_FALSE(ShardByteRanges(std::string("\x1f\x8b\x08\x00", 4), 4000, false, 0, 2).has_value());
+  EXPECT_FALSE(ShardByteRanges(npy.substr(0, 20), npy.size(), false, 0, 2).has_value());
+  // A header promising more rows than the file holds: the reader reports it from the whole file.
+  EXPECT_FALSE(ShardByteRanges(npy, npy.size() - 4, false, 0, 2).has_value());
+  std::string huge("\x00\x00\x08\x02\x7f\xff\xff\xff\x7f\xff\xff\xff", 12);
+  EXPECT_FALSE(ShardByteRanges(huge, 100, false, 0, 2).has_value());
+  // Features must be 2-D; a rank outside the world is no shard.
+  EXPECT_FALSE(ShardByteRanges(Npy("<f4", {4}, x, sizeof(x)), 96, false, 0, 1).has_value());
+  EXPECT_FALSE(ShardByteRanges(npy, npy.size(), false, 2, 2).has_value());
+  // An empty array: only its header.
+  auto empty = ShardByteRanges(Npy("<f4", {0, 3}, x, 0), Npy("<f4", {0, 3}, x, 0).size(), false,
+                               0, 1);
+  ASSERT_TRUE(empty.has_value());
+  ASSERT_EQ(empty->size(), 1u);
 }
 
 TEST(SplitRows, AssignmentDoesNotDependOnSharding) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -59,6 +60,64 @@ absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
   }
   close(fd);
   return hash.HexDigest();
+}
+
+std::string Sha256Of(const void* data, size_t size) {
+  Sha256 hash;
+  hash.Update(data, size);
+  return hash.HexDigest();
+}
+
+int64_t BlockBytesFor(int64_t size) {
+  int64_t block = int64_t{1} << 20;
+  while ((size + block - 1) / block > 16384) block *= 2;
+  return block;
+}
+
+absl::StatusOr<FileDigests> DigestFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::InternalError(absl::StrCat(path, ": cannot stat: ", std::strerror(err)));
+  }
+  FileDigests out;
+  out.size = st.st_size;
+  out.block_bytes = BlockBytesFor(st.st_size);
+  Sha256 whole;
+  std::vector<char> buf(static_cast<size_t>(out.block_bytes));
+  int64_t total = 0;
+  while (true) {
+    // One block per pass: fill the buffer unless the file ends first.
+    size_t filled = 0;
+    while (filled < buf.size()) {
+      const ssize_t n = read(fd, buf.data() + filled, buf.size() - filled);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        close(fd);
+        return absl::InternalError(absl::StrCat(path, ": read failed: ", std::strerror(err)));
+      }
+      if (n == 0) break;
+      filled += static_cast<size_t>(n);
+    }
+    if (filled == 0) break;
+    whole.Update(buf.data(), filled);
+    out.blocks.push_back(Sha256Of(buf.data(), filled));
+    total += static_cast<int64_t>(filled);
+    if (filled < buf.size()) break;
+  }
+  close(fd);
+  if (total != out.size) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": changed while it was hashed (", total, " of ", out.size, " bytes)"));
+  }
+  out.sha256 = whole.HexDigest();
+  return out;
 }
 
 }  // namespace logit

@@ -4,8 +4,10 @@
 #define LOGIT_WORKER_COMMON_SHA256_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -29,6 +31,25 @@ class Sha256 {
 
 // The SHA-256 of a file's bytes; NotFound / Internal naming the file when it cannot be read.
 absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
+
+// The SHA-256 of `size` bytes.
+std::string Sha256Of(const void* data, size_t size);
+
+// A file's hash and the hashes of its fixed-size blocks (DataFileInfo.block_sha256): a worker
+// fetches and verifies only the blocks that hold its shard.
+struct FileDigests {
+  int64_t size = 0;
+  std::string sha256;
+  int64_t block_bytes = 0;
+  std::vector<std::string> blocks;  // block i covers [i * block_bytes, (i + 1) * block_bytes)
+};
+
+// The block size for a file of `size` bytes: a power of two of at least 1 MiB, doubled until
+// the file has at most 16384 blocks (so that the list of hashes stays small).
+int64_t BlockBytesFor(int64_t size);
+
+// Reads the file once for both its hash and its block hashes (block size BlockBytesFor).
+absl::StatusOr<FileDigests> DigestFile(const std::string& path);
 
 }  // namespace logit
 

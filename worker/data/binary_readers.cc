@@ -349,4 +349,47 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
 }
 
 }  // namespace internal
+std::optional<std::vector<ByteRange>> ShardByteRanges(absl::string_view head, int64_t file_size,
+                                                      bool labels, int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world) return std::nullopt;
+  int64_t header = 0, item = 1;
+  std::vector<int64_t> shape;
+  if (head.size() >= 6 && std::memcmp(head.data(), "\x93NUMPY", 6) == 0) {
+    auto h = ParseNpyHeader(head, "", file_size);
+    if (!h.ok() || h->fortran_order || h->shape.empty()) return std::nullopt;
+    if (!labels && h->shape.size() != 2) return std::nullopt;
+    header = static_cast<int64_t>(h->data_offset);
+    item = static_cast<int64_t>(h->item_size);
+    shape = h->shape;
+  } else if (head.size() >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 0x08 && head[3] >= 1 &&
+             head[3] <= 4) {
+    const int dims = head[3];
+    header = 4 + 4 * dims;
+    if (static_cast<int64_t>(head.size()) < header) return std::nullopt;
+    for (int i = 0; i < dims; ++i) {
+      const auto* b = reinterpret_cast<const unsigned char*>(head.data() + 4 + 4 * i);
+      shape.push_back((int64_t{b[0]} << 24) | (b[1] << 16) | (b[2] << 8) | b[3]);
+    }
+  } else {
+    return std::nullopt;  // text, gzip, or not a file the binary readers accept
+  }
+  const int64_t rows = shape[0];
+  if (rows == 0) return std::vector<ByteRange>{{0, header}};
+  // The bytes of one row, bounded by the file: a header promising more is the reader's to refuse.
+  auto row_elements =
+      CheckedProduct(absl::MakeConstSpan(shape).subspan(1), std::max<int64_t>(file_size, 1), "");
+  if (!row_elements.ok() || item < 1 || *row_elements > file_size / item) return std::nullopt;
+  const int64_t row_bytes = *row_elements * item;
+  if (row_bytes > file_size || rows > file_size || (row_bytes > 0 && rows > file_size / row_bytes) ||
+      header + rows * row_bytes > file_size) {
+    return std::nullopt;
+  }
+  const int64_t begin = ShardBegin(rows, rank, world), end = ShardBegin(rows, rank + 1, world);
+  std::vector<ByteRange> out{{0, header}};
+  if (end > begin && row_bytes > 0) {
+    out.push_back({header + begin * row_bytes, (end - begin) * row_bytes});
+  }
+  return out;
+}
+
 }  // namespace logit

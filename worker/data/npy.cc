@@ -36,7 +36,8 @@ bool DictValue(absl::string_view dict, absl::string_view key, absl::string_view*
 }
 }  // namespace
 
-absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path) {
+absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path,
+                                         int64_t file_size) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid .npy file: ", why));
   };
@@ -87,7 +88,9 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
     return bad(absl::StrCat("unsupported dtype '", h.descr, "'"));
   }
   h.item_size = static_cast<size_t>(item);
-  const int64_t available = static_cast<int64_t>(bytes.size() - h.data_offset);
+  const int64_t size = file_size >= 0 ? file_size : static_cast<int64_t>(bytes.size());
+  if (size < static_cast<int64_t>(h.data_offset)) return bad("truncated header");
+  const int64_t available = size - static_cast<int64_t>(h.data_offset);
   auto count = CheckedProduct(h.shape, available, absl::StrCat(path, ": shape"));
   auto data_bytes = count.ok() ? CheckedMul(*count, item) : std::nullopt;
   if (!data_bytes || *data_bytes > available) {

@@ -22,8 +22,10 @@ struct NpyHeader {
 };
 
 // Parses the header at the start of `bytes` (the whole file); errors name `path`. Checks that
-// the shape's element count and byte size do not overflow and that the data fits in `bytes`.
-absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path);
+// the shape's element count and byte size do not overflow and that the data fits in `bytes`,
+// or in `file_size` bytes when `bytes` holds only the file's first bytes (file_size >= 0).
+absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::string& path,
+                                         int64_t file_size = -1);
 
 // Serialises a C-order array: `descr` (e.g. "<f4"), shape, raw little-endian bytes.
 std::string EncodeNpy(const std::string& descr, const std::vector<int64_t>& shape, const void* data,

@@ -6,9 +6,12 @@
 #define LOGIT_WORKER_DATA_READERS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/data/dataset.h"
 
 namespace logit {
@@ -45,6 +48,21 @@ struct ReadOptions {
 // Reads the shard described by `options`. Labels are returned as class indices: -1 is mapped
 // to 0 (so -1/+1 binary labels work); other negative or non-integer labels are errors.
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options);
+
+// Bytes [offset, offset + length) of a file.
+struct ByteRange {
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+// The bytes of a data file that ReadDataset reads for shard `rank` of `world`, judged from the
+// file's first bytes `head` and its size: for an uncompressed .npy or IDX file (features, or
+// labels when `labels`), its header and the shard's rows. nullopt when the reader needs the
+// whole file: text formats, gzip, a header longer than `head`, or one the reader would refuse
+// (it then reports why from the whole file). A worker that fetches data through the
+// coordinator fetches only these bytes.
+std::optional<std::vector<ByteRange>> ShardByteRanges(absl::string_view head, int64_t file_size,
+                                                      bool labels, int rank, int world);
 
 // The first row of shard `rank` of `world` among `total` rows.
 inline int64_t ShardBegin(int64_t total, int rank, int world) { return total * rank / world; }

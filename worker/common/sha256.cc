@@ -40,28 +40,6 @@ std::string Sha256::HexDigest() {
   return out;
 }
 
-absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
-  Sha256 hash;
-  std::vector<char> buf(1 << 20);
-  while (true) {
-    const ssize_t n = read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      close(fd);
-      return absl::InternalError(absl::StrCat(path, ": read failed: ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    hash.Update(buf.data(), static_cast<size_t>(n));
-  }
-  close(fd);
-  return hash.HexDigest();
-}
-
 std::string Sha256Of(const void* data, size_t size) {
   Sha256 hash;
   hash.Update(data, size);

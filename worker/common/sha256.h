@@ -29,9 +29,6 @@ class Sha256 {
   std::unique_ptr<Impl> impl_;
 };
 
-// The SHA-256 of a file's bytes; NotFound / Internal naming the file when it cannot be read.
-absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
-
 // The SHA-256 of `size` bytes.
 std::string Sha256Of(const void* data, size_t size);
 
@@ -49,6 +46,8 @@ struct FileDigests {
 int64_t BlockBytesFor(int64_t size);
 
 // Reads the file once for both its hash and its block hashes (block size BlockBytesFor).
+// NotFound / Internal naming the file when it cannot be read, DataLoss when it changes size
+// while being read.
 absl::StatusOr<FileDigests> DigestFile(const std::string& path);
 
 }  // namespace logit

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Offline test of the Kubernetes manifests (deploy/k8s/): renders base, overlays/gpu and
-# overlays/kubeflow with `kubectl kustomize`, checks every object's structure and logit's
-# invariants (tests/deploy/k8s_validate.py: built-in kinds strictly against the models of
-# python3-kubernetes, i.e. the Kubernetes 1.22 API plus a short allow-list of newer fields such
-# as the native gRPC probe; CRDs against a small explicit spec in that script). Then checks the
-# checker: copies of the manifests with a planted mistake (a misspelt field, a wrong type, a
-# misspelt CRD field, a misspelt field in the PyTorchJob's pod template) must fail.
+# Offline test of the Kubernetes manifests (deploy/k8s/): renders base, overlays/gpu,
+# overlays/kubeflow and overlays/tls with `kubectl kustomize`, checks every object's structure
+# and logit's invariants (tests/deploy/k8s_validate.py: built-in kinds strictly against the
+# models of python3-kubernetes, i.e. the Kubernetes 1.22 API plus a short allow-list of newer
+# fields such as the native gRPC probe; CRDs against a small explicit spec in that script).
+# Then checks the checker: copies of the manifests with a planted mistake (a misspelt field, a
+# wrong type, a misspelt CRD field, a misspelt field in the PyTorchJob's pod template; in the TLS
+# overlay a wrong --tls-client-ca path, a gRPC probe left beside the exec probe, a misnamed
+# worker Secret) must fail.
 # No cluster, no network and no schema files needed.
 #
 # Needs (Debian 12): kubernetes-client (kubectl; or set KUBECTL=/path/to/kubectl),
@@ -90,6 +92,17 @@ plant "a misspelt field in the PyTorchJob's pod template (imagePulPolicy)" \
   overlays/kubeflow/pytorchjob.yaml \
   '0,/^\( *\)imagePullPolicy:/s//\1imagePulPolicy:/' \
   "spec.pytorchReplicaSpecs.Master.template.spec.containers[0].imagePulPolicy: unknown field"
+
+plant "a wrong --tls-client-ca path in the TLS overlay" overlays/tls/server-tls.yaml \
+  's#value: --tls-client-ca=/etc/logit/tls/ca.crt#value: --tls-client-ca=/etc/logit/ca.crt#' \
+  "StatefulSet/logit-server: args need --tls-client-ca=/etc/logit/tls/ca.crt once"
+plant "a plaintext gRPC probe left beside the TLS overlay's exec probe" \
+  overlays/tls/server-tls.yaml \
+  '0,/^    exec:$/s//    grpc: {port: 50051}\n    exec:/' \
+  "StatefulSet/logit-server startupProbe: must be an exec probe and nothing else"
+plant "a misnamed workers' TLS Secret" overlays/tls/worker-tls.yaml \
+  's/secretName: logit-worker-tls$/secretName: logit-server-tls/' \
+  "Deployment/logit-worker: the volume at /etc/logit/tls must be Secret logit-worker-tls"
 
 echo "k8s_test: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

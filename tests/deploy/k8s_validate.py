@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Offline checks of the Kubernetes manifests under deploy/k8s/.
 
-Renders each kustomization (base, overlays/gpu, overlays/kubeflow) with `kubectl kustomize`,
-validates every rendered object's structure, and checks logit's own invariants. No cluster, no
-network and no schema files: the structure checks use only Debian 12 packages.
+Renders each kustomization (base, overlays/gpu, overlays/kubeflow, overlays/tls) with
+`kubectl kustomize`, validates every rendered object's structure, and checks logit's own
+invariants. No cluster, no network and no schema files: the structure checks use only Debian 12
+packages.
 
 Built-in kinds (ConfigMap, Secret, Service, StatefulSet, Deployment, PodDisruptionBudget,
 NetworkPolicy, PersistentVolumeClaim, ...; the list is BUILTIN_KINDS) are checked against the
@@ -89,10 +90,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 # The kustomizations checked, relative to --k8s-dir.
-TARGETS = ["base", "overlays/gpu", "overlays/kubeflow"]
+TARGETS = ["base", "overlays/gpu", "overlays/kubeflow", "overlays/tls"]
 
 # Claims the manifests use but do not create (documented in deploy/k8s/).
 EXTERNAL_CLAIMS = {"logit-datasets"}
+# Secrets a kustomization uses but does not create (no keys in git: deploy/k8s/README.md, "TLS"),
+# by target: anywhere else a Secret a pod names must be rendered.
+EXTERNAL_SECRETS = {"overlays/tls": {"logit-server-tls", "logit-worker-tls"}}
+# The TLS overlay: where the Secrets are mounted, and the flags that must point there.
+TLS_DIR = "/etc/logit/tls"
+SERVER_TLS_FLAGS = (f"--tls-cert={TLS_DIR}/tls.crt", f"--tls-key={TLS_DIR}/tls.key",
+                    f"--tls-client-ca={TLS_DIR}/ca.crt")
+WORKER_TLS_FLAGS = (f"--tls-ca={TLS_DIR}/ca.crt", f"--tls-cert={TLS_DIR}/tls.crt",
+                    f"--tls-key={TLS_DIR}/tls.key")
+# The global flags of the server's exec probes (`logit GLOBAL... health ...`): mutual TLS to the
+# server's own port on loopback (its certificate needs the IP SAN 127.0.0.1).
+PROBE_GLOBAL_FLAGS = {"--server": "127.0.0.1:50051", "--tls-ca": f"{TLS_DIR}/ca.crt",
+                      "--tls-cert": f"{TLS_DIR}/tls.crt", "--tls-key": f"{TLS_DIR}/tls.key"}
+PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+PROBE_TIMING = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
+                "failureThreshold", "terminationGracePeriodSeconds")
 RENDEZVOUS_FLAGS = ("--rank", "--world-size", "--store")
 
 # ---------------------------------------------------------------------------------------------
@@ -607,12 +624,13 @@ def check_container_basics(report, where, pod):
 def check_references(report, target, objs):
     """Every ConfigMap/Secret/claim a pod names is rendered too (hash suffixes included)."""
     have = {(o.get("kind"), (o.get("metadata") or {}).get("name")) for o in objs}
+    external = EXTERNAL_SECRETS.get(target, set())
     for obj in objs:
         for label, pod in pod_templates(obj):
             where = f"{target}: {label}"
             refs = []
             for v in pod.get("volumes") or []:
-                if "secret" in v:
+                if "secret" in v and v["secret"].get("secretName") not in external:
                     refs.append(("Secret", v["secret"].get("secretName")))
                 if "configMap" in v:
                     refs.append(("ConfigMap", v["configMap"].get("name")))
@@ -636,7 +654,7 @@ def find(objs, kind, name=None):
             and (name is None or (o.get("metadata") or {}).get("name") == name)]
 
 
-def check_server_and_workers(report, target, objs):
+def check_server_and_workers(report, target, objs, grpc_probes=True):
     where = f"{target}: StatefulSet/logit-server"
     sts = find(objs, "StatefulSet", "logit-server")
     if not report.check(len(sts) == 1, target, "exactly one StatefulSet logit-server expected"):
@@ -664,7 +682,7 @@ def check_server_and_workers(report, target, objs):
                    if m.get("mountPath") == "/var/lib/logit"]
     report.check(len(data_mounts) == 1 and data_mounts[0].get("name") in claim_names, where,
                  "/var/lib/logit must be mounted from the volumeClaimTemplate")
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("livenessProbe", "readinessProbe") if grpc_probes else ():
         port = ((server.get(probe) or {}).get("grpc") or {}).get("port")
         report.check(port == 50051, where, f"{probe} must be a grpc probe on port 50051")
     for flag in ("--auth-token-file=", "--worker-token-file="):
@@ -714,8 +732,8 @@ def check_networkpolicies(report, target, objs):
     return nps
 
 
-def check_base(report, target, objs):
-    got = check_server_and_workers(report, target, objs)
+def check_base(report, target, objs, grpc_probes=True):
+    got = check_server_and_workers(report, target, objs, grpc_probes)
     nps = check_networkpolicies(report, target, objs)
     by_component = {}
     for np in nps:
@@ -799,6 +817,126 @@ def check_kubeflow(report, target, objs):
     check_networkpolicies(report, target, objs)
 
 
+def workload_container(objs, kind, name):
+    """(pod spec, container named `name`) of the one rendered `kind`/`name`, else (None, None)."""
+    found = find(objs, kind, name)
+    if len(found) != 1:
+        return None, None
+    pod = ((found[0].get("spec") or {}).get("template") or {}).get("spec") or {}
+    return pod, next((c for c in pod.get("containers") or [] if c.get("name") == name), None)
+
+
+def check_tls_secret_mount(report, where, pod, container, secret):
+    """The container mounts Secret `secret` (tls.crt, tls.key, ca.crt) read-only at TLS_DIR."""
+    mounts = [m for m in container.get("volumeMounts") or [] if m.get("mountPath") == TLS_DIR]
+    if not report.check(len(mounts) == 1, where, f"needs one volumeMount at {TLS_DIR}"):
+        return
+    mount = mounts[0]
+    report.check(mount.get("readOnly") is True, where, f"the mount at {TLS_DIR} must be readOnly")
+    report.check(not mount.get("subPath"), where, f"the mount at {TLS_DIR} must not use subPath")
+    vols = [v for v in pod.get("volumes") or [] if v.get("name") == mount.get("name")]
+    if not report.check(len(vols) == 1, where,
+                        f"the mount at {TLS_DIR} names volume {mount.get('name')!r}, "
+                        "which the pod does not define once"):
+        return
+    sec = vols[0].get("secret") or {}
+    report.check(sec.get("secretName") == secret, where,
+                 f"the volume at {TLS_DIR} must be Secret {secret} "
+                 f"(is {sec.get('secretName') if sec else 'not a Secret volume'})")
+    report.check(sec.get("optional") is not True, where, f"Secret {secret} must not be optional")
+    items = sec.get("items")
+    if items is not None:
+        paths = {i.get("path") for i in items}
+        report.check({"tls.crt", "tls.key", "ca.crt"} <= paths, where,
+                     f"Secret {secret}'s items must project tls.crt, tls.key and ca.crt")
+
+
+def check_tls_flags(report, where, args, flags):
+    for flag in flags:
+        n = args.count(flag)
+        report.check(n == 1, where, f"args need {flag} once (found {n} times)")
+    for flag in ("--tls-ca", "--tls-cert", "--tls-key", "--tls-client-ca"):
+        n = sum(1 for a in args if a == flag or a.startswith(flag + "="))
+        report.check(n <= 1, where, f"{flag} given {n} times")
+
+
+def parse_flags(words):
+    """{flag: value} of `--flag value` / `--flag=value` words; None where they do not parse."""
+    out, i = {}, 0
+    while i < len(words):
+        w = words[i]
+        if not w.startswith("--"):
+            return None
+        if "=" in w:
+            k, v = w.split("=", 1)
+            i += 1
+        elif i + 1 < len(words):
+            k, v = w, words[i + 1]
+            i += 2
+        else:
+            return None
+        if k in out:
+            return None
+        out[k] = v
+    return out
+
+
+def check_exec_probe(report, where, name, probe, base_probe):
+    """An exec probe `logit <PROBE_GLOBAL_FLAGS> health [--timeout N]`, with the base's timing."""
+    where = f"{where} {name}"
+    if not report.check(isinstance(probe, dict), where, "missing (the base has one)"):
+        return
+    handlers = [h for h in PROBE_HANDLERS if h in probe]
+    report.check(handlers == ["exec"], where,
+                 f"must be an exec probe and nothing else (has {handlers}): the kubelet's gRPC "
+                 "probe speaks plaintext only")
+    cmd = [str(w) for w in ((probe.get("exec") or {}).get("command") or [])]
+    if not report.check(bool(cmd) and os.path.basename(cmd[0]) == "logit" and "health" in cmd,
+                        where, f"must run `logit ... health` (runs {cmd})"):
+        return
+    at = cmd.index("health")
+    flags = parse_flags(cmd[1:at])
+    report.check(flags == PROBE_GLOBAL_FLAGS, where,
+                 f"the global flags before `health` must be exactly {PROBE_GLOBAL_FLAGS} "
+                 f"(are {cmd[1:at]})")
+    sub = parse_flags(cmd[at + 1:])
+    report.check(sub is not None and set(sub) <= {"--timeout", "--service"}, where,
+                 f"unexpected words after `health`: {cmd[at + 1:]}")
+    if sub and "--timeout" in sub:
+        t = probe.get("timeoutSeconds", 1)
+        report.check(float(sub["--timeout"]) <= t, where,
+                     f"health --timeout {sub['--timeout']} exceeds timeoutSeconds {t}")
+    for key in PROBE_TIMING:
+        if key in base_probe:
+            report.check(probe.get(key) == base_probe[key], where,
+                         f"{key} must stay the base's {base_probe[key]} (is {probe.get(key)})")
+
+
+def check_tls(report, target, objs, base_objs):
+    """overlays/tls: everything of the base but the server's gRPC probes, plus mutual TLS."""
+    check_base(report, target, objs, grpc_probes=False)
+
+    where = f"{target}: StatefulSet/logit-server"
+    pod, server = workload_container(objs, "StatefulSet", "logit-server")
+    _, base_server = workload_container(base_objs or [], "StatefulSet", "logit-server")
+    if report.check(server is not None and base_server is not None, where,
+                    "container logit-server expected here and in base"):
+        check_tls_flags(report, where, server.get("args") or [], SERVER_TLS_FLAGS)
+        check_tls_secret_mount(report, where, pod, server, "logit-server-tls")
+        probes = [p for p in ("startupProbe", "readinessProbe", "livenessProbe")
+                  if p in base_server]
+        report.check({"readinessProbe", "livenessProbe"} <= set(probes), where,
+                     "the base server has no readiness/liveness probes to replace")
+        for name in probes:
+            check_exec_probe(report, where, name, server.get(name), base_server[name])
+
+    where = f"{target}: Deployment/logit-worker"
+    wpod, worker = workload_container(objs, "Deployment", "logit-worker")
+    if report.check(worker is not None, where, "container logit-worker expected"):
+        check_tls_flags(report, where, worker.get("args") or [], WORKER_TLS_FLAGS)
+        check_tls_secret_mount(report, where, wpod, worker, "logit-worker-tls")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k8s-dir", default=os.path.join(REPO, "deploy", "k8s"))
@@ -825,9 +963,12 @@ def main():
           f"CRDs against this script's spec")
 
     report = Report()
-    checks = {"base": check_base, "overlays/gpu": check_gpu, "overlays/kubeflow": check_kubeflow}
+    rendered = {}
+    checks = {"base": check_base, "overlays/gpu": check_gpu, "overlays/kubeflow": check_kubeflow,
+              "overlays/tls": lambda r, t, o: check_tls(r, t, o, rendered.get("base"))}
     for target in TARGETS:
         objs = render(kubectl, os.path.join(a.k8s_dir, target))
+        rendered[target] = objs
         kinds = sorted({f"{o.get('kind')}" for o in objs})
         print(f"  {target}: {len(objs)} objects ({', '.join(kinds)})")
         report.check(len(objs) > 0, target, "rendered nothing")

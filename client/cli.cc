@@ -14,8 +14,11 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/cli_support.h"
 #include "client/job_file.h"
 #include "client/local_trainer.h"
+#include "client/output.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
 #include "worker/common/status.h"
@@ -46,6 +49,7 @@ struct Globals {
   ConnectOptions connect;  // --server, --token-file / LOGIT_TOKEN, --tls-*
   std::string token_file;
   std::string output = "table";
+  bool verbose = false;  // -v
 };
 
 // An error in the flag values: exit 2.
@@ -76,7 +80,8 @@ absl::StatusOr<JobPlan> PlanLocalJob(const TrainFlags& f) {
   return plan;
 }
 
-int RunLocalTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
+int RunLocalTrain(const TrainFlags& f, const Globals& g, OutputFormat format, std::ostream& out,
+                  std::ostream& err) {
   absl::StatusOr<JobPlan> plan = PlanLocalJob(f);
   if (!plan.ok()) {
     err << "logit train: " << FlagMessage(plan.status()) << "\n";
@@ -87,21 +92,22 @@ int RunLocalTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std:
     err << "logit train: " << trainer.status().message() << "\n";
     return kExitJobFailed;
   }
-  const bool json = g.output == "json";
+  const bool json = format != OutputFormat::kTable;
   const int64_t total_epochs = EffectiveEpochs(plan->train);
-  err << "logit: " << (*trainer)->describe_backend() << "\n";
+  const bool iterations = plan->train.optimizer == OptimizerKind::kLbfgs;
+  if (g.verbose) err << "logit: " << (*trainer)->describe_backend() << "\n";
   auto on_epoch = [&](const EpochRecord& e) {
-    if (!json) out << EpochLine(e, total_epochs) << std::endl;
+    if (!json) out << EpochLine(e, total_epochs, iterations) << std::endl;
   };
   auto outcome = (*trainer)->run(plan->data, plan->train, on_epoch);
   if (!outcome.ok()) {
     err << "logit train: " << FlagMessage(outcome.status()) << "\n";
     if (json) {
-      out << nlohmann::json{{"job_id", "local"},
-                            {"state", "FAILED"},
-                            {"error", std::string(outcome.status().message())}}
-                 .dump()
-          << "\n";
+      v1::Job job;
+      job.set_id("local");
+      job.set_state(v1::FAILED);
+      job.set_reason(std::string(outcome.status().message()));
+      PrintStructured(JobJson(job), format, out);
     }
     return LocalFailureCode(outcome.status());
   }
@@ -115,27 +121,19 @@ int RunLocalTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std:
     }
   }
   if (json) {
-    nlohmann::json line = SummaryToJson(summary);
-    line.erase("history");
-    line["job_id"] = "local";
-    line["state"] = "SUCCEEDED";
-    line["model_id"] = save;
-    out << line.dump() << "\n";
+    // The same job object a server prints; its model is the file written, if any.
+    v1::Job job;
+    job.set_id("local");
+    job.set_state(v1::SUCCEEDED);
+    *job.mutable_spec() = f.spec;
+    job.set_model_id(save);
+    *job.mutable_result() = ResultFromSummary(summary);
+    PrintStructured(JobJson(job), format, out);
   } else {
     PrintResultTable(summary, out);
     if (!save.empty()) out << "model written to " << save << "\n";
   }
   return kExitOk;
-}
-
-int RunTrain(const TrainFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
-  if (f.local) return RunLocalTrain(f, g, out, err);
-  RemoteOptions ro;
-  ro.connect = g.connect;
-  ro.json = g.output == "json";
-  ro.detach = f.detach;
-  ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
-  return RunRemoteTrain(f.spec, ro, out, err);
 }
 
 int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::ostream& err) {
@@ -212,12 +210,13 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
       err << "logit predict: " << proba.status().message() << "\n";
       return absl::IsUnavailable(proba.status()) ? kExitUnreachable : kExitJobFailed;
     }
-    if (g.output == "json") {
+    if (g.output != "table") {
+      const OutputFormat fmt = ParseOutputFormat(g.output).value_or(OutputFormat::kJson);
       for (int64_t i = 0; i < data->num_rows; ++i) {
         const float* p = proba->data() + i * k;
         nlohmann::json row = {{"label", std::max_element(p, p + k) - p},
                               {"probabilities", std::vector<float>(p, p + k)}};
-        dst << row.dump() << "\n";
+        PrintStructured(row, fmt, dst);
       }
       continue;
     }
@@ -242,17 +241,34 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
 int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"logit: logistic regression at any scale", "logit"};
   app.require_subcommand(1);
+  // Global flags may come anywhere on the line, before or after the subcommand (as kubectl's):
+  // a subcommand passes flags it does not know to its parent.
+  app.fallthrough();
+  app.set_version_flag("--version", absl::StrCat("logit ", LOGIT_VERSION));
+  app.footer(absl::StrCat(
+      "Settings come from flags, then the environment (LOGIT_SERVER, LOGIT_TOKEN), then the "
+      "config file (",
+      ConfigPath(), ": server, token_file, tls_ca, tls_cert, tls_key, output).\n"
+      "Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid spec, 3 server "
+      "unreachable or credentials refused, 4 not found.\n"
+      "Examples:\n"
+      "  logit train --local --data iris.csv --label-column target\n"
+      "  logit jobs -o json\n"
+      "  source <(logit completion bash)"));
   Globals g;
-  if (const char* env = std::getenv("LOGIT_SERVER")) g.connect.server = env;
-  app.add_option("--server", g.connect.server, "coordinator address HOST:PORT (env LOGIT_SERVER)");
+  std::string server_flag, output_flag;
+  app.add_option("--server", server_flag,
+                 absl::StrCat("coordinator address HOST:PORT (env LOGIT_SERVER; default ",
+                              kDefaultServer, ")"));
   app.add_option("--token-file", g.token_file,
                  "file holding the bearer token the server wants (default: env LOGIT_TOKEN)");
   app.add_option("--tls-ca", g.connect.tls_ca_file,
                  "PEM CA that signed the server's certificate: connect with TLS");
   app.add_option("--tls-cert", g.connect.tls_cert_file, "PEM client certificate (mutual TLS)");
   app.add_option("--tls-key", g.connect.tls_key_file, "PEM key of --tls-cert");
-  app.add_option("-o,--output-format", g.output, "printed format")
-      ->check(CLI::IsMember({"table", "json"}));
+  app.add_option("-o,--output-format", output_flag, "printed format: table, json or yaml")
+      ->check(CLI::IsMember({"table", "json", "yaml"}));
+  app.add_flag("-v,--verbose", g.verbose, "informational lines too (BLAS, devices)");
 
   TrainFlags tf;
   CLI::App* train = app.add_subcommand("train", "train a model (in-process with --local)");
@@ -262,7 +278,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "  logit train --local --data /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz "
       "\\\n"
       "      --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \\\n"
-      "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json");
+      "      --optimizer adam --batch-size 256 --epochs 2 --val-split 0.1 -o json\n"
+      "  logit train --data iris.csv --label-column target --workers 2 --save-model iris.onnx");
   train->add_flag("--local", tf.local, "train in this process, without a server");
   train->add_flag("--detach", tf.detach, "submit, print the job id and return");
   std::string job_file;
@@ -276,7 +293,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   predict->footer(
       "Examples:\n"
       "  logit predict --model-file iris.npz --input iris.csv --label-column target\n"
-      "  logit predict --model-file m.npz --input rows.csv --out pred.csv");
+      "  logit predict --model-file iris.npz --input rows.csv --out pred.csv");
   auto* model_opt = predict->add_option("--model", pf.model, "model id on the server");
   auto* file_opt = predict->add_option("--model-file", pf.model_file, "local model file (.npz)");
   model_opt->excludes(file_opt);
@@ -290,23 +307,26 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                    "read the input in pieces of about this many bytes of file")
       ->capture_default_str();
 
-  std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg;
+  std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg, shell;
+  std::vector<std::string> job_args;
   int jobs_limit = 100;
   int64_t watch_from = 1;
   CLI::App* jobs = app.add_subcommand("jobs", "list jobs on the server, newest first");
   jobs->add_option("--state", jobs_state, "only jobs in this state (QUEUED, RUNNING, ...)");
   jobs->add_option("--limit", jobs_limit, "at most this many")->capture_default_str();
-  jobs->footer("Example:\n  logit --server 127.0.0.1:50051 jobs --state RUNNING");
-  CLI::App* status = app.add_subcommand("status", "show one job");
-  status->add_option("JOB", job_arg, "job id")->required();
-  status->footer("Example:\n  logit status job-3 -o json");
+  jobs->footer("Examples:\n  logit jobs --state RUNNING\n  logit jobs -o json");
+  CLI::App* status = app.add_subcommand("status", "show jobs");
+  status->add_option("JOB", job_args, "job ids")->required();
+  status->footer("Examples:\n  logit status job-1\n  logit status job-1 job-2 -o json");
   CLI::App* watch = app.add_subcommand("watch", "follow a job's events (re-attach)");
   watch->add_option("JOB", job_arg, "job id")->required();
   watch->add_option("--from", watch_from, "first event sequence number")->capture_default_str();
-  watch->footer("Example:\n  logit watch job-3 --from 1");
-  CLI::App* cancel = app.add_subcommand("cancel", "cancel a queued or running job");
-  cancel->add_option("JOB", job_arg, "job id")->required();
-  cancel->footer("Example:\n  logit cancel job-3");
+  watch->footer(
+      "Examples:\n  logit watch job-1 --from 1\n"
+      "  logit watch job-1 -o json    # one JSON object per event (NDJSON)");
+  CLI::App* cancel = app.add_subcommand("cancel", "cancel queued or running jobs");
+  cancel->add_option("JOB", job_args, "job ids")->required();
+  cancel->footer("Example:\n  logit cancel job-1 job-2");
   CLI::App* upload = app.add_subcommand("upload", "stream a dataset file to the server");
   upload->add_option("FILE", upload_file, "the file")->required();
   upload->footer("Example:\n  logit upload iris.csv    # prints dataset:dataset-N for --data");
@@ -320,7 +340,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->check(CLI::Range(0.001, 3600.0));
   health->footer(
       "Example (a container HEALTHCHECK, a Kubernetes exec probe):\n"
-      "  logit --server 127.0.0.1:50051 health");
+      "  logit health --server 127.0.0.1:50051");
   CLI::App* model = app.add_subcommand("model", "trained models on the server");
   model->require_subcommand(1);
   CLI::App* model_get =
@@ -330,6 +350,15 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->required();
   model_get->footer(
       "Examples:\n  logit model get model-1 iris.npz\n  logit model get model-1 iris.onnx");
+  CLI::App* completion =
+      app.add_subcommand("completion", "print a shell completion script (bash or zsh)");
+  completion->add_option("SHELL", shell, "bash or zsh")
+      ->required()
+      ->check(CLI::IsMember({"bash", "zsh"}));
+  completion->footer(
+      "Examples:\n  source <(logit completion bash)\n"
+      "  logit completion zsh > \"${fpath[1]}/_logit\"");
+
   // A job file fills the training flags first; flags on the command line then override it.
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string a = argv[i];
@@ -344,10 +373,48 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // Help requests exit 0 (printed for the selected subcommand); anything else is a usage error.
-    app.exit(e, out, err);
-    if (e.get_exit_code() == 0) return kExitOk;
+    // Help and --version exit 0 (printed for the selected subcommand); anything else is a usage
+    // error, with a suggestion for a mistyped command or flag.
+    if (e.get_exit_code() == 0) {
+      app.exit(e, out, err);
+      return kExitOk;
+    }
+    const std::string hint = Suggestion(app, argc, argv);
+    if (!hint.empty()) {
+      err << "logit: " << hint << "\n";
+    } else {
+      app.exit(e, out, err);
+    }
     err << "run 'logit --help' or 'logit SUBCOMMAND --help' for usage\n";
+    return kExitUsage;
+  }
+  if (completion->parsed()) {
+    out << CompletionScript(app, shell);
+    return kExitOk;
+  }
+
+  // Flags, then the environment, then the config file, then the defaults.
+  auto config = LoadConfig();
+  if (!config.ok()) {
+    err << "logit: " << config.status().message() << "\n";
+    return kExitUsage;
+  }
+  const char* env_server = std::getenv("LOGIT_SERVER");
+  g.connect.server = !server_flag.empty()                   ? server_flag
+                     : env_server != nullptr && *env_server ? std::string(env_server)
+                     : !config->server.empty()              ? config->server
+                                                            : std::string(kDefaultServer);
+  const char* env_token = std::getenv("LOGIT_TOKEN");
+  if (g.token_file.empty() && (env_token == nullptr || !*env_token)) {
+    g.token_file = config->token_file;
+  }
+  if (g.connect.tls_ca_file.empty()) g.connect.tls_ca_file = config->tls_ca;
+  if (g.connect.tls_cert_file.empty()) g.connect.tls_cert_file = config->tls_cert;
+  if (g.connect.tls_key_file.empty()) g.connect.tls_key_file = config->tls_key;
+  g.output = !output_flag.empty() ? output_flag : !config->output.empty() ? config->output : "table";
+  auto format = ParseOutputFormat(g.output);
+  if (!format.ok()) {
+    err << "logit: " << config->path << ": output: " << format.status().message() << "\n";
     return kExitUsage;
   }
   auto token = LoadToken(g.token_file);
@@ -356,7 +423,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   g.connect.token = *token;
-  if (!g.connect.server.empty()) {
+  if (!(train->parsed() && tf.local) && !predict->parsed()) {
     auto dial = Dial(g.connect);  // reads the TLS files: a bad one is a usage error
     if (!dial.ok()) {
       err << "logit: " << dial.status().message() << "\n";
@@ -365,14 +432,34 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   RemoteOptions ro;
   ro.connect = g.connect;
-  ro.json = g.output == "json";
+  ro.output = *format;
+  ro.verbose = g.verbose;
   ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
-  if (train->parsed()) return RunTrain(tf, g, out, err);
+  if (train->parsed()) {
+    if (tf.local) {
+      // Flags that only a server acts on would be ignored by an in-process run: refuse them.
+      std::vector<std::string> server_only;
+      for (const char* flag : {"--detach", "--checkpoint-every", "--max-retries", "--min-workers",
+                               "--deadline", "--name"}) {
+        if (train->count(flag) > 0) server_only.push_back(flag);
+      }
+      if (!server_only.empty()) {
+        err << "logit train: " << absl::StrJoin(server_only, ", ")
+            << (server_only.size() == 1 ? " needs" : " need")
+            << " a server; --local trains in this process (drop --local to submit the job)\n";
+        return kExitUsage;
+      }
+      return RunLocalTrain(tf, g, *format, out, err);
+    }
+    ro.detach = tf.detach;
+    ro.save_model = tf.run.save_model;
+    return RunRemoteTrain(tf.spec, ro, out, err);
+  }
   if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
   if (health->parsed()) return RunHealth(ro, health_service, health_timeout_s, out, err);
-  if (status->parsed()) return RunStatus(ro, job_arg, out, err);
+  if (status->parsed()) return RunStatus(ro, job_args, out, err);
   if (watch->parsed()) return RunWatch(ro, job_arg, watch_from, out, err);
-  if (cancel->parsed()) return RunCancel(ro, job_arg, out, err);
+  if (cancel->parsed()) return RunCancel(ro, job_args, out, err);
   if (upload->parsed()) return RunUpload(ro, upload_file, out, err);
   if (model_get->parsed()) return RunModelGet(ro, model_arg, model_file_arg, out, err);
   if (predict->parsed()) return RunPredict(pf, g, out, err);

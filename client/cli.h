@@ -10,8 +10,9 @@ namespace logit {
 enum ExitCode {
   kExitOk = 0,
   kExitJobFailed = 1,    // the job failed or was cancelled (bad data included)
-  kExitUsage = 2,        // bad flags or option values, missing or refused credentials
-  kExitUnreachable = 3,  // the server could not be reached
+  kExitUsage = 2,        // bad flags, option values or job spec
+  kExitUnreachable = 3,  // the server could not be reached, or refused the credentials
+  kExitNotFound = 4,     // no such job, model or dataset
 };
 
 // Runs the CLI with `argv`; writes results to `out` and diagnostics to `err`.

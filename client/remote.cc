@@ -85,39 +85,33 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
 
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
 
-// "  loss 0.51  val_loss 0.50  val_acc 83.0%" of an epoch.
-std::string EpochSummary(const v1::EpochMetrics& m) {
-  std::string s = absl::StrCat("  loss ", Fixed(m.train_loss(), 4));
-  if (m.has_validation()) {
-    absl::StrAppend(&s, "  val_loss ", Fixed(m.val_loss(), 4), "  val_acc ",
-                    Fixed(100 * m.val_accuracy(), 2), "%");
-  }
-  return s;
-}
-
 std::string Throughput(double samples_per_second) {
   if (samples_per_second <= 0) return "";
   return absl::StrCat("  ", static_cast<int64_t>(samples_per_second), " samples/s");
 }
 
-// Redraws the progress line: "epoch 3/10 [#######.........] <text>".
-void DrawBar(std::ostream& out, int64_t epoch, int64_t total, double fraction,
+// Redraws the progress line: "epoch 3/10 [#######.........] <text>" ("iter 3/1000" for L-BFGS).
+void DrawBar(std::ostream& out, bool iterations, int64_t epoch, int64_t total, double fraction,
              const std::string& text) {
   const int width = 24;
   const int filled = static_cast<int>(width * std::min(1.0, std::max(0.0, fraction)));
-  out << "\r\033[K"
-      << "epoch " << epoch << "/" << total << " [" << std::string(filled, '#')
+  out << "\r\033[K" << (iterations ? "iter " : "epoch ") << epoch << "/" << total << " ["
+      << std::string(filled, '#')
       << std::string(width - filled, '.') << "] " << text << std::flush;
 }
 
 // How long a watch keeps reconnecting to a server that went away (a restarting coordinator).
 constexpr auto kReconnectFor = std::chrono::seconds(120);
 
+// Fewer rows per rank per SGD/Adam step than this: a distributed job likely runs slower than one
+// worker (each step's allreduce outweighs its arithmetic).
+constexpr int64_t kMinRowsPerRankStep = 64;
+
 // Prints a job's events from `from` until it finishes; the exit code follows its state. A lost
 // connection is re-established with backoff, resuming after the last event seen, so each event
 // is printed once, in order.
 int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std::string& job_id,
-              int64_t from, std::ostream& out, std::ostream& err) {
+              int64_t from, std::ostream& out, std::ostream& err, v1::Job* finished = nullptr) {
   std::unique_ptr<grpc::ClientContext> ctx_holder;
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader;
   int64_t next = std::max<int64_t>(1, from);
@@ -144,7 +138,6 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   v1::Job final_job;
   final_job.set_id(job_id);
   bool bar_open = false;
-  std::string last_line;
   double epoch_seconds = 0;
   int64_t epochs_seen = 0;
   auto close_bar = [&] {
@@ -156,17 +149,18 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   while (true) {
   while (reader->Read(&ev)) {
     if (!ev.has_progress()) next = ev.sequence() + 1;  // progress repeats the latest sequence
-    if (ev.has_checkpoint() && !o.json) {
+    if (o.structured() && o.events) PrintStructured(MessageJson(ev), o.output, out);
+    if (ev.has_checkpoint() && !o.structured()) {
       close_bar();
       out << "[" << job_id << "] checkpoint " << ev.checkpoint().number() << " stored after epoch "
           << ev.checkpoint().epoch() << std::endl;
     }
-    if (ev.has_state_change() && !o.json) {
+    if (ev.has_state_change() && !o.structured()) {
       close_bar();
       out << "[" << job_id << "] " << StateName(ev.state_change().state()) << ": "
           << ev.state_change().reason() << std::endl;
     }
-    if (ev.has_epoch() && !o.json) {
+    if (ev.has_epoch() && !o.structured()) {
       const v1::EpochMetrics& m = ev.epoch();
       EpochRecord r;
       r.epoch = m.epoch();
@@ -177,21 +171,15 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
         r.val_accuracy = m.val_accuracy();
       }
       r.seconds = m.seconds();
-      if (!o.tty) {
-        out << EpochLine(r, m.total_epochs()) << std::endl;
-        continue;
-      }
-      // One line redrawn in place: epoch i/N, a bar, loss, validation, throughput, ETA.
       ++epochs_seen;
       epoch_seconds += m.seconds();
-      last_line = EpochSummary(m);
-      const int64_t total = std::max<int64_t>(1, m.total_epochs());
-      const double eta = epoch_seconds / epochs_seen * static_cast<double>(total - m.epoch());
-      DrawBar(out, m.epoch(), total, static_cast<double>(m.epoch()) / total,
-              last_line + Throughput(m.samples_per_second()) + "  ETA " + Fixed(eta, 1) + "s");
-      bar_open = true;
+      if (o.tty && bar_open) out << "\r\033[K";  // the bar gives way to the finished epoch
+      bar_open = false;
+      // One kept line per finished epoch (as Keras and Lightning print); on a terminal the
+      // live bar of the next one is drawn below it by the progress events.
+      out << EpochLine(r, m.total_epochs(), o.iterations) << std::endl;
     }
-    if (ev.has_progress() && !o.json && o.tty) {
+    if (ev.has_progress() && !o.structured() && o.tty) {
       // Inside an epoch: the bar advances by steps; the last epoch's figures stay shown.
       const v1::StepProgress& p = ev.progress();
       const int64_t total = std::max<int64_t>(1, p.total_epochs());
@@ -203,8 +191,8 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
       if (epochs_seen > 0) {
         eta = "  ETA " + Fixed(epoch_seconds / epochs_seen * total * (1 - done), 1) + "s";
       }
-      DrawBar(out, p.epoch(), total, done,
-              absl::StrCat("step ", p.step(), "/", p.steps_per_epoch(), last_line,
+      DrawBar(out, o.iterations, p.epoch(), total, done,
+              absl::StrCat("step ", p.step(), "/", p.steps_per_epoch(),
                            Throughput(p.samples_per_second()), eta));
       bar_open = true;
     }
@@ -236,21 +224,14 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
   }
   if (!st.ok()) {
     err << "logit: watching " << job_id << ": " << st.error_message() << "\n";
-    return Unreachable(st)                                  ? kExitUnreachable
-           : st.error_code() == grpc::StatusCode::NOT_FOUND ? kExitUsage
-                                                            : kExitJobFailed;
+    return ExitCodeOf(st);
   }
   break;
   }
+  if (finished != nullptr) *finished = final_job;
   const v1::JobResult& r = final_job.result();
-  if (o.json) {
-    nlohmann::json line = SummaryToJson(r.summary());
-    line.erase("history");
-    line["job_id"] = final_job.id();
-    line["state"] = StateName(final_job.state());
-    line["model_id"] = final_job.model_id();
-    if (final_job.state() != v1::SUCCEEDED) line["error"] = final_job.reason();
-    out << line.dump() << "\n";
+  if (o.structured()) {
+    PrintStructured(JobJson(final_job), o.output, out);
   } else if (final_job.state() == v1::SUCCEEDED) {
     out << "stopped: " << r.stop_reason() << " after " << r.epochs_run() << " epochs, "
         << Fixed(r.wall_seconds(), 2) << "s\n";
@@ -270,6 +251,25 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
 }
 
 }  // namespace
+
+int ExitCodeOf(const grpc::Status& st) {
+  switch (st.error_code()) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return kExitUnreachable;
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitNotFound;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+    case grpc::StatusCode::PERMISSION_DENIED:  // a path outside the data root, a worker's token
+      return kExitUsage;
+    default:
+      return kExitJobFailed;
+  }
+}
 
 bool DetachFollow() {
   std::lock_guard<std::mutex> lock(g_follow_mu);
@@ -300,20 +300,7 @@ int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, s
     return kExitUnreachable;
   }
   err << "logit " << what << ": " << st.error_message() << "\n";
-  const auto code = st.error_code();
-  return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::NOT_FOUND ||
-                 code == grpc::StatusCode::PERMISSION_DENIED ||
-                 code == grpc::StatusCode::UNAUTHENTICATED
-             ? kExitUsage
-             : kExitJobFailed;
-}
-
-std::string Json(const google::protobuf::Message& m) {
-  std::string s;
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &s, opts);
-  return s;
+  return ExitCodeOf(st);
 }
 
 std::string Accuracy(const v1::Job& j) {
@@ -330,17 +317,43 @@ bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
 
 }  // namespace
 
-int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& o, std::ostream& out,
+int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& options, std::ostream& out,
                    std::ostream& err) {
+  RemoteOptions o = options;
   if (o.connect.server.empty()) {
     err << "logit train: --server (or LOGIT_SERVER) is required without --local\n";
     return kExitUsage;
+  }
+  if (!o.save_model.empty()) {
+    if (o.detach) {
+      err << "logit train: --save-model needs train to follow the job; with --detach, fetch the "
+             "model later with 'logit model get MODEL FILE'\n";
+      return kExitUsage;
+    }
+    if (!absl::EndsWith(o.save_model, ".npz") && !absl::EndsWith(o.save_model, ".safetensors") &&
+        !absl::EndsWith(o.save_model, ".onnx")) {
+      err << "logit train: --save-model: '" << o.save_model
+          << "': the extension picks the format: .npz, .safetensors or .onnx\n";
+      return kExitUsage;
+    }
   }
   // Flag values are checked here first (a 0 in the JobSpec means "default" on the server).
   auto plan = PlanJob(flags);
   if (!plan.ok()) {
     err << "logit train: " << FlagMessage(plan.status()) << "\n";
     return kExitUsage;
+  }
+  o.iterations = plan->train.optimizer == OptimizerKind::kLbfgs;
+  // Each SGD/Adam step ends in an allreduce of the whole gradient: with few rows per rank per
+  // step, that costs more than the step's arithmetic and more workers only make it slower.
+  const int64_t rows_per_rank = plan->train.batch_size / std::max(1, plan->workers);
+  if (plan->workers > 1 && !o.iterations && rows_per_rank < kMinRowsPerRankStep) {
+    err << "logit train: warning: --batch-size " << plan->train.batch_size << " over --workers "
+        << plan->workers << " is " << rows_per_rank
+        << " rows per rank per step; each step's gradient allreduce then costs more than its "
+           "arithmetic, so this job will likely run slower than on one worker (raise "
+           "--batch-size to at least "
+        << kMinRowsPerRankStep * plan->workers << ", or use --workers 1)\n";
   }
   auto stub = Connect(o);
   v1::SubmitJobRequest req;
@@ -366,14 +379,25 @@ int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& o, std::ostrea
     if (!st.ok()) return RpcError(o, "train", st, err);
   }
   if (o.detach) {
-    out << job.id() << "\n";
+    if (o.structured()) {
+      PrintStructured(JobJson(job), o.output, out);
+    } else {
+      out << job.id() << "\n";
+    }
     return kExitOk;
   }
   err << "submitted " << job.id()
       << "; following it (Ctrl-C detaches; re-attach with "
          "'logit watch "
       << job.id() << "')\n";
-  return FollowJob(stub.get(), o, job.id(), 1, out, err);
+  v1::Job finished;
+  const int code = FollowJob(stub.get(), o, job.id(), 1, out, err, &finished);
+  if (code != kExitOk || o.save_model.empty() || finished.model_id().empty()) return code;
+  // --save-model: the trained model, downloaded as `logit model get` would (its line goes to
+  // stderr under -o json|yaml, so that stdout's last line stays the job).
+  RemoteOptions get = o;
+  get.output = OutputFormat::kTable;
+  return RunModelGet(get, finished.model_id(), o.save_model, o.structured() ? err : out, err);
 }
 
 int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::ostream& out,
@@ -394,8 +418,10 @@ int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::os
   grpc::ClientContext ctx;
   grpc::Status st = Connect(o)->ListJobs(&ctx, req, &resp);
   if (!st.ok()) return RpcError(o, "jobs", st, err);
-  if (o.json) {
-    out << Json(resp) << "\n";
+  if (o.structured()) {
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const v1::Job& j : resp.jobs()) jobs.push_back(JobJson(j));
+    PrintStructured(nlohmann::json{{"jobs", std::move(jobs)}}, o.output, out);
     return kExitOk;
   }
   out << std::left << std::setw(10) << "JOB" << std::setw(11) << "STATE" << std::setw(9)
@@ -411,19 +437,9 @@ int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::os
   return kExitOk;
 }
 
-int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& out,
-              std::ostream& err) {
-  if (!NeedServer(o, "status", err)) return kExitUsage;
-  v1::GetJobRequest req;
-  req.set_job_id(job_id);
-  v1::Job j;
-  grpc::ClientContext ctx;
-  grpc::Status st = Connect(o)->GetJob(&ctx, req, &j);
-  if (!st.ok()) return RpcError(o, "status", st, err);
-  if (o.json) {
-    out << Json(j) << "\n";
-    return kExitOk;
-  }
+namespace {
+
+void PrintJob(const v1::Job& j, std::ostream& out) {
   const v1::Optimizer optimizer =
       j.spec().optimizer() == v1::OPTIMIZER_UNSPECIFIED ? v1::LBFGS : j.spec().optimizer();
   out << "job       " << j.id() << "\n";
@@ -442,31 +458,76 @@ int RunStatus(const RemoteOptions& o, const std::string& job_id, std::ostream& o
   for (const v1::AttemptFailure& f : j.failed_attempts()) {
     out << "attempt " << f.attempt() << " ended: " << f.reason() << "\n";
   }
-  return kExitOk;
+}
+
+}  // namespace
+
+int RunStatus(const RemoteOptions& o, const std::vector<std::string>& job_ids, std::ostream& out,
+              std::ostream& err) {
+  if (!NeedServer(o, "status", err)) return kExitUsage;
+  auto stub = Connect(o);
+  int code = kExitOk;
+  for (size_t i = 0; i < job_ids.size(); ++i) {
+    v1::GetJobRequest req;
+    req.set_job_id(job_ids[i]);
+    v1::Job j;
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->GetJob(&ctx, req, &j);
+    if (!st.ok()) {
+      code = std::max(code, RpcError(o, "status", st, err));
+      continue;
+    }
+    if (o.structured()) {
+      PrintStructured(JobJson(j), o.output, out);
+    } else {
+      if (i > 0) out << "\n";
+      PrintJob(j, out);
+    }
+  }
+  return code;
 }
 
 int RunWatch(const RemoteOptions& o, const std::string& job_id, int64_t from, std::ostream& out,
              std::ostream& err) {
   if (!NeedServer(o, "watch", err)) return kExitUsage;
   auto stub = Connect(o);
-  return FollowJob(stub.get(), o, job_id, from, out, err);
+  RemoteOptions watch = o;
+  watch.events = true;  // -o json|yaml: every event as it comes (NDJSON)
+  {
+    v1::GetJobRequest req;
+    req.set_job_id(job_id);
+    v1::Job job;
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->GetJob(&ctx, req, &job);
+    if (!st.ok()) return RpcError(o, "watch", st, err);
+    const v1::Optimizer opt = job.spec().optimizer();
+    watch.iterations = opt == v1::LBFGS || opt == v1::OPTIMIZER_UNSPECIFIED;
+  }
+  return FollowJob(stub.get(), watch, job_id, from, out, err);
 }
 
-int RunCancel(const RemoteOptions& o, const std::string& job_id, std::ostream& out,
+int RunCancel(const RemoteOptions& o, const std::vector<std::string>& job_ids, std::ostream& out,
               std::ostream& err) {
   if (!NeedServer(o, "cancel", err)) return kExitUsage;
-  v1::CancelJobRequest req;
-  req.set_job_id(job_id);
-  v1::Job j;
-  grpc::ClientContext ctx;
-  grpc::Status st = Connect(o)->CancelJob(&ctx, req, &j);
-  if (!st.ok()) return RpcError(o, "cancel", st, err);
-  if (o.json) {
-    out << Json(j) << "\n";
-  } else {
-    out << j.id() << " " << StateName(j.state()) << ": " << j.reason() << "\n";
+  auto stub = Connect(o);
+  int code = kExitOk;
+  for (const std::string& id : job_ids) {
+    v1::CancelJobRequest req;
+    req.set_job_id(id);
+    v1::Job j;
+    grpc::ClientContext ctx;
+    grpc::Status st = stub->CancelJob(&ctx, req, &j);
+    if (!st.ok()) {
+      code = std::max(code, RpcError(o, "cancel", st, err));
+      continue;
+    }
+    if (o.structured()) {
+      PrintStructured(JobJson(j), o.output, out);
+    } else {
+      out << j.id() << " " << StateName(j.state()) << ": " << j.reason() << "\n";
+    }
   }
-  return kExitOk;
+  return code;
 }
 
 int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out,
@@ -475,8 +536,8 @@ int RunUpload(const RemoteOptions& o, const std::string& file, std::ostream& out
   std::string ref;
   grpc::Status st = Upload(Connect(o).get(), file, &ref, err, o.tty);
   if (!st.ok()) return RpcError(o, "upload", st, err);
-  if (o.json) {
-    out << nlohmann::json{{"dataset", ref}}.dump() << "\n";
+  if (o.structured()) {
+    PrintStructured(nlohmann::json{{"dataset", ref}}, o.output, out);
   } else {
     out << ref << "\n";
   }
@@ -535,8 +596,8 @@ int RunModelGet(const RemoteOptions& o, const std::string& model_id, const std::
   } else {
     std::filesystem::rename(part, file);
   }
-  if (o.json) {
-    out << Json(info) << "\n";
+  if (o.structured()) {
+    PrintStructured(MessageJson(info), o.output, out);
   } else {
     out << "wrote " << file << " (" << model_id << " of " << info.job_id() << ", "
         << info.num_features() << " features, " << info.num_classes() << " classes, " << bytes
@@ -617,8 +678,8 @@ int RunHealth(const RemoteOptions& o, const std::string& service, double timeout
   static const char* const kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
   const int status = HealthStatusOf(bytes);
   const std::string name = status >= 0 && status < 4 ? kNames[status] : "UNKNOWN";
-  if (o.json) {
-    out << nlohmann::json{{"server", o.connect.server}, {"status", name}}.dump() << "\n";
+  if (o.structured()) {
+    PrintStructured(nlohmann::json{{"server", o.connect.server}, {"status", name}}, o.output, out);
   } else {
     out << name << "\n";
   }

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "grpcpp/support/status.h"
+#include "client/output.h"
 #include "logit/v1/training.pb.h"
 #include "proto/connect.h"
 #include "worker/data/dataset.h"
@@ -15,9 +17,16 @@ namespace logit {
 
 struct RemoteOptions {
   ConnectOptions connect;  // server HOST:PORT, token, TLS
-  bool json = false;       // -o json
+  OutputFormat output = OutputFormat::kTable;  // -o
   bool detach = false;     // print the job id only
   bool tty = false;        // stdout is a terminal: draw a progress bar
+  bool events = false;     // structured output: print every event as it comes (watch)
+  bool verbose = false;    // -v: informational lines too
+  bool iterations = false; // progress counts L-BFGS iterations, not epochs
+  // train: download the model to this file (.npz, .safetensors, .onnx) once the job succeeds.
+  std::string save_model;
+
+  bool structured() const { return output != OutputFormat::kTable; }
 };
 
 // `logit train` against a server: local data files are uploaded first; then the job is
@@ -29,15 +38,20 @@ int RunRemoteTrain(const v1::JobSpec& spec, const RemoteOptions& options, std::o
 // false when nothing is followed.
 bool DetachFollow();
 
-// The other server subcommands; each returns the CLI exit code (3: server unreachable).
+// The exit code for a failed call: 3 unreachable or unauthenticated, 4 not found, 2 invalid
+// argument or permission denied, 1 otherwise.
+int ExitCodeOf(const grpc::Status& status);
+
+// The other server subcommands; each returns the CLI exit code (see cli.h). Commands taking
+// several ids try each one; the exit code is the highest of theirs.
 int RunJobs(const RemoteOptions& options, const std::string& state, int limit, std::ostream& out,
             std::ostream& err);
-int RunStatus(const RemoteOptions& options, const std::string& job_id, std::ostream& out,
-              std::ostream& err);
+int RunStatus(const RemoteOptions& options, const std::vector<std::string>& job_ids,
+              std::ostream& out, std::ostream& err);
 int RunWatch(const RemoteOptions& options, const std::string& job_id, int64_t from,
              std::ostream& out, std::ostream& err);
-int RunCancel(const RemoteOptions& options, const std::string& job_id, std::ostream& out,
-              std::ostream& err);
+int RunCancel(const RemoteOptions& options, const std::vector<std::string>& job_ids,
+              std::ostream& out, std::ostream& err);
 int RunUpload(const RemoteOptions& options, const std::string& file, std::ostream& out,
               std::ostream& err);
 int RunModelGet(const RemoteOptions& options, const std::string& model_id, const std::string& file,

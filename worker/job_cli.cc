@@ -195,9 +195,10 @@ std::string FlagMessage(const absl::Status& status) {
   return absl::StrCat("--", flag, msg.substr(field->size()));
 }
 
-std::string EpochLine(const EpochRecord& e, int64_t total_epochs) {
-  std::string line = absl::StrCat("epoch ", e.epoch, "/", total_epochs, "  loss ",
-                                  Fixed(e.train_loss, 6), "  objective ", Fixed(e.objective, 6));
+std::string EpochLine(const EpochRecord& e, int64_t total_epochs, bool iterations) {
+  std::string line = iterations ? absl::StrCat("iter ", e.epoch, " (max ", total_epochs, ")")
+                                : absl::StrCat("epoch ", e.epoch, "/", total_epochs);
+  absl::StrAppend(&line, "  loss ", Fixed(e.train_loss, 6), "  objective ", Fixed(e.objective, 6));
   if (!std::isnan(e.val_loss)) {
     absl::StrAppend(&line, "  val_loss ", Fixed(e.val_loss, 6), "  val_acc ",
                     Fixed(100 * e.val_accuracy, 2), "%");

@@ -36,8 +36,9 @@ void AddLocalRunFlags(CLI::App* app, LocalRunFlags* flags);
 // "batch_size: must be >= 1" -> "--batch-size: must be >= 1".
 std::string FlagMessage(const absl::Status& status);
 
-// One line of per-epoch progress: "epoch 3/10  loss ...  val_acc ...%  (0.12s)".
-std::string EpochLine(const EpochRecord& record, int64_t total_epochs);
+// One line of per-epoch progress: "epoch 3/10  loss ...  val_acc ...%  (0.12s)"; with
+// `iterations` (L-BFGS, whose --epochs only caps the iterations) "iter 34 (max 1000)  loss ...".
+std::string EpochLine(const EpochRecord& record, int64_t total_epochs, bool iterations = false);
 
 }  // namespace logit
 

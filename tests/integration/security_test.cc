@@ -219,7 +219,7 @@ TEST(Security, TheCliSendsItsTokenFromAFileOrTheEnvironmentAndSaysWhenItHasNone)
   const std::string flags = "--server " + server.address() + " ";
 
   Cli none = Logit(dir, flags + "jobs", "LOGIT_TOKEN=");
-  EXPECT_EQ(none.code, 2) << none.err;
+  EXPECT_EQ(none.code, 3) << none.err;  // credentials refused
   EXPECT_NE(none.err.find("--token-file or LOGIT_TOKEN"), std::string::npos) << none.err;
 
   Cli file = Logit(dir, flags + "--token-file " + client_file + " jobs");

@@ -245,16 +245,6 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   // a subcommand passes flags it does not know to its parent.
   app.fallthrough();
   app.set_version_flag("--version", absl::StrCat("logit ", LOGIT_VERSION));
-  app.footer(absl::StrCat(
-      "Settings come from flags, then the environment (LOGIT_SERVER, LOGIT_TOKEN), then the "
-      "config file (",
-      ConfigPath(), ": server, token_file, tls_ca, tls_cert, tls_key, output).\n"
-      "Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid spec, 3 server "
-      "unreachable or credentials refused, 4 not found.\n"
-      "Examples:\n"
-      "  logit train --local --data iris.csv --label-column target\n"
-      "  logit jobs -o json\n"
-      "  source <(logit completion bash)"));
   Globals g;
   std::string server_flag, output_flag;
   app.add_option("--server", server_flag,
@@ -326,7 +316,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "  logit watch job-1 -o json    # one JSON object per event (NDJSON)");
   CLI::App* cancel = app.add_subcommand("cancel", "cancel queued or running jobs");
   cancel->add_option("JOB", job_args, "job ids")->required();
-  cancel->footer("Example:\n  logit cancel job-1 job-2");
+  cancel->footer("Example:\n  logit cancel job-2 job-3");
   CLI::App* upload = app.add_subcommand("upload", "stream a dataset file to the server");
   upload->add_option("FILE", upload_file, "the file")->required();
   upload->footer("Example:\n  logit upload iris.csv    # prints dataset:dataset-N for --data");
@@ -339,10 +329,12 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->capture_default_str()
       ->check(CLI::Range(0.001, 3600.0));
   health->footer(
-      "Example (a container HEALTHCHECK, a Kubernetes exec probe):\n"
-      "  logit health --server 127.0.0.1:50051");
+      "Examples (a container HEALTHCHECK, a Kubernetes exec probe):\n"
+      "  logit health\n"
+      "  logit health --service logit.v1.TrainingService --timeout 2");
   CLI::App* model = app.add_subcommand("model", "trained models on the server");
   model->require_subcommand(1);
+  model->footer("Example:\n  logit model get model-1 iris.npz");
   CLI::App* model_get =
       model->add_subcommand("get", "download a model (.npz, .safetensors or .onnx)");
   model_get->add_option("MODEL", model_arg, "model id")->required();
@@ -357,8 +349,19 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->check(CLI::IsMember({"bash", "zsh"}));
   completion->footer(
       "Examples:\n  source <(logit completion bash)\n"
-      "  logit completion zsh > \"${fpath[1]}/_logit\"");
+      "  logit completion zsh > _logit    # then move _logit into a directory of $fpath");
 
+  // Set last: subcommands created after it would inherit it.
+  app.footer(absl::StrCat(
+      "Settings come from flags, then the environment (LOGIT_SERVER, LOGIT_TOKEN), then the "
+      "config file (",
+      ConfigPath(), ": server, token_file, tls_ca, tls_cert, tls_key, output).\n"
+      "Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid spec, 3 server "
+      "unreachable or credentials refused, 4 not found.\n"
+      "Examples:\n"
+      "  logit train --local --data iris.csv --label-column target\n"
+      "  logit jobs -o json\n"
+      "  source <(logit completion bash)"));
   // A job file fills the training flags first; flags on the command line then override it.
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string a = argv[i];

@@ -38,7 +38,15 @@ void Fix(const Descriptor* d, nlohmann::json* j) {
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
     auto it = j->find(f->name());
-    if (it == j->end()) continue;
+    if (it == j->end()) {
+      // An unset message field is null rather than missing, so that every object of a type
+      // has the same keys (a oneof's other members stay absent).
+      if (f->type() == FieldDescriptor::TYPE_MESSAGE && !f->is_repeated() &&
+          f->containing_oneof() == nullptr) {
+        (*j)[f->name()] = nullptr;
+      }
+      continue;
+    }
     if (f->is_map()) {
       const FieldDescriptor* value = f->message_type()->map_value();
       for (auto& [key, v] : it->items()) NumbersFor(value, &v);
@@ -68,6 +76,7 @@ void NumbersFor(const FieldDescriptor* f, nlohmann::json* v) {
 void Emit(const nlohmann::json& v, YAML::Emitter* y) {
   switch (v.type()) {
     case nlohmann::json::value_t::object:
+      if (v.empty()) *y << YAML::Flow;
       *y << YAML::BeginMap;
       for (const auto& [key, value] : v.items()) {
         *y << YAML::Key << key << YAML::Value;
@@ -76,6 +85,7 @@ void Emit(const nlohmann::json& v, YAML::Emitter* y) {
       *y << YAML::EndMap;
       break;
     case nlohmann::json::value_t::array:
+      if (v.empty()) *y << YAML::Flow;
       *y << YAML::BeginSeq;
       for (const auto& value : v) Emit(value, y);
       *y << YAML::EndSeq;
@@ -99,7 +109,12 @@ void Emit(const nlohmann::json& v, YAML::Emitter* y) {
       } else if (std::isinf(d)) {
         *y << (d > 0 ? ".inf" : "-.inf");
       } else {
-        *y << YAML::Precision(17) << d;
+        // The shortest text that reads back as the same double, with a '.' before any
+        // exponent: YAML 1.1 readers (PyYAML) take "1e-06" for a string, "1.0e-06" for a float.
+        std::string text = v.dump();
+        const size_t e = text.find_first_of("eE");
+        if (e != std::string::npos && text.find('.') == std::string::npos) text.insert(e, ".0");
+        *y << text;
       }
       break;
     }

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/job_file.h"
 #include "client/local_trainer.h"
+#include "client/manage.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
 #include "worker/common/status.h"
@@ -262,7 +263,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "  logit train --local --data /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz "
       "\\\n"
       "      --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \\\n"
-      "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json");
+      "      --optimizer adam --batch-size 256 --epochs 10 --val-split 0.1 -o json\n"
+      "  logit train --data iris.csv --label-column target --name nightly --label team=search");
   train->add_flag("--local", tf.local, "train in this process, without a server");
   train->add_flag("--detach", tf.detach, "submit, print the job id and return");
   std::string job_file;
@@ -290,13 +292,23 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                    "read the input in pieces of about this many bytes of file")
       ->capture_default_str();
 
-  std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg;
-  int jobs_limit = 100;
+  std::string job_arg, upload_file, model_arg, model_file_arg;
+  JobsFilter jobs_filter;
   int64_t watch_from = 1;
   CLI::App* jobs = app.add_subcommand("jobs", "list jobs on the server, newest first");
-  jobs->add_option("--state", jobs_state, "only jobs in this state (QUEUED, RUNNING, ...)");
-  jobs->add_option("--limit", jobs_limit, "at most this many")->capture_default_str();
-  jobs->footer("Example:\n  logit --server 127.0.0.1:50051 jobs --state RUNNING");
+  jobs->add_option("--state", jobs_filter.state,
+                   "only jobs in this state (queued, running, succeeded, failed, cancelled, "
+                   "retrying; any case)");
+  jobs->add_option("-l,--selector", jobs_filter.selector,
+                   "only jobs with this label, KEY=VALUE (repeatable, or k=v,k2=v2: all must "
+                   "match)");
+  jobs->add_option("--name", jobs_filter.name, "only jobs with this name (train --name)");
+  jobs->add_option("--limit", jobs_filter.limit, "at most this many")->capture_default_str();
+  jobs->footer(
+      "Examples:\n"
+      "  logit --server 127.0.0.1:50051 jobs --state running\n"
+      "  logit jobs -l team=search -l env=prod\n"
+      "  logit jobs --name nightly -o json");
   CLI::App* status = app.add_subcommand("status", "show one job");
   status->add_option("JOB", job_arg, "job id")->required();
   status->footer("Example:\n  logit status job-3 -o json");
@@ -330,6 +342,31 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->required();
   model_get->footer(
       "Examples:\n  logit model get model-1 iris.npz\n  logit model get model-1 iris.onnx");
+  std::vector<std::string> rm_ids;
+  CLI::App* model_rm = model->add_subcommand("rm", "delete models (weights and metadata)");
+  model_rm->add_option("MODEL", rm_ids, "model ids")->required();
+  model_rm->footer(
+      "Examples:\n  logit model rm model-3\n  logit model rm model-3 model-4 -o json\n"
+      "Exit codes: 0 all deleted, 4 one was not found, 3 server unreachable.");
+  CLI::App* models = app.add_subcommand("models", "list the server's models, newest first");
+  models->footer("Examples:\n  logit models\n  logit models -o json");
+  std::string datasets_sha256;
+  CLI::App* datasets =
+      app.add_subcommand("datasets", "list the server's uploaded datasets, newest first");
+  datasets->add_option("--sha256", datasets_sha256, "only datasets with this SHA-256 (hex)");
+  datasets->footer(
+      "Examples:\n  logit datasets\n  logit datasets --sha256 \"$(sha256sum iris.csv | cut -c1-64)\""
+      " -o json");
+  CLI::App* dataset = app.add_subcommand("dataset", "uploaded datasets on the server");
+  dataset->require_subcommand(1);
+  CLI::App* dataset_rm = dataset->add_subcommand(
+      "rm", "delete datasets (refused while a queued or running job needs one)");
+  dataset_rm->add_option("DATASET", rm_ids, "dataset ids (dataset-N or dataset:dataset-N)")
+      ->required();
+  dataset_rm->footer(
+      "Examples:\n  logit dataset rm dataset-2\n  logit dataset rm dataset:dataset-2 dataset-5\n"
+      "Exit codes: 0 all deleted, 1 refused (a job needs it), 4 not found, 3 server "
+      "unreachable.");
   // A job file fills the training flags first; flags on the command line then override it.
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string a = argv[i];
@@ -368,13 +405,17 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   ro.json = g.output == "json";
   ro.tty = &out == &std::cout && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
   if (train->parsed()) return RunTrain(tf, g, out, err);
-  if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
+  if (jobs->parsed()) return RunJobs(ro, jobs_filter, out, err);
   if (health->parsed()) return RunHealth(ro, health_service, health_timeout_s, out, err);
   if (status->parsed()) return RunStatus(ro, job_arg, out, err);
   if (watch->parsed()) return RunWatch(ro, job_arg, watch_from, out, err);
   if (cancel->parsed()) return RunCancel(ro, job_arg, out, err);
   if (upload->parsed()) return RunUpload(ro, upload_file, out, err);
   if (model_get->parsed()) return RunModelGet(ro, model_arg, model_file_arg, out, err);
+  if (model_rm->parsed()) return RunModelRm(ro, rm_ids, out, err);
+  if (models->parsed()) return RunModels(ro, out, err);
+  if (datasets->parsed()) return RunDatasets(ro, datasets_sha256, out, err);
+  if (dataset_rm->parsed()) return RunDatasetRm(ro, rm_ids, out, err);
   if (predict->parsed()) return RunPredict(pf, g, out, err);
   return kExitUsage;
 }

@@ -11,7 +11,9 @@ enum ExitCode {
   kExitOk = 0,
   kExitJobFailed = 1,    // the job failed or was cancelled (bad data included)
   kExitUsage = 2,        // bad flags or option values, missing or refused credentials
-  kExitUnreachable = 3,  // the server could not be reached
+  kExitUnreachable = 3,  // the server could not be reached (management commands, see
+                         // client/manage.h: or it refused the credentials)
+  kExitNotFound = 4,     // management commands: no such model / dataset
 };
 
 // Runs the CLI with `argv`; writes results to `out` and diagnostics to `err`.

@@ -243,6 +243,9 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
 int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"logit: logistic regression at any scale", "logit"};
   app.require_subcommand(1);
+  // Global flags after the subcommand too (`logit models -o json`), as kubectl takes them;
+  // subcommands inherit this when they are added.
+  app.fallthrough();
   Globals g;
   if (const char* env = std::getenv("LOGIT_SERVER")) g.connect.server = env;
   app.add_option("--server", g.connect.server, "coordinator address HOST:PORT (env LOGIT_SERVER)");

@@ -110,7 +110,8 @@ int ManageExitCode(const grpc::Status& st) {
 }
 
 std::string HumanDuration(double seconds_d) {
-  // kubectl's rule (k8s.io/apimachinery duration.HumanDuration): fewer units as it grows.
+  // kubectl's rule (k8s.io/apimachinery duration.HumanDuration): fewer units as it grows; but
+  // from one hour on in hours and minutes ("2h5m" where kubectl prints "125m").
   const int64_t seconds = static_cast<int64_t>(seconds_d);
   if (seconds < 0) return "0s";
   if (seconds < 60 * 2) return absl::StrCat(seconds, "s");
@@ -119,7 +120,7 @@ std::string HumanDuration(double seconds_d) {
     return seconds % 60 == 0 ? absl::StrCat(minutes, "m")
                              : absl::StrCat(minutes, "m", seconds % 60, "s");
   }
-  if (minutes < 60 * 3) return absl::StrCat(minutes, "m");
+  if (minutes < 60) return absl::StrCat(minutes, "m");
   const int64_t hours = minutes / 60;
   if (hours < 8) {
     return minutes % 60 == 0 ? absl::StrCat(hours, "h")
@@ -183,16 +184,15 @@ int RunModels(const RemoteOptions& o, std::ostream& out, std::ostream& err) {
   std::vector<std::vector<std::string>> rows = {
       {"MODEL", "JOB", "NAME", "FEATURES", "CLASSES", "SIZE", "AGE"}};
   for (const v1::ModelInfo& m : resp.models()) {
-    rows.push_back({m.model_id(), m.job_id(), OrDash(m.job_name()),
-                    absl::StrCat(m.num_features()), absl::StrCat(m.num_classes()),
-                    HumanBytes(m.size_bytes()), Age(m.created())});
+    rows.push_back({m.model_id(), m.job_id(), OrDash(m.job_name()), absl::StrCat(m.num_features()),
+                    absl::StrCat(m.num_classes()), HumanBytes(m.size_bytes()), Age(m.created())});
   }
   PrintTable(rows, out);
   return kExitOk;
 }
 
-int RunModelRm(const RemoteOptions& o, const std::vector<std::string>& model_ids,
-               std::ostream& out, std::ostream& err) {
+int RunModelRm(const RemoteOptions& o, const std::vector<std::string>& model_ids, std::ostream& out,
+               std::ostream& err) {
   if (!NeedServer(o, "model rm", err)) return kExitUsage;
   auto stub = Connect(o);
   return RemoveEach(

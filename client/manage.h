@@ -36,8 +36,9 @@ int RunDatasetRm(const RemoteOptions& options, const std::vector<std::string>& d
 // The exit code of a failed call of a management command (see the file comment).
 int ManageExitCode(const grpc::Status& status);
 
-// A duration as kubectl prints ages: "45s", "3m12s", "2h5m", "3d" (precision falls as it
-// grows; negative durations print as "0s").
+// A duration as kubectl prints ages: "45s", "3m12s", "25m", "2h5m", "30h", "3d4h", "40d"
+// (precision falls as it grows; negative durations print as "0s"). Unlike kubectl, 1-3 hours
+// show as hours and minutes ("2h5m", not "125m").
 std::string HumanDuration(double seconds);
 // A size in bytes: "812B", "4.5KiB", "1.2MiB", "3.0GiB".
 std::string HumanBytes(int64_t bytes);

@@ -442,7 +442,7 @@ TEST(CliAgainstServer, ListsAndDeletesModelsAndDatasetsAndSelectsJobsByLabel) {
   EXPECT_EQ(rm.code, 4);
   EXPECT_NE(rm.err.find("model-404"), std::string::npos) << rm.err;
   EXPECT_NE(rm.out.find(model + " deleted"), std::string::npos) << rm.out;
-  EXPECT_EQ(LastLine(Logit(dir, srv + "-o json models").out), "[]");
+  EXPECT_EQ(LastLine(Logit(dir, srv + "models -o json").out), "[]");  // global flags go after, too
 
   // Once the job is cancelled the dataset can go, file and all.
   ASSERT_EQ(Logit(dir, srv + "cancel " + slow_job).code, 0);

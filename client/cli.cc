@@ -358,8 +358,9 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       app.add_subcommand("datasets", "list the server's uploaded datasets, newest first");
   datasets->add_option("--sha256", datasets_sha256, "only datasets with this SHA-256 (hex)");
   datasets->footer(
-      "Examples:\n  logit datasets\n  logit datasets --sha256 \"$(sha256sum iris.csv | cut -c1-64)\""
-      " -o json");
+      "Examples:\n"
+      "  logit datasets\n"
+      "  logit datasets --sha256 \"$(sha256sum iris.csv | cut -c1-64)\" -o json");
   CLI::App* dataset = app.add_subcommand("dataset", "uploaded datasets on the server");
   dataset->require_subcommand(1);
   CLI::App* dataset_rm = dataset->add_subcommand(

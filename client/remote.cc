@@ -24,8 +24,8 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "worker/job_cli.h"
 #include "worker/common/sha256.h"
+#include "worker/job_cli.h"
 #include "worker/job_spec.h"
 #include "worker/model/model_io.h"
 #include "worker/summary.h"
@@ -454,19 +454,17 @@ int RunJobs(const RemoteOptions& o, const JobsFilter& filter, std::ostream& out,
     return HumanDuration(static_cast<double>(to - TimeUtil::TimestampToNanoseconds(from)) / 1e9);
   };
   std::vector<std::vector<std::string>> rows = {{"JOB", "NAME", "STATE", "WORKERS", "EPOCHS",
-                                                 "ACCURACY", "MODEL", "AGE", "DURATION",
-                                                 "REASON"}};
+                                                 "ACCURACY", "MODEL", "AGE", "DURATION", "REASON"}};
   for (const v1::Job& j : resp.jobs()) {
     const bool started = j.has_started() && TimeUtil::TimestampToNanoseconds(j.started()) > 0;
     const bool finished = j.has_finished() && TimeUtil::TimestampToNanoseconds(j.finished()) > 0;
-    rows.push_back(
-        {j.id(), j.spec().name().empty() ? "-" : j.spec().name(), StateName(j.state()),
-         absl::StrCat(j.spec().workers()), absl::StrCat(j.result().epochs_run()), Accuracy(j),
-         j.model_id().empty() ? "-" : j.model_id(), since(j.created(), now),
-         started ? since(j.started(),
-                         finished ? TimeUtil::TimestampToNanoseconds(j.finished()) : now)
-                 : "-",
-         j.reason()});
+    rows.push_back({j.id(), j.spec().name().empty() ? "-" : j.spec().name(), StateName(j.state()),
+                    absl::StrCat(j.spec().workers()), absl::StrCat(j.result().epochs_run()),
+                    Accuracy(j), j.model_id().empty() ? "-" : j.model_id(), since(j.created(), now),
+                    started ? since(j.started(),
+                                    finished ? TimeUtil::TimestampToNanoseconds(j.finished()) : now)
+                            : "-",
+                    j.reason()});
   }
   PrintTable(rows, out);
   return kExitOk;

@@ -596,9 +596,9 @@ absl::Status Coordinator::DeleteDataset(const std::string& dataset_id) {
   }
   if (!users.empty()) {
     // Checked before the id's existence: a dataset a job names exists (SubmitJob resolved it).
-    return absl::FailedPreconditionError(
-        absl::StrCat("dataset_id: dataset '", dataset_id, "' is needed by ",
-                     absl::StrJoin(users, ", "), "; cancel them or wait until they finish"));
+    return absl::FailedPreconditionError(absl::StrCat("dataset_id: dataset '", dataset_id,
+                                                      "' is needed by ", absl::StrJoin(users, ", "),
+                                                      "; cancel them or wait until they finish"));
   }
   RETURN_IF_ERROR(catalog_.DeleteDataset(dataset_id));
   logging::Info("dataset deleted", {{"dataset", dataset_id}});

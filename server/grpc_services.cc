@@ -152,8 +152,7 @@ grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::G
   return grpc::Status::OK;
 }
 
-grpc::Status TrainingServiceImpl::ListModels(grpc::ServerContext* ctx,
-                                             const v1::ListModelsRequest*,
+grpc::Status TrainingServiceImpl::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                              v1::ListModelsResponse* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   for (v1::ModelInfo& m : c_->ListModels()) *resp->add_models() = std::move(m);

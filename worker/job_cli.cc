@@ -173,7 +173,9 @@ void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
       [s](const std::vector<std::string>& values) {
         for (const std::string& v : values) {
           auto pairs = ParseLabelPairs(v);
-          if (!pairs.ok()) throw CLI::ValidationError("--label", std::string(pairs.status().message()));
+          if (!pairs.ok()) {
+            throw CLI::ValidationError("--label", std::string(pairs.status().message()));
+          }
           for (const auto& [key, value] : *pairs) (*s->mutable_job_labels())[key] = value;
         }
       },

@@ -153,11 +153,11 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec) {
   plan.deadline_seconds = spec.deadline_seconds();
   plan.name = spec.name();
   for (const auto& [key, value] : spec.job_labels()) {
-    const bool key_ok = !key.empty() && key.size() <= 63 &&
-                        std::all_of(key.begin(), key.end(), [](char c) {
-                          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-                                 c == '_' || c == '/' || c == '-';
-                        });
+    const bool key_ok =
+        !key.empty() && key.size() <= 63 && std::all_of(key.begin(), key.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                 c == '/' || c == '-';
+        });
     if (!key_ok) {
       return FieldError("job_labels",
                         absl::StrCat("key '", key,

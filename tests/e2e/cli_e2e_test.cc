@@ -323,8 +323,8 @@ std::string StartServer(const TempDir& dir, int workers, std::unique_ptr<Subproc
   if (!server_bin || !worker_bin) return "";
   *server = std::make_unique<Subprocess>(
       std::vector<std::string>{server_bin, "--listen", "127.0.0.1:0", "--local-workers",
-                               std::to_string(workers), "--worker-binary", worker_bin,
-                               "--data-dir", dir.Path("data")},
+                               std::to_string(workers), "--worker-binary", worker_bin, "--data-dir",
+                               dir.Path("data")},
       dir.Path("server.out"), dir.Path("server.err"));
   for (int i = 0; i < 3000; ++i) {  // a cold start loads LibTorch
     const std::string out = Slurp(dir.Path("server.out"));
@@ -385,13 +385,14 @@ TEST(CliAgainstServer, ListsAndDeletesModelsAndDatasetsAndSelectsJobsByLabel) {
 
   // A labelled, named job that finishes; then one that keeps running on the only worker. The
   // second names the local file: the CLI finds it on the server by hash and does not upload it.
-  CliRun quick = Logit(dir, srv + "train --detach --name quick --label team=search --label "
-                                  "env=test --label-column target --data " + ref);
+  const std::string train = srv + "train --detach --label-column target ";
+  CliRun quick =
+      Logit(dir, train + "--name quick --label team=search --label env=test --data " + ref);
   ASSERT_EQ(quick.code, 0) << quick.err;
   const std::string quick_job = LastLine(quick.out);
   ASSERT_EQ(Logit(dir, srv + "watch " + quick_job).code, 0);
-  CliRun slow = Logit(dir, srv + "train --detach --label team=ads --label-column target "
-                                 "--optimizer sgd --epochs 1000000 --data " + iris);
+  CliRun slow =
+      Logit(dir, train + "--label team=ads --optimizer sgd --epochs 1000000 --data " + iris);
   ASSERT_EQ(slow.code, 0) << slow.err;
   const std::string slow_job = LastLine(slow.out);
   EXPECT_NE(slow.err.find("reusing " + dataset), std::string::npos) << slow.err;

@@ -977,7 +977,8 @@ TEST_F(CoordinatorTest, DeleteDatasetIsRefusedWhileAJobRunsOnItAndAStoreFailureK
               StatusIs(absl::StatusCode::kFailedPrecondition, job->id() + " (RUNNING)"));
   ASSERT_TRUE(Finish(w, a).ok());
   store_->FailWrites(absl::UnavailableError("disk on fire"));
-  EXPECT_THAT(c_->DeleteDataset(dataset_), StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  EXPECT_THAT(c_->DeleteDataset(dataset_),
+              StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
   store_->FailWrites(absl::OkStatus());
   EXPECT_EQ(c_->ListDatasets("")->size(), 1u);
   EXPECT_TRUE(c_->DeleteDataset(dataset_).ok());  // a finished job does not hold it
@@ -998,8 +999,8 @@ TEST_F(CoordinatorTest, ListModelsIsNewestFirstWithTheJobNameAndWithoutHistory) 
   auto first = c_->UploadModel(header, Chunks(model_bytes_));
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE(Finish(w, a).ok());
-  auto second = c_->catalog_for_test().AddModel("job-404", v1::TrainingSummary(),
-                                                Chunks(model_bytes_));
+  auto second =
+      c_->catalog_for_test().AddModel("job-404", v1::TrainingSummary(), Chunks(model_bytes_));
   ASSERT_TRUE(second.ok()) << second.status();
   const std::vector<v1::ModelInfo> models = c_->ListModels();
   ASSERT_EQ(models.size(), 2u);

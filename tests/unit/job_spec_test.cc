@@ -135,9 +135,9 @@ TEST(PlanJob, EveryJobSpecFieldHasItsFlag) {
   const google::protobuf::Descriptor* d = v1::JobSpec::descriptor();
   for (int i = 0; i < d->field_count(); ++i) {
     const std::string name = d->field(i)->name();
-    const std::string flag = name == "deadline_seconds" ? "--deadline"
-                             : name == "job_labels"     ? "--label"
-                                                        : "--" + absl::StrReplaceAll(name, {{"_", "-"}});
+    std::string flag = "--" + absl::StrReplaceAll(name, {{"_", "-"}});
+    if (name == "deadline_seconds") flag = "--deadline";
+    if (name == "job_labels") flag = "--label";
     EXPECT_NE(app.get_option_no_throw(flag), nullptr) << "JobSpec." << name << " has no " << flag;
   }
 }

@@ -18,6 +18,7 @@
 #include "client/cli_support.h"
 #include "client/job_file.h"
 #include "client/local_trainer.h"
+#include "client/manage.h"
 #include "client/output.h"
 #include "client/remote.h"
 #include "nlohmann/json.hpp"
@@ -269,7 +270,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "\\\n"
       "      --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz \\\n"
       "      --optimizer adam --batch-size 256 --epochs 2 --val-split 0.1 -o json\n"
-      "  logit train --data iris.csv --label-column target --workers 2 --save-model iris.onnx");
+      "  logit train --data iris.csv --label-column target --workers 2 --save-model iris.onnx\n"
+      "  logit train --data iris.csv --label-column target --name nightly --label team=search");
   train->add_flag("--local", tf.local, "train in this process, without a server");
   train->add_flag("--detach", tf.detach, "submit, print the job id and return");
   std::string job_file;
@@ -297,14 +299,24 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                    "read the input in pieces of about this many bytes of file")
       ->capture_default_str();
 
-  std::string jobs_state, job_arg, upload_file, model_arg, model_file_arg, shell;
+  std::string job_arg, upload_file, model_arg, model_file_arg, shell;
   std::vector<std::string> job_args;
-  int jobs_limit = 100;
+  JobsFilter jobs_filter;
   int64_t watch_from = 1;
   CLI::App* jobs = app.add_subcommand("jobs", "list jobs on the server, newest first");
-  jobs->add_option("--state", jobs_state, "only jobs in this state (QUEUED, RUNNING, ...)");
-  jobs->add_option("--limit", jobs_limit, "at most this many")->capture_default_str();
-  jobs->footer("Examples:\n  logit jobs --state RUNNING\n  logit jobs -o json");
+  jobs->add_option("--state", jobs_filter.state,
+                   "only jobs in this state (queued, running, succeeded, failed, cancelled, "
+                   "retrying; any case)");
+  jobs->add_option("-l,--selector", jobs_filter.selector,
+                   "only jobs with this label, KEY=VALUE (repeatable, or k=v,k2=v2: all must "
+                   "match)");
+  jobs->add_option("--name", jobs_filter.name, "only jobs with this name (train --name)");
+  jobs->add_option("--limit", jobs_filter.limit, "at most this many")->capture_default_str();
+  jobs->footer(
+      "Examples:\n"
+      "  logit jobs --state running\n"
+      "  logit jobs -l team=search\n"
+      "  logit jobs --name nightly -o json");
   CLI::App* status = app.add_subcommand("status", "show jobs");
   status->add_option("JOB", job_args, "job ids")->required();
   status->footer("Examples:\n  logit status job-1\n  logit status job-1 job-2 -o json");
@@ -342,6 +354,34 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->required();
   model_get->footer(
       "Examples:\n  logit model get model-1 iris.npz\n  logit model get model-1 iris.onnx");
+  std::vector<std::string> rm_ids;
+  CLI::App* model_rm = model->add_subcommand("rm", "delete models (weights and metadata)");
+  model_rm->add_option("MODEL", rm_ids, "model ids")->required();
+  model_rm->footer(
+      "Example:\n  logit model rm model-2\n"
+      "Exit codes: 0 all deleted, 4 one was not found, 3 server unreachable.");
+  CLI::App* models = app.add_subcommand("models", "list the server's models, newest first");
+  models->footer("Examples:\n  logit models\n  logit models -o json");
+  std::string datasets_sha256;
+  CLI::App* datasets =
+      app.add_subcommand("datasets", "list the server's uploaded datasets, newest first");
+  datasets->add_option("--sha256", datasets_sha256, "only datasets with this SHA-256 (hex)");
+  datasets->footer(
+      "Examples:\n"
+      "  logit datasets\n"
+      "  logit datasets --sha256 \"$(sha256sum iris.csv | cut -c1-64)\" -o json");
+  CLI::App* dataset = app.add_subcommand("dataset", "uploaded datasets on the server");
+  dataset->require_subcommand(1);
+  dataset->footer("Example:\n  logit datasets");
+  CLI::App* dataset_rm = dataset->add_subcommand(
+      "rm", "delete datasets (refused while a queued or running job needs one)");
+  dataset_rm->add_option("DATASET", rm_ids, "dataset ids (dataset-N or dataset:dataset-N)")
+      ->required();
+  dataset_rm->footer(
+      "Example:\n  logit dataset rm dataset-2\n"
+      "Exit codes: 0 all deleted, 1 refused (a job needs it), 4 not found, 3 server "
+      "unreachable.");
+
   CLI::App* completion =
       app.add_subcommand("completion", "print a shell completion script (bash or zsh)");
   completion->add_option("SHELL", shell, "bash or zsh")
@@ -458,13 +498,17 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     ro.save_model = tf.run.save_model;
     return RunRemoteTrain(tf.spec, ro, out, err);
   }
-  if (jobs->parsed()) return RunJobs(ro, jobs_state, jobs_limit, out, err);
+  if (jobs->parsed()) return RunJobs(ro, jobs_filter, out, err);
   if (health->parsed()) return RunHealth(ro, health_service, health_timeout_s, out, err);
   if (status->parsed()) return RunStatus(ro, job_args, out, err);
   if (watch->parsed()) return RunWatch(ro, job_arg, watch_from, out, err);
   if (cancel->parsed()) return RunCancel(ro, job_args, out, err);
   if (upload->parsed()) return RunUpload(ro, upload_file, out, err);
   if (model_get->parsed()) return RunModelGet(ro, model_arg, model_file_arg, out, err);
+  if (model_rm->parsed()) return RunModelRm(ro, rm_ids, out, err);
+  if (models->parsed()) return RunModels(ro, out, err);
+  if (datasets->parsed()) return RunDatasets(ro, datasets_sha256, out, err);
+  if (dataset_rm->parsed()) return RunDatasetRm(ro, rm_ids, out, err);
   if (predict->parsed()) return RunPredict(pf, g, out, err);
   return kExitUsage;
 }

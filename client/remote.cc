@@ -8,17 +8,23 @@
 #include <fstream>
 #include <iomanip>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <ostream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/cli.h"
+#include "client/manage.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "worker/common/sha256.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
 #include "worker/model/model_io.h"
@@ -27,6 +33,8 @@
 namespace logit {
 
 namespace {
+
+using google::protobuf::util::TimeUtil;
 
 constexpr size_t kChunkBytes = 1 << 20;
 
@@ -40,7 +48,33 @@ bool Unreachable(const grpc::Status& st) {
          st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
-// Uploads a local file; returns "dataset:ID".
+// The dataset on the server that holds the bytes of the file at `path` under the same name,
+// found by the file's SHA-256 (read in 1 MiB pieces). None when there is no such dataset, or
+// the file cannot be read or the server cannot be asked (the upload then reports it).
+std::optional<v1::Dataset> FindUploaded(v1::TrainingService::Stub* stub, const std::string& path,
+                                        const std::string& name) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  Sha256 hash;
+  std::string buf(kChunkBytes, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.bad()) return std::nullopt;
+    hash.Update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  v1::ListDatasetsRequest req;
+  req.set_sha256(hash.HexDigest());
+  v1::ListDatasetsResponse resp;
+  grpc::ClientContext ctx;
+  if (!stub->ListDatasets(&ctx, req, &resp).ok()) return std::nullopt;
+  for (const v1::Dataset& d : resp.datasets()) {
+    if (d.name() == name && d.sha256() == req.sha256()) return d;
+  }
+  return std::nullopt;
+}
+
+// Uploads a local file, or reuses the server's dataset with the same name and bytes (saying so
+// on `err`); returns "dataset:ID".
 grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, std::string* ref,
                     std::ostream& err, bool tty) {
   std::ifstream in(path, std::ios::binary);
@@ -48,11 +82,18 @@ grpc::Status Upload(v1::TrainingService::Stub* stub, const std::string& path, st
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("--data: cannot read ", path));
   }
+  const std::string name = std::filesystem::path(path).filename().string();
+  if (std::optional<v1::Dataset> known = FindUploaded(stub, path, name)) {
+    err << "reusing " << known->id() << " for " << path
+        << ": the server has a dataset with the same name and SHA-256 (not uploaded again)\n";
+    *ref = "dataset:" + known->id();
+    return grpc::Status::OK;
+  }
   grpc::ClientContext ctx;
   v1::Dataset resp;
   auto writer = stub->UploadDataset(&ctx, &resp);
   v1::UploadDatasetRequest head;
-  head.mutable_info()->set_name(std::filesystem::path(path).filename().string());
+  head.mutable_info()->set_name(name);
   bool ok = writer->Write(head);
   std::string buf(kChunkBytes, '\0');
   int64_t sent = 0;
@@ -400,20 +441,30 @@ int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& options, std::
   return RunModelGet(get, finished.model_id(), o.save_model, o.structured() ? err : out, err);
 }
 
-int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::ostream& out,
+int RunJobs(const RemoteOptions& o, const JobsFilter& filter, std::ostream& out,
             std::ostream& err) {
   if (!NeedServer(o, "jobs", err)) return kExitUsage;
   v1::ListJobsRequest req;
-  if (!state.empty()) {
+  if (!filter.state.empty()) {
     v1::JobState s;
-    if (!v1::JobState_Parse(state, &s)) {
-      err << "logit jobs: --state: '" << state
+    if (!v1::JobState_Parse(absl::AsciiStrToUpper(filter.state), &s) ||
+        s == v1::JOB_STATE_UNSPECIFIED) {
+      err << "logit jobs: --state: '" << filter.state
           << "' is not QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED or RETRYING\n";
       return kExitUsage;
     }
     req.set_state(s);
   }
-  req.set_limit(limit);
+  for (const std::string& item : filter.selector) {
+    auto pairs = ParseLabelPairs(item);
+    if (!pairs.ok()) {
+      err << "logit jobs: --selector: " << pairs.status().message() << "\n";
+      return kExitUsage;
+    }
+    for (const auto& [key, value] : *pairs) (*req.mutable_label_selector())[key] = value;
+  }
+  req.set_name(filter.name);
+  req.set_limit(filter.limit);
   v1::ListJobsResponse resp;
   grpc::ClientContext ctx;
   grpc::Status st = Connect(o)->ListJobs(&ctx, req, &resp);
@@ -424,16 +475,24 @@ int RunJobs(const RemoteOptions& o, const std::string& state, int limit, std::os
     PrintStructured(nlohmann::json{{"jobs", std::move(jobs)}}, o.output, out);
     return kExitOk;
   }
-  out << std::left << std::setw(10) << "JOB" << std::setw(11) << "STATE" << std::setw(9)
-      << "WORKERS" << std::setw(8) << "EPOCHS" << std::setw(16) << "ACCURACY" << std::setw(11)
-      << "MODEL"
-      << "REASON\n";
+  const int64_t now = absl::ToUnixNanos(absl::Now());
+  auto since = [now](const google::protobuf::Timestamp& from, int64_t to) {
+    return HumanDuration(static_cast<double>(to - TimeUtil::TimestampToNanoseconds(from)) / 1e9);
+  };
+  std::vector<std::vector<std::string>> rows = {{"JOB", "NAME", "STATE", "WORKERS", "EPOCHS",
+                                                 "ACCURACY", "MODEL", "AGE", "DURATION", "REASON"}};
   for (const v1::Job& j : resp.jobs()) {
-    out << std::left << std::setw(10) << j.id() << std::setw(11) << StateName(j.state())
-        << std::setw(9) << j.spec().workers() << std::setw(8) << j.result().epochs_run()
-        << std::setw(16) << Accuracy(j) << std::setw(11)
-        << (j.model_id().empty() ? "-" : j.model_id()) << j.reason() << "\n";
+    const bool started = j.has_started() && TimeUtil::TimestampToNanoseconds(j.started()) > 0;
+    const bool finished = j.has_finished() && TimeUtil::TimestampToNanoseconds(j.finished()) > 0;
+    rows.push_back({j.id(), j.spec().name().empty() ? "-" : j.spec().name(), StateName(j.state()),
+                    absl::StrCat(j.spec().workers()), absl::StrCat(j.result().epochs_run()),
+                    Accuracy(j), j.model_id().empty() ? "-" : j.model_id(), since(j.created(), now),
+                    started ? since(j.started(),
+                                    finished ? TimeUtil::TimestampToNanoseconds(j.finished()) : now)
+                            : "-",
+                    j.reason()});
   }
+  PrintTable(rows, out);
   return kExitOk;
 }
 

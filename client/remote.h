@@ -38,13 +38,23 @@ int RunRemoteTrain(const v1::JobSpec& spec, const RemoteOptions& options, std::o
 // false when nothing is followed.
 bool DetachFollow();
 
+// What `logit jobs` lists.
+struct JobsFilter {
+  std::string state;                  // a JobState name, any case ("running"); "": all
+  std::vector<std::string> selector;  // "k=v" or "k=v,k2=v2" items, all must match
+  std::string name;                   // the job's exact name; "": all
+  int limit = 100;
+};
+
 // The exit code for a failed call: 3 unreachable or unauthenticated, 4 not found, 2 invalid
 // argument or permission denied, 1 otherwise.
 int ExitCodeOf(const grpc::Status& status);
 
 // The other server subcommands; each returns the CLI exit code (see cli.h). Commands taking
 // several ids try each one; the exit code is the highest of theirs.
-int RunJobs(const RemoteOptions& options, const std::string& state, int limit, std::ostream& out,
+// `logit jobs`: a table with the job's name, age (since submission) and duration (start to
+// end, or to now while it runs).
+int RunJobs(const RemoteOptions& options, const JobsFilter& filter, std::ostream& out,
             std::ostream& err);
 int RunStatus(const RemoteOptions& options, const std::vector<std::string>& job_ids,
               std::ostream& out, std::ostream& err);

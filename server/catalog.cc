@@ -9,6 +9,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/time_util.h"
 #include "worker/common/sha256.h"
 #include "worker/common/status.h"
@@ -32,6 +34,17 @@ std::string SafeFileName(const std::string& name) {
   }
   if (base.empty() || base == "." || base == "..") base = "data";
   return base;
+}
+
+// Orders records newest first: by created time, then by the number in the id ("model-12"
+// after "model-9"), so records created in the same instant keep their upload order.
+bool NewerThan(const google::protobuf::Timestamp& a_created, const std::string& a_id,
+               const google::protobuf::Timestamp& b_created, const std::string& b_id) {
+  const int64_t a = google::protobuf::util::TimeUtil::TimestampToNanoseconds(a_created);
+  const int64_t b = google::protobuf::util::TimeUtil::TimestampToNanoseconds(b_created);
+  if (a != b) return a > b;
+  if (a_id.size() != b_id.size()) return a_id.size() > b_id.size();
+  return a_id > b_id;
 }
 
 // Predict's model loading: the model file at `path`, ready to serve.
@@ -192,6 +205,17 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
     fs::remove_all(dir, ec);
     return size.status();
   }
+  MutexLock publish(&datasets_mu_);
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [other_id, d] : datasets_) {
+      if (d.info.sha256() == sha256 && d.info.name() == info.name() &&
+          d.info.size_bytes() == *size) {
+        fs::remove_all(dir, ec);
+        return d.info;
+      }
+    }
+  }
   DatasetRecord rec;
   rec.info.set_id(id);
   rec.info.set_name(info.name());
@@ -207,6 +231,48 @@ absl::StatusOr<v1::Dataset> Catalog::UploadDataset(const v1::DatasetInfo& info,
   MutexLock lock(&mu_);
   datasets_[id] = rec;
   return rec.info;
+}
+
+std::vector<v1::Dataset> Catalog::ListDatasets(const std::string& sha256) const {
+  std::vector<v1::Dataset> out;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [id, d] : datasets_) {
+      if (sha256.empty() || d.info.sha256() == sha256) out.push_back(d.info);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const v1::Dataset& a, const v1::Dataset& b) {
+    return NewerThan(a.created(), a.id(), b.created(), b.id());
+  });
+  return out;
+}
+
+absl::Status Catalog::DeleteDataset(const std::string& dataset_id) {
+  MutexLock publish(&datasets_mu_);
+  std::string path;
+  {
+    MutexLock lock(&mu_);
+    auto it = datasets_.find(dataset_id);
+    if (it == datasets_.end()) {
+      return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' not found"));
+    }
+    path = it->second.path;
+  }
+  RETURN_IF_ERROR(store_->DeleteDataset(dataset_id));
+  {
+    MutexLock lock(&mu_);
+    datasets_.erase(dataset_id);
+    file_hashes_.erase(path);
+  }
+  // An upload's file lives alone in datasets/ID/; anything else only loses the file.
+  std::error_code ec;
+  const fs::path dir = fs::path(path).parent_path();
+  if (dir.filename() == dataset_id && dir.parent_path().filename() == "datasets") {
+    fs::remove_all(dir, ec);
+  } else {
+    fs::remove(path, ec);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id,
@@ -237,6 +303,8 @@ absl::StatusOr<std::string> Catalog::AddModel(const std::string& job_id,
   rec.info.set_num_classes(model->num_classes);
   rec.info.set_size_bytes(size);
   *rec.info.mutable_summary() = summary;
+  *rec.info.mutable_created() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
   absl::Status st = store_->PutModel(rec);
   if (!st.ok()) {
     fs::remove(path, ec);
@@ -254,6 +322,21 @@ absl::StatusOr<ModelRecord> Catalog::GetModel(const std::string& model_id) const
     return absl::NotFoundError(absl::StrCat("model '", model_id, "' not found"));
   }
   return it->second.record;
+}
+
+std::vector<v1::ModelInfo> Catalog::ListModels() const {
+  std::vector<v1::ModelInfo> out;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [id, m] : models_) {
+      out.push_back(m.record.info);
+      out.back().mutable_summary()->clear_history();
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const v1::ModelInfo& a, const v1::ModelInfo& b) {
+    return NewerThan(a.created(), a.model_id(), b.created(), b.model_id());
+  });
+  return out;
 }
 
 void Catalog::UncacheLocked(const std::string& model_id) {

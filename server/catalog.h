@@ -4,7 +4,10 @@
 //
 // Thread-safety: thread-safe. mu_ guards the in-memory maps and the cache only; store writes,
 // file I/O and model loading happen outside it (a record is written to the store first and
-// published in memory after, so nothing is visible before it is durable). A model deleted while
+// published in memory after, so nothing is visible before it is durable). datasets_mu_
+// serialises the changes of the dataset records (an upload's duplicate check with its write,
+// a deletion), so two uploads of the same bytes keep one copy and an upload never returns a
+// dataset being deleted. A model deleted while
 // a Predict was loading it is never put back in the cache: every model carries a generation,
 // and a loaded model is cached only if the same generation is still in the catalog.
 #ifndef LOGIT_SERVER_CATALOG_H_
@@ -62,14 +65,22 @@ class Catalog {
   absl::StatusOr<v1::DataFileInfo> DescribeDataFile(const std::string& path, bool hash = true,
                                                     bool blocks = false);
 
-  // Stores an uploaded dataset; the store's error if its record cannot be written.
+  // Stores an uploaded dataset; the store's error if its record cannot be written. Bytes with
+  // the SHA-256 and name of a stored dataset return that dataset, and the new copy is removed.
   absl::StatusOr<v1::Dataset> UploadDataset(const v1::DatasetInfo& info, const ChunkSource& next);
+  // The uploaded datasets, newest first; with `sha256` non-empty only those with that hash.
+  std::vector<v1::Dataset> ListDatasets(const std::string& sha256) const;
+  // Deletes the record (store first), then the file. NOT_FOUND if there is no such dataset.
+  // The caller checks that no unfinished job needs it.
+  absl::Status DeleteDataset(const std::string& dataset_id);
 
   // Stores a model uploaded by job `job_id`'s rank 0 and returns its id. INVALID_ARGUMENT if
   // the file is not a model; the store's error if its record cannot be written.
   absl::StatusOr<std::string> AddModel(const std::string& job_id,
                                        const v1::TrainingSummary& summary, const ChunkSource& next);
   absl::StatusOr<ModelRecord> GetModel(const std::string& model_id) const;
+  // The models, newest first (by created time, then id), without their summaries' history.
+  std::vector<v1::ModelInfo> ListModels() const;
   // Deletes the record (store first), then the file. NOT_FOUND if there is no such model.
   absl::Status DeleteModel(const std::string& model_id);
   absl::StatusOr<v1::PredictResponse> Predict(const v1::PredictRequest& request);
@@ -93,6 +104,7 @@ class Catalog {
   const CatalogOptions options_;
   JobStore* const store_;
 
+  Mutex datasets_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable Mutex mu_;
   std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Model> models_ ABSL_GUARDED_BY(mu_);

@@ -499,20 +499,37 @@ absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
 }
 
 std::vector<v1::Job> Coordinator::ListJobs(v1::JobState state, int limit) {
+  v1::ListJobsRequest request;
+  request.set_state(state);
+  request.set_limit(limit);
+  return ListJobs(request);
+}
+
+std::vector<v1::Job> Coordinator::ListJobs(const v1::ListJobsRequest& request) {
+  auto selected = [&request](const v1::Job& job) {
+    if (request.state() != v1::JOB_STATE_UNSPECIFIED && job.state() != request.state()) {
+      return false;
+    }
+    if (!request.name().empty() && job.spec().name() != request.name()) return false;
+    const auto& labels = job.spec().job_labels();
+    for (const auto& [key, value] : request.label_selector()) {
+      auto it = labels.find(key);
+      if (it == labels.end() || it->second != value) return false;
+    }
+    return true;
+  };
   std::vector<v1::Job> out;
   {
     MutexLock lock(&mu_);
     for (const auto& [id, e] : jobs_) {
-      if (state == v1::JOB_STATE_UNSPECIFIED || e.job.state() == state) {
-        out.push_back(WithAges(e.job));
-      }
+      if (selected(e.job)) out.push_back(WithAges(e.job));
     }
   }
   std::sort(out.begin(), out.end(), [](const v1::Job& a, const v1::Job& b) {
     return TimeUtil::TimestampToNanoseconds(a.created()) >
            TimeUtil::TimestampToNanoseconds(b.created());
   });
-  if (limit <= 0) limit = 100;
+  const int limit = request.limit() > 0 ? request.limit() : 100;
   if (static_cast<int>(out.size()) > limit) out.resize(limit);
   return out;
 }
@@ -548,8 +565,64 @@ absl::StatusOr<v1::Dataset> Coordinator::UploadDataset(
   return dataset;
 }
 
+absl::StatusOr<std::vector<v1::Dataset>> Coordinator::ListDatasets(const std::string& sha256) {
+  const bool hex = std::all_of(sha256.begin(), sha256.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!sha256.empty() && (sha256.size() != 64 || !hex)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sha256: '", sha256, "' is not 64 lower-case hex digits"));
+  }
+  return catalog_.ListDatasets(sha256);
+}
+
+absl::Status Coordinator::DeleteDataset(const std::string& dataset_id) {
+  MutexLock commit(&commit_mu_);
+  const std::string ref = "dataset:" + dataset_id;
+  std::vector<std::string> users;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [id, e] : jobs_) {
+      if (IsFinished(e.job.state())) continue;
+      const v1::JobSpec& s = e.job.spec();
+      for (const std::string* f : {&s.data(), &s.labels(), &s.val_data(), &s.val_labels(),
+                                   &s.test_data(), &s.test_labels()}) {
+        if (*f == ref) {
+          users.push_back(absl::StrCat(id, " (", v1::JobState_Name(e.job.state()), ")"));
+          break;
+        }
+      }
+    }
+  }
+  if (!users.empty()) {
+    // Checked before the id's existence: a dataset a job names exists (SubmitJob resolved it).
+    return absl::FailedPreconditionError(absl::StrCat("dataset_id: dataset '", dataset_id,
+                                                      "' is needed by ", absl::StrJoin(users, ", "),
+                                                      "; cancel them or wait until they finish"));
+  }
+  RETURN_IF_ERROR(catalog_.DeleteDataset(dataset_id));
+  logging::Info("dataset deleted", {{"dataset", dataset_id}});
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelRecord> Coordinator::GetModel(const std::string& model_id) {
-  return catalog_.GetModel(model_id);
+  ASSIGN_OR_RETURN(ModelRecord rec, catalog_.GetModel(model_id));
+  MutexLock lock(&mu_);
+  auto it = jobs_.find(rec.info.job_id());
+  if (it != jobs_.end()) rec.info.set_job_name(it->second.job.spec().name());
+  return rec;
+}
+
+std::vector<v1::ModelInfo> Coordinator::ListModels() {
+  std::vector<v1::ModelInfo> models = catalog_.ListModels();
+  MutexLock lock(&mu_);
+  for (v1::ModelInfo& m : models) {
+    auto it = jobs_.find(m.job_id());
+    if (it == jobs_.end()) continue;
+    m.set_job_name(it->second.job.spec().name());
+    if (!m.has_created()) *m.mutable_created() = it->second.job.finished();
+  }
+  return models;
 }
 
 absl::Status Coordinator::DeleteModel(const std::string& model_id) {

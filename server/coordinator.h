@@ -98,6 +98,9 @@ class Coordinator {
   // Client API (logit.v1.TrainingService).
   absl::StatusOr<v1::Job> SubmitJob(const v1::JobSpec& spec);
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
+  // Jobs newest first that pass the request's filters (state, name, label selector), at most
+  // its limit (0: 100).
+  std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request);
   std::vector<v1::Job> ListJobs(v1::JobState state, int limit);
   absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
   // Calls `send` for every event from `from_sequence` on, live ones included, until the job
@@ -108,7 +111,17 @@ class Coordinator {
   // `next` yields the chunks; it returns false at the end, or a status on a transport error.
   absl::StatusOr<v1::Dataset> UploadDataset(
       const v1::DatasetInfo& info, const std::function<absl::StatusOr<bool>(std::string*)>& next);
+  // Datasets newest first; with `sha256` non-empty only those with that hash
+  // (INVALID_ARGUMENT unless it is 64 lower-case hex digits).
+  absl::StatusOr<std::vector<v1::Dataset>> ListDatasets(const std::string& sha256);
+  // NOT_FOUND if unknown; FAILED_PRECONDITION naming the jobs while a QUEUED, RUNNING or
+  // RETRYING job names the dataset (checked under commit_mu_, so no job can be submitted with
+  // it meanwhile).
+  absl::Status DeleteDataset(const std::string& dataset_id);
+  // The model with its job's name (ModelInfo.job_name).
   absl::StatusOr<ModelRecord> GetModel(const std::string& model_id);
+  // Models newest first, each with its job's name, without the summaries' history.
+  std::vector<v1::ModelInfo> ListModels();
   absl::Status DeleteModel(const std::string& model_id);
   absl::StatusOr<v1::PredictResponse> Predict(const v1::PredictRequest& request);
 

@@ -69,7 +69,7 @@ grpc::Status TrainingServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::Get
 grpc::Status TrainingServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                            v1::ListJobsResponse* resp) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
-  for (v1::Job& j : c_->ListJobs(req->state(), req->limit())) *resp->add_jobs() = std::move(j);
+  for (v1::Job& j : c_->ListJobs(*req)) *resp->add_jobs() = std::move(j);
   return grpc::Status::OK;
 }
 
@@ -110,6 +110,23 @@ grpc::Status TrainingServiceImpl::UploadDataset(
   return Reply(c_->UploadDataset(info, next), resp);
 }
 
+grpc::Status TrainingServiceImpl::ListDatasets(grpc::ServerContext* ctx,
+                                               const v1::ListDatasetsRequest* req,
+                                               v1::ListDatasetsResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
+  auto datasets = c_->ListDatasets(req->sha256());
+  if (!datasets.ok()) return ToGrpcStatus(datasets.status());
+  for (v1::Dataset& d : *datasets) *resp->add_datasets() = std::move(d);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainingServiceImpl::DeleteDataset(grpc::ServerContext* ctx,
+                                                const v1::DeleteDatasetRequest* req,
+                                                v1::DeleteDatasetResponse*) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
+  return ToGrpcStatus(c_->DeleteDataset(req->dataset_id()));
+}
+
 grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req,
                                            grpc::ServerWriter<v1::GetModelResponse>* writer) {
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
@@ -132,6 +149,13 @@ grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::G
     chunk.set_chunk(buf.data(), static_cast<size_t>(n));
     if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainingServiceImpl::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
+                                             v1::ListModelsResponse* resp) {
+  if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
+  for (v1::ModelInfo& m : c_->ListModels()) *resp->add_models() = std::move(m);
   return grpc::Status::OK;
 }
 

@@ -35,8 +35,14 @@ class TrainingServiceImpl final : public v1::TrainingService::Service {
                         grpc::ServerWriter<v1::JobEvent>*) override;
   grpc::Status UploadDataset(grpc::ServerContext*, grpc::ServerReader<v1::UploadDatasetRequest>*,
                              v1::Dataset*) override;
+  grpc::Status ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*,
+                            v1::ListDatasetsResponse*) override;
+  grpc::Status DeleteDataset(grpc::ServerContext*, const v1::DeleteDatasetRequest*,
+                             v1::DeleteDatasetResponse*) override;
   grpc::Status GetModel(grpc::ServerContext*, const v1::GetModelRequest*,
                         grpc::ServerWriter<v1::GetModelResponse>*) override;
+  grpc::Status ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+                          v1::ListModelsResponse*) override;
   grpc::Status DeleteModel(grpc::ServerContext*, const v1::DeleteModelRequest*,
                            v1::DeleteModelResponse*) override;
   grpc::Status Predict(grpc::ServerContext*, const v1::PredictRequest*,

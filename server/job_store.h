@@ -62,6 +62,8 @@ class JobStore {
   virtual absl::StatusOr<std::vector<v1::JobEvent>> LoadEvents() = 0;
 
   virtual absl::Status PutDataset(const DatasetRecord& dataset) = 0;
+  // OK also when no such dataset is stored.
+  virtual absl::Status DeleteDataset(const std::string& dataset_id) = 0;
   virtual absl::StatusOr<std::vector<DatasetRecord>> LoadDatasets() = 0;
 
   virtual absl::Status PutModel(const ModelRecord& model) = 0;

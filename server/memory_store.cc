@@ -90,6 +90,17 @@ absl::Status MemoryJobStore::DeleteModel(const std::string& model_id) {
   return absl::OkStatus();
 }
 
+absl::Status MemoryJobStore::DeleteDataset(const std::string& dataset_id) {
+  MutexLock lock(&mu_);
+  if (!fail_writes_.ok()) return fail_writes_;
+  ++writes_;
+  auto& rows = datasets_.rows;
+  rows.erase(std::remove_if(rows.begin(), rows.end(),
+                            [&](const auto& row) { return row.first == dataset_id; }),
+             rows.end());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<ModelRecord>> MemoryJobStore::LoadModels() {
   MutexLock lock(&mu_);
   return models_.All();

@@ -34,6 +34,7 @@ class MemoryJobStore final : public JobStore {
   absl::StatusOr<std::vector<v1::JobEvent>> LoadEvents() override;
 
   absl::Status PutDataset(const DatasetRecord& dataset) override;
+  absl::Status DeleteDataset(const std::string& dataset_id) override;
   absl::StatusOr<std::vector<DatasetRecord>> LoadDatasets() override;
 
   absl::Status PutModel(const ModelRecord& model) override;

@@ -210,6 +210,10 @@ absl::Status SqliteJobStore::PutDataset(const DatasetRecord& d) {
   return Put("datasets", d.info.id(), d.info, d.path);
 }
 
+absl::Status SqliteJobStore::DeleteDataset(const std::string& dataset_id) {
+  return Delete("datasets", dataset_id);
+}
+
 absl::StatusOr<std::vector<DatasetRecord>> SqliteJobStore::LoadDatasets() {
   auto rows = LoadAll("datasets", "seq");
   if (!rows.ok()) return rows.status();
@@ -226,14 +230,20 @@ absl::Status SqliteJobStore::PutModel(const ModelRecord& m) {
   return Put("models", m.info.model_id(), m.info, m.path);
 }
 
-absl::Status SqliteJobStore::DeleteModel(const std::string& model_id) {
+absl::Status SqliteJobStore::Delete(const std::string& table, const std::string& key) {
   MutexLock lock(&mu_);
   const WriteTimer timer(write_observer_);
-  Statement st(db_, "DELETE FROM models WHERE id = ?1");
-  if (!st.ok()) return SqlError(db_, "prepare delete");
-  st.BindText(1, model_id);
-  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "delete model");
+  Statement st(db_, absl::StrCat("DELETE FROM ", table, " WHERE id = ?1"));
+  if (!st.ok()) return SqlError(db_, absl::StrCat("prepare delete from ", table));
+  st.BindText(1, key);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return SqlError(db_, absl::StrCat("delete from ", table));
+  }
   return absl::OkStatus();
+}
+
+absl::Status SqliteJobStore::DeleteModel(const std::string& model_id) {
+  return Delete("models", model_id);
 }
 
 absl::StatusOr<std::vector<ModelRecord>> SqliteJobStore::LoadModels() {

@@ -33,6 +33,7 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::vector<v1::JobEvent>> LoadEvents() override;
 
   absl::Status PutDataset(const DatasetRecord& dataset) override;
+  absl::Status DeleteDataset(const std::string& dataset_id) override;
   absl::StatusOr<std::vector<DatasetRecord>> LoadDatasets() override;
 
   absl::Status PutModel(const ModelRecord& model) override;
@@ -54,6 +55,8 @@ class SqliteJobStore final : public JobStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Put(const std::string& table, const std::string& key,
                    const google::protobuf::Message& value, const std::string& extra);
+  // Deletes the row `key` of `table` (OK when there is none).
+  absl::Status Delete(const std::string& table, const std::string& key);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll(
       const std::string& table, const std::string& order_by);
 

@@ -5,6 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "worker/common/status.h"
 #include "worker/kernel/train_options.h"
 #include "worker/kernel/trainer.h"
@@ -166,7 +167,19 @@ void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
       "server mode: a retried attempt may run on this few workers (default: --workers)");
   Field<std::string>(
       app, "--name", s, [](S* s, const std::string& v) { s->set_name(v); },
-      "a label for people (shown by 'logit status')");
+      "a label for people (shown by 'logit status', selected by 'logit jobs --name')");
+  app->add_option_function<std::vector<std::string>>(
+      "--label",
+      [s](const std::vector<std::string>& values) {
+        for (const std::string& v : values) {
+          auto pairs = ParseLabelPairs(v);
+          if (!pairs.ok()) {
+            throw CLI::ValidationError("--label", std::string(pairs.status().message()));
+          }
+          for (const auto& [key, value] : *pairs) (*s->mutable_job_labels())[key] = value;
+        }
+      },
+      "KEY=VALUE label of the job (repeatable, or k=v,k2=v2), selected by 'logit jobs -l'");
   Field<double>(
       app, "--deadline", s, [](S* s, double v) { s->set_deadline_seconds(v); },
       "server mode: fail the job when it has not finished this many seconds after "
@@ -174,6 +187,20 @@ void AddServiceFlags(CLI::App* app, v1::JobSpec* s) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseLabelPairs(
+    const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    const size_t eq = item.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", item, "' is not KEY=VALUE (e.g. team=search)"));
+    }
+    pairs.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+  }
+  return pairs;
+}
 
 void AddJobFlags(CLI::App* app, v1::JobSpec* spec) {
   AddDataFlags(app, spec);
@@ -190,8 +217,9 @@ std::string FlagMessage(const absl::Status& status) {
   std::string msg(status.message());
   const std::optional<std::string> field = ErrorField(status);
   if (!field || msg.compare(0, field->size() + 1, *field + ":") != 0) return msg;
-  const std::string flag =
-      *field == "deadline_seconds" ? "deadline" : absl::StrReplaceAll(*field, {{"_", "-"}});
+  const std::string flag = *field == "deadline_seconds" ? "deadline"
+                           : *field == "job_labels"     ? "label"
+                                                        : absl::StrReplaceAll(*field, {{"_", "-"}});
   return absl::StrCat("--", flag, msg.substr(field->size()));
 }
 

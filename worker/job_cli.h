@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "logit/v1/training.pb.h"
 
 namespace CLI {
@@ -31,6 +34,12 @@ struct LocalRunFlags {
   int threads = 0;
 };
 void AddLocalRunFlags(CLI::App* app, LocalRunFlags* flags);
+
+// "k=v" or "k=v,k2=v2" (--label, `logit jobs -l`) as (key, value) pairs, in order.
+// InvalidArgument naming the item that has no '=' or an empty key. Keys and values are checked
+// by PlanJob (job_labels).
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseLabelPairs(
+    const std::string& text);
 
 // The status message with the JobSpec field it names (ErrorField) in its flag spelling:
 // "batch_size: must be >= 1" -> "--batch-size: must be >= 1".

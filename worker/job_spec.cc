@@ -1,7 +1,9 @@
 #include "worker/job_spec.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "logit/v1/training.pb.h"
 #include "worker/common/status.h"
@@ -150,6 +152,24 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec) {
   }
   plan.deadline_seconds = spec.deadline_seconds();
   plan.name = spec.name();
+  for (const auto& [key, value] : spec.job_labels()) {
+    const bool key_ok =
+        !key.empty() && key.size() <= 63 && std::all_of(key.begin(), key.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                 c == '/' || c == '-';
+        });
+    if (!key_ok) {
+      return FieldError("job_labels",
+                        absl::StrCat("key '", key,
+                                     "' must be 1-63 characters of a-z, A-Z, 0-9, '.', '_', '/' "
+                                     "and '-'"));
+    }
+    if (value.size() > 63) {
+      return FieldError("job_labels", absl::StrCat("the value of '", key, "' has ", value.size(),
+                                                   " characters, more than 63"));
+    }
+    plan.labels[key] = value;
+  }
   return plan;
 }
 

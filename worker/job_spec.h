@@ -49,6 +49,7 @@ struct JobPlan {
   int max_retries = 3;  // retries of attempts that a retry can fix, >= 0
   int min_workers = 1;  // ranks a retried attempt may shrink to, 1..workers (unset: workers)
   std::string name;     // for people
+  std::map<std::string, std::string> labels;  // JobSpec.job_labels, for selecting jobs
 };
 
 // Validates `spec` and resolves its defaults. InvalidArgument naming the JobSpec field (in the

@@ -356,7 +356,8 @@ class HelpExamplesTest(CliTestCase):
             for line in src:
                 dst.write(",".join(line.rstrip("\n").split(",")[:-1]) + "\n")
         # The ids the examples name: job-1 and model-1 (a finished job), job-2 and job-3 (queued
-        # for more workers than there are, for `cancel`), from a server of our own.
+        # for more workers than there are, for `cancel`), dataset-2 (unused), model-2 (written
+        # by a train example), from a server of our own.
         server = Server(self.root)
         try:
             env = self.env(LOGIT_SERVER=server.address,
@@ -369,8 +370,15 @@ class HelpExamplesTest(CliTestCase):
                 r = run("train", "--data", "iris.csv", "--label-column", "target",
                         "--workers", "3", "--detach")
                 self.assertEqual(r.returncode, 0, r.stderr)
-            # Training examples first: the others use what they write (iris.npz).
-            examples.sort(key=lambda e: (e[0] != "train", e[1].startswith("logit train") is False))
+            # dataset-2, free for `dataset rm` (iris.csv, dataset-1, is needed by the queued jobs).
+            with open(os.path.join(work, "old.csv"), "w") as f:
+                f.write("a,b,label\n1,2,0\n3,4,1\n")
+            r = run("upload", "old.csv")
+            self.assertEqual(r.stdout.strip(), "dataset:dataset-2", r.stderr)
+            # Training examples next: the others use what they write (iris.npz, model-2).
+            # `cancel` first: until then its two queued jobs hold the head of the queue.
+            examples.sort(key=lambda e: (e[0] != "cancel", e[0] != "train",
+                                         not e[1].startswith("logit train")))
             for path, command in examples:
                 with self.subTest(command=command):
                     r = subprocess.run(["bash", "-c", command], capture_output=True, text=True,

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "absl/strings/str_split.h"
@@ -135,10 +136,12 @@ TEST(CliPredict, FeatureCountMismatchIsAClearError) {
 
 TEST(CliHelp, EverySubcommandHasHelpWithExamples) {
   TempDir dir;
-  for (const char* sub : {"train", "predict"}) {
+  for (const char* sub :
+       {"train", "predict", "jobs", "status", "watch", "cancel", "upload", "health", "model",
+        "model get", "model rm", "models", "datasets", "dataset rm", "completion"}) {
     CliRun r = Logit(dir, std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0);
-    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << sub << r.out;
+    EXPECT_NE(r.out.find("\nExample"), std::string::npos) << sub << r.out;
   }
 }
 
@@ -328,11 +331,159 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   EXPECT_TRUE(server.Wait(std::chrono::seconds(10))) << "the server did not stop";
 }
 
+// Starts a logit-server with `workers` local workers on a free port; returns its address ("" if
+// it did not come up within 60 s).
+std::string StartServer(const TempDir& dir, int workers, std::unique_ptr<Subprocess>* server) {
+  const char* server_bin = std::getenv("LOGIT_SERVER_BIN");
+  const char* worker_bin = std::getenv("LOGIT_WORKER");
+  if (!server_bin || !worker_bin) return "";
+  *server = std::make_unique<Subprocess>(
+      std::vector<std::string>{server_bin, "--listen", "127.0.0.1:0", "--local-workers",
+                               std::to_string(workers), "--worker-binary", worker_bin, "--data-dir",
+                               dir.Path("data")},
+      dir.Path("server.out"), dir.Path("server.err"));
+  for (int i = 0; i < 3000; ++i) {  // a cold start loads LibTorch
+    const std::string out = Slurp(dir.Path("server.out"));
+    const size_t at = out.find("listening on ");
+    if (at != std::string::npos) return out.substr(at + 13, out.find(' ', at + 13) - at - 13);
+    usleep(20000);
+  }
+  return "";
+}
+
+// Polls `logit status JOB` until the job is in `state` (up to 60 s).
+bool WaitForState(const TempDir& dir, const std::string& srv, const std::string& job,
+                  const std::string& state) {
+  for (int i = 0; i < 600; ++i) {
+    CliRun st = Logit(dir, srv + "-o json status " + job);
+    const auto j = nlohmann::json::parse(LastLine(st.out), nullptr, false);
+    if (j.is_object() && j.value("state", "") == state) return true;
+    usleep(100000);
+  }
+  return false;
+}
+
+// kubectl-style management against a real server: datasets (deduplicated uploads, listing,
+// deletion refused while a job needs one), models (listing, deletion), and jobs selected by
+// label, name and state.
+TEST(CliAgainstServer, ListsAndDeletesModelsAndDatasetsAndSelectsJobsByLabel) {
+  TempDir dir;
+  std::unique_ptr<Subprocess> server;
+  const std::string address = StartServer(dir, 1, &server);
+  ASSERT_FALSE(address.empty()) << Slurp(dir.Path("server.err"));
+  const std::string srv = "--server " + address + " ";
+  const std::string iris = TestData("iris.csv");
+
+  // Uploading the same file twice keeps one dataset.
+  CliRun up = Logit(dir, srv + "upload " + iris);
+  ASSERT_EQ(up.code, 0) << up.err;
+  const std::string ref = LastLine(up.out);
+  ASSERT_EQ(ref.rfind("dataset:", 0), 0u) << ref;
+  const std::string dataset = ref.substr(8);
+  EXPECT_NE(up.err.find("uploaded"), std::string::npos) << up.err;
+  CliRun again = Logit(dir, srv + "upload " + iris);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(LastLine(again.out), ref);
+  EXPECT_NE(again.err.find("reusing " + dataset), std::string::npos) << again.err;
+
+  CliRun datasets = Logit(dir, srv + "-o json datasets");
+  ASSERT_EQ(datasets.code, 0) << datasets.err;
+  auto dj = nlohmann::json::parse(LastLine(datasets.out), nullptr, false)["datasets"];
+  ASSERT_TRUE(dj.is_array()) << datasets.out;
+  ASSERT_EQ(dj.size(), 1u) << datasets.out;
+  EXPECT_EQ(dj[0]["id"], dataset);
+  EXPECT_EQ(dj[0]["name"], "iris.csv");
+  EXPECT_EQ(dj[0]["sha256"].get<std::string>().size(), 64u);
+  CliRun dtable = Logit(dir, srv + "datasets");
+  ASSERT_EQ(dtable.code, 0) << dtable.err;
+  EXPECT_EQ(dtable.out.rfind("DATASET", 0), 0u) << dtable.out;
+  EXPECT_NE(dtable.out.find("iris.csv"), std::string::npos) << dtable.out;
+
+  // A labelled, named job that finishes; then one that keeps running on the only worker. The
+  // second names the local file: the CLI finds it on the server by hash and does not upload it.
+  const std::string train = srv + "train --detach --label-column target ";
+  CliRun quick =
+      Logit(dir, train + "--name quick --label team=search --label env=test --data " + ref);
+  ASSERT_EQ(quick.code, 0) << quick.err;
+  const std::string quick_job = LastLine(quick.out);
+  ASSERT_EQ(Logit(dir, srv + "watch " + quick_job).code, 0);
+  CliRun slow =
+      Logit(dir, train + "--label team=ads --optimizer sgd --epochs 1000000 --data " + iris);
+  ASSERT_EQ(slow.code, 0) << slow.err;
+  const std::string slow_job = LastLine(slow.out);
+  EXPECT_NE(slow.err.find("reusing " + dataset), std::string::npos) << slow.err;
+  ASSERT_TRUE(WaitForState(dir, srv, slow_job, "RUNNING"));
+
+  CliRun running = Logit(dir, srv + "jobs --state running");
+  ASSERT_EQ(running.code, 0) << running.err;
+  EXPECT_NE(running.out.find(slow_job), std::string::npos) << running.out;
+  EXPECT_EQ(running.out.find(quick_job), std::string::npos) << running.out;
+  for (const char* column : {"NAME", "AGE", "DURATION"}) {
+    EXPECT_NE(running.out.find(column), std::string::npos) << running.out;
+  }
+  CliRun search = Logit(dir, srv + "jobs -l team=search -l env=test");
+  ASSERT_EQ(search.code, 0) << search.err;
+  EXPECT_NE(search.out.find(quick_job), std::string::npos) << search.out;
+  EXPECT_NE(search.out.find("quick"), std::string::npos) << search.out;
+  EXPECT_EQ(search.out.find(slow_job), std::string::npos) << search.out;
+  CliRun nobody = Logit(dir, srv + "-o json jobs -l team=search,env=prod");
+  ASSERT_EQ(nobody.code, 0) << nobody.err;
+  EXPECT_EQ(nobody.out.find(quick_job), std::string::npos) << nobody.out;
+  CliRun named = Logit(dir, srv + "jobs --name quick");
+  EXPECT_NE(named.out.find(quick_job), std::string::npos) << named.out;
+  EXPECT_EQ(named.out.find(slow_job), std::string::npos) << named.out;
+  EXPECT_EQ(Logit(dir, srv + "jobs -l novalue").code, 2);
+  EXPECT_EQ(Logit(dir, srv + "jobs --state sleeping").code, 2);
+  CliRun bad_label = Logit(dir, srv + "train --detach --label 'has space=x' --data " + ref);
+  EXPECT_EQ(bad_label.code, 2);
+  EXPECT_NE(bad_label.err.find("--label"), std::string::npos) << bad_label.err;
+
+  // The running job needs the dataset: deleting it is refused, naming the job.
+  CliRun refused = Logit(dir, srv + "dataset rm " + dataset);
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find(slow_job), std::string::npos) << refused.err;
+  EXPECT_NE(Logit(dir, srv + "datasets").out.find(dataset), std::string::npos);
+
+  // Models: listed with their job's name, deleted; a missing one exits 4, the others go.
+  CliRun models = Logit(dir, srv + "-o json models");
+  ASSERT_EQ(models.code, 0) << models.err;
+  auto mj = nlohmann::json::parse(LastLine(models.out), nullptr, false)["models"];
+  ASSERT_TRUE(mj.is_array() && mj.size() == 1u) << models.out;
+  EXPECT_EQ(mj[0]["job_id"], quick_job);
+  EXPECT_EQ(mj[0]["job_name"], "quick");
+  const std::string model = mj[0]["model_id"];
+  CliRun mtable = Logit(dir, srv + "models");
+  EXPECT_EQ(mtable.out.rfind("MODEL", 0), 0u) << mtable.out;
+  EXPECT_NE(mtable.out.find(model), std::string::npos) << mtable.out;
+  CliRun rm = Logit(dir, srv + "model rm model-404 " + model);
+  EXPECT_EQ(rm.code, 4);
+  EXPECT_NE(rm.err.find("model-404"), std::string::npos) << rm.err;
+  EXPECT_NE(rm.out.find(model + " deleted"), std::string::npos) << rm.out;
+  EXPECT_EQ(LastLine(Logit(dir, srv + "models -o json").out),  // global flags go after, too
+            "{\"models\":[]}");
+
+  // Once the job is cancelled the dataset can go, file and all.
+  ASSERT_EQ(Logit(dir, srv + "cancel " + slow_job).code, 0);
+  CliRun drm = Logit(dir, srv + "dataset rm " + ref);
+  EXPECT_EQ(drm.code, 0) << drm.err;
+  EXPECT_EQ(LastLine(Logit(dir, srv + "-o json datasets").out), "{\"datasets\":[]}");
+  EXPECT_FALSE(std::ifstream(dir.Path("data/datasets/" + dataset + "/iris.csv")).good());
+  EXPECT_EQ(Logit(dir, srv + "dataset rm " + dataset).code, 4);
+
+  server->Kill(SIGTERM);
+  EXPECT_TRUE(server->Wait(std::chrono::seconds(10))) << "the server did not stop";
+}
+
 TEST(CliAgainstServer, UnreachableServerExitsThreeNamingTheAddress) {
   TempDir dir;
   CliRun r = Logit(dir, "--server 127.0.0.1:1 train --data server:x.csv");
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
+  for (const char* sub : {"models", "datasets", "model rm model-1", "dataset rm dataset-1"}) {
+    CliRun m = Logit(dir, std::string("--server 127.0.0.1:1 ") + sub);
+    EXPECT_EQ(m.code, 3) << sub << ": " << m.err;
+    EXPECT_NE(m.err.find("127.0.0.1:1"), std::string::npos) << m.err;
+  }
   CliRun health = Logit(dir, "--server 127.0.0.1:1 health --timeout 2");
   EXPECT_EQ(health.code, 3) << health.err;
   EXPECT_NE(health.err.find("127.0.0.1:1"), std::string::npos) << health.err;

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -892,6 +894,228 @@ TEST_F(CoordinatorTest, RanksMayFetchOnlyTheDataFilesTheirJobNamesWithTheUploadH
   v1::FetchDataRequest stranger = req;
   stranger.mutable_from()->set_worker_secret("not the secret");
   EXPECT_EQ(c_->OpenDataFile(stranger).status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+// The ids of `datasets`, in order.
+std::vector<std::string> DatasetIds(const std::vector<v1::Dataset>& datasets) {
+  std::vector<std::string> ids;
+  for (const v1::Dataset& d : datasets) ids.push_back(d.id());
+  return ids;
+}
+
+std::string Sha256Hex(const std::string& bytes) {
+  Sha256 hash;
+  hash.Update(bytes.data(), bytes.size());
+  return hash.HexDigest();
+}
+
+TEST_F(CoordinatorTest, ListDatasetsIsNewestFirstAndFiltersBySha256) {
+  Start();
+  v1::DatasetInfo info;
+  info.set_name("tiny.csv");
+  auto tiny = c_->UploadDataset(info, Chunks("a,y\n1,0\n2,1\n"));
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  auto all = c_->ListDatasets("");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_THAT(DatasetIds(*all), ElementsAre(tiny->id(), dataset_));
+  EXPECT_EQ((*all)[1].name(), "iris.csv");
+  const std::string iris_sha = Sha256Hex(ReadWholeFile(TestData("iris.csv")));
+  EXPECT_EQ((*all)[1].sha256(), iris_sha);
+  auto iris = c_->ListDatasets(iris_sha);
+  ASSERT_TRUE(iris.ok()) << iris.status();
+  EXPECT_THAT(DatasetIds(*iris), ElementsAre(dataset_));
+  EXPECT_TRUE(c_->ListDatasets(std::string(64, '0'))->empty());
+  EXPECT_THAT(c_->ListDatasets("ABC"), StatusIs(absl::StatusCode::kInvalidArgument, "sha256:"));
+}
+
+TEST_F(CoordinatorTest, UploadOfTheSameBytesAndNameReturnsTheStoredDatasetWithoutACopy) {
+  Start();
+  const std::string iris = ReadWholeFile(TestData("iris.csv"));
+  v1::DatasetInfo info;
+  info.set_name("iris.csv");
+  auto again = c_->UploadDataset(info, Chunks(iris));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), dataset_);
+  int dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.Path("data/datasets"))) {
+    (void)e;
+    ++dirs;
+  }
+  EXPECT_EQ(dirs, 1);  // the second copy was removed
+  // The same bytes under another name are another dataset (the name picks the format).
+  info.set_name("flowers.csv");
+  auto renamed = c_->UploadDataset(info, Chunks(iris));
+  ASSERT_TRUE(renamed.ok()) << renamed.status();
+  EXPECT_NE(renamed->id(), dataset_);
+  EXPECT_EQ(c_->ListDatasets("")->size(), 2u);
+}
+
+TEST_F(CoordinatorTest, DeleteDatasetIsRefusedNamingTheJobsThatNeedItThenRemovesItsFile) {
+  Start();
+  auto queued = Submit(1);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_THAT(c_->DeleteDataset(dataset_),
+              StatusIs(absl::StatusCode::kFailedPrecondition, queued->id() + " (QUEUED)"));
+  ASSERT_TRUE(c_->CancelJob(queued->id()).ok());
+  const std::string file = dir_.Path("data/datasets/" + dataset_ + "/iris.csv");
+  ASSERT_TRUE(std::filesystem::exists(file));
+  ASSERT_TRUE(c_->DeleteDataset(dataset_).ok());
+  EXPECT_FALSE(std::filesystem::exists(file));
+  EXPECT_FALSE(std::filesystem::exists(dir_.Path("data/datasets/" + dataset_)));
+  EXPECT_TRUE(c_->ListDatasets("")->empty());
+  EXPECT_THAT(c_->DeleteDataset(dataset_), StatusIs(absl::StatusCode::kNotFound, dataset_));
+  EXPECT_THAT(Submit(1), StatusIs(absl::StatusCode::kNotFound, dataset_));
+}
+
+TEST_F(CoordinatorTest, DeleteDatasetIsRefusedWhileAJobRunsOnItAndAStoreFailureKeepsIt) {
+  Start();
+  auto job = Submit(1);
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  EXPECT_THAT(c_->DeleteDataset(dataset_),
+              StatusIs(absl::StatusCode::kFailedPrecondition, job->id() + " (RUNNING)"));
+  ASSERT_TRUE(Finish(w, a).ok());
+  store_->FailWrites(absl::UnavailableError("disk on fire"));
+  EXPECT_THAT(c_->DeleteDataset(dataset_),
+              StatusIs(absl::StatusCode::kUnavailable, "disk on fire"));
+  store_->FailWrites(absl::OkStatus());
+  EXPECT_EQ(c_->ListDatasets("")->size(), 1u);
+  EXPECT_TRUE(c_->DeleteDataset(dataset_).ok());  // a finished job does not hold it
+}
+
+TEST_F(CoordinatorTest, ListModelsIsNewestFirstWithTheJobNameAndWithoutHistory) {
+  Start();
+  auto job = Submit(1, [](v1::JobSpec* s) { s->set_name("nightly"); });
+  ASSERT_TRUE(job.ok());
+  const FakeWorker w = Register();
+  const v1::Assignment a = Beat(w).assignment();
+  v1::ModelUpload header;
+  header.set_worker_id(w.id);
+  header.set_worker_secret(w.secret);
+  header.set_job_id(a.job_id());
+  header.set_attempt(a.attempt());
+  header.mutable_summary()->add_history()->set_epoch(1);
+  auto first = c_->UploadModel(header, Chunks(model_bytes_));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(Finish(w, a).ok());
+  auto second =
+      c_->catalog_for_test().AddModel("job-404", v1::TrainingSummary(), Chunks(model_bytes_));
+  ASSERT_TRUE(second.ok()) << second.status();
+  const std::vector<v1::ModelInfo> models = c_->ListModels();
+  ASSERT_EQ(models.size(), 2u);
+  EXPECT_EQ(models[0].model_id(), *second);
+  EXPECT_EQ(models[0].job_name(), "");  // its job is unknown
+  EXPECT_EQ(models[1].model_id(), first->model_id());
+  EXPECT_EQ(models[1].job_id(), job->id());
+  EXPECT_EQ(models[1].job_name(), "nightly");
+  EXPECT_EQ(models[1].num_features(), 4);
+  EXPECT_EQ(models[1].num_classes(), 3);
+  EXPECT_EQ(models[1].size_bytes(), static_cast<int64_t>(model_bytes_.size()));
+  EXPECT_TRUE(models[1].has_created());
+  EXPECT_EQ(models[1].summary().history_size(), 0);
+  EXPECT_EQ(c_->GetModel(first->model_id())->info.summary().history_size(), 1);
+  EXPECT_EQ(c_->GetModel(first->model_id())->info.job_name(), "nightly");
+  ASSERT_TRUE(c_->DeleteModel(*second).ok());
+  ASSERT_EQ(c_->ListModels().size(), 1u);
+  EXPECT_EQ(c_->ListModels()[0].model_id(), first->model_id());
+}
+
+TEST_F(CoordinatorTest, ListJobsSelectsByEveryLabelOfTheSelectorAndByName) {
+  Start();
+  auto labelled = [&](const std::string& name, std::map<std::string, std::string> labels) {
+    return Submit(1, [&](v1::JobSpec* s) {
+      s->set_name(name);
+      for (const auto& [k, v] : labels) (*s->mutable_job_labels())[k] = v;
+    });
+  };
+  auto search_prod = labelled("a", {{"team", "search"}, {"env", "prod"}});
+  auto search_dev = labelled("b", {{"team", "search"}, {"env", "dev"}});
+  auto ads = labelled("a", {{"team", "ads"}});
+  ASSERT_TRUE(search_prod.ok() && search_dev.ok() && ads.ok());
+  auto ids = [&](const v1::ListJobsRequest& req) {
+    std::vector<std::string> out;
+    for (const v1::Job& j : c_->ListJobs(req)) out.push_back(j.id());
+    return out;
+  };
+  v1::ListJobsRequest req;
+  (*req.mutable_label_selector())["team"] = "search";
+  EXPECT_THAT(ids(req), ElementsAre(search_dev->id(), search_prod->id()));
+  (*req.mutable_label_selector())["env"] = "prod";
+  EXPECT_THAT(ids(req), ElementsAre(search_prod->id()));
+  (*req.mutable_label_selector())["env"] = "staging";
+  EXPECT_TRUE(ids(req).empty());
+  req.clear_label_selector();
+  req.set_name("a");
+  EXPECT_THAT(ids(req), ElementsAre(ads->id(), search_prod->id()));
+  req.set_limit(1);  // the limit counts jobs that pass the filters
+  EXPECT_THAT(ids(req), ElementsAre(ads->id()));
+  req.set_limit(0);
+  req.set_state(v1::RUNNING);
+  EXPECT_TRUE(ids(req).empty());
+  EXPECT_EQ(c_->GetJob(search_prod->id())->spec().job_labels().at("env"), "prod");
+}
+
+TEST_F(CoordinatorTest, SubmitWithAnInvalidLabelIsInvalidArgumentNamingLabels) {
+  Start();
+  EXPECT_THAT(Submit(1, [](v1::JobSpec* s) { (*s->mutable_job_labels())["has space"] = "x"; }),
+              StatusIs(absl::StatusCode::kInvalidArgument, "job_labels: key 'has space'"));
+  EXPECT_THAT(
+      Submit(1, [](v1::JobSpec* s) { (*s->mutable_job_labels())["k"] = std::string(64, 'v'); }),
+      StatusIs(absl::StatusCode::kInvalidArgument, "job_labels: the value of 'k'"));
+  EXPECT_TRUE(c_->ListJobs(v1::JOB_STATE_UNSPECIFIED, 0).empty());
+}
+
+TEST(CoordinatorRestart, DeletedDatasetsStayDeletedAndModelsAndLabelsAreListedAgain) {
+  TempDir dir;
+  CoordinatorConfig cfg;
+  cfg.data_dir = dir.Path("data");
+  LinearModel m;
+  m.num_features = 4;
+  m.num_classes = 3;
+  m.weights.assign(12, 0.1f);
+  m.bias.assign(3, 0.0f);
+  ASSERT_TRUE(SaveModel(m, dir.Path("m.npz")).ok());
+  std::string kept, deleted, model, job_id;
+  {
+    auto c = Coordinator::Create(cfg);  // SQLite
+    ASSERT_TRUE(c.ok()) << c.status();
+    v1::DatasetInfo info;
+    info.set_name("iris.csv");
+    auto iris = (*c)->UploadDataset(info, Chunks(ReadWholeFile(TestData("iris.csv"))));
+    ASSERT_TRUE(iris.ok()) << iris.status();
+    kept = iris->id();
+    info.set_name("tiny.csv");
+    auto tiny = (*c)->UploadDataset(info, Chunks("a,y\n1,0\n2,1\n"));
+    ASSERT_TRUE(tiny.ok()) << tiny.status();
+    deleted = tiny->id();
+    ASSERT_TRUE((*c)->DeleteDataset(deleted).ok());
+    v1::JobSpec spec;
+    spec.set_data("dataset:" + kept);
+    spec.set_label_column("target");
+    (*spec.mutable_job_labels())["team"] = "search";
+    auto job = (*c)->SubmitJob(spec);
+    ASSERT_TRUE(job.ok()) << job.status();
+    job_id = job->id();
+    auto added = (*c)->catalog_for_test().AddModel(job_id, v1::TrainingSummary(),
+                                                   Chunks(ReadWholeFile(dir.Path("m.npz"))));
+    ASSERT_TRUE(added.ok()) << added.status();
+    model = *added;
+  }
+  auto c = Coordinator::Create(cfg);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(DatasetIds((*c)->ListDatasets("").value()), ElementsAre(kept));
+  EXPECT_THAT((*c)->DeleteDataset(deleted), StatusIs(absl::StatusCode::kNotFound, deleted));
+  // The job still names its dataset after the restart.
+  EXPECT_THAT((*c)->DeleteDataset(kept), StatusIs(absl::StatusCode::kFailedPrecondition, job_id));
+  const std::vector<v1::ModelInfo> models = (*c)->ListModels();
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_EQ(models[0].model_id(), model);
+  EXPECT_TRUE(models[0].has_created());
+  v1::ListJobsRequest req;
+  (*req.mutable_label_selector())["team"] = "search";
+  ASSERT_EQ((*c)->ListJobs(req).size(), 1u);
+  EXPECT_EQ((*c)->ListJobs(req)[0].id(), job_id);
 }
 
 }  // namespace

@@ -43,6 +43,9 @@ std::string Describe(const JobPlan& p) {
   s << "service " << p.workers << "|" << p.deadline_seconds << "|"
     << (p.checkpoint_every ? *p.checkpoint_every : -1) << "|" << p.max_retries << "|"
     << p.min_workers << "|" << p.name << "\n";
+  s << "labels";
+  for (const auto& [key, value] : p.labels) s << " " << key << "=" << value;
+  s << "\n";
   return s.str();
 }
 
@@ -86,6 +89,7 @@ const std::map<std::string, std::string>& ValidValues() {
       {"deadline_seconds", "deadline_seconds: 60"},
       {"max_retries", "max_retries: 0"},
       {"min_workers", "min_workers: 2"},
+      {"job_labels", "job_labels { key: 'team' value: 'search' }"},
   };
   return *values;
 }
@@ -131,8 +135,9 @@ TEST(PlanJob, EveryJobSpecFieldHasItsFlag) {
   const google::protobuf::Descriptor* d = v1::JobSpec::descriptor();
   for (int i = 0; i < d->field_count(); ++i) {
     const std::string name = d->field(i)->name();
-    const std::string flag =
-        name == "deadline_seconds" ? "--deadline" : "--" + absl::StrReplaceAll(name, {{"_", "-"}});
+    std::string flag = "--" + absl::StrReplaceAll(name, {{"_", "-"}});
+    if (name == "deadline_seconds") flag = "--deadline";
+    if (name == "job_labels") flag = "--label";
     EXPECT_NE(app.get_option_no_throw(flag), nullptr) << "JobSpec." << name << " has no " << flag;
   }
 }
@@ -191,6 +196,7 @@ TEST(PlanJob, EachBadValueIsRefusedNamingItsField) {
       {"min_workers", "min_workers: 2"},
       {"optimizer", "optimizer: 42"},
       {"precision", "precision: 42"},
+      {"job_labels", "job_labels { key: 'has space' value: 'x' }"},
   };
   for (const auto& [field, text] : bad) {
     SCOPED_TRACE(text);
@@ -214,9 +220,49 @@ TEST(PlanJob, ValAndTestSplitsSummingToOneOrMoreAreRefused) {
   EXPECT_THAT(PlanJob(spec).status(), StatusIs(kInvalid, "test_split: give either test_data"));
 }
 
+TEST(PlanJob, JobLabelsFollowKubernetesRules) {
+  v1::JobSpec spec = BaseSpec();
+  (*spec.mutable_job_labels())["app.example.com/team-1_x"] = std::string(63, 'v');
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->labels.at("app.example.com/team-1_x"), std::string(63, 'v'));
+  (*spec.mutable_job_labels())["app.example.com/team-1_x"] = std::string(64, 'v');
+  EXPECT_THAT(PlanJob(spec).status(), StatusIs(kInvalid, "job_labels: the value of"));
+  spec.clear_job_labels();
+  (*spec.mutable_job_labels())[std::string(64, 'k')] = "v";
+  EXPECT_THAT(PlanJob(spec).status(), StatusIs(kInvalid, "job_labels: key"));
+  spec.clear_job_labels();
+  (*spec.mutable_job_labels())[""] = "v";
+  EXPECT_THAT(PlanJob(spec).status(), StatusIs(kInvalid, "job_labels: key ''"));
+}
+
+TEST(PlanJob, LabelFlagsAddToTheLabelsOfALoadedSpec) {
+  CLI::App app;
+  v1::JobSpec spec;
+  (*spec.mutable_job_labels())["team"] = "from-file";
+  (*spec.mutable_job_labels())["keep"] = "1";
+  AddJobFlags(&app, &spec);
+  app.parse(std::vector<std::string>{"env=prod,tier=2", "--label", "team=search", "--label"});
+  EXPECT_EQ(spec.job_labels().size(), 4u);
+  EXPECT_EQ(spec.job_labels().at("team"), "search");
+  EXPECT_EQ(spec.job_labels().at("keep"), "1");
+  EXPECT_EQ(spec.job_labels().at("env"), "prod");
+  EXPECT_EQ(spec.job_labels().at("tier"), "2");
+  CLI::App bad;
+  v1::JobSpec other;
+  AddJobFlags(&bad, &other);
+  try {
+    bad.parse(std::vector<std::string>{"novalue", "--label"});
+    ADD_FAILURE() << "--label novalue was accepted";
+  } catch (const CLI::ParseError& e) {
+    EXPECT_NE(std::string(e.what()).find("--label"), std::string::npos) << e.what();
+  }
+}
+
 TEST(FlagMessage, SpellsTheFieldAsItsFlag) {
   EXPECT_EQ(FlagMessage(FieldError("batch_size", "must be >= 1")), "--batch-size: must be >= 1");
   EXPECT_EQ(FlagMessage(FieldError("deadline_seconds", "bad")), "--deadline: bad");
+  EXPECT_EQ(FlagMessage(FieldError("job_labels", "bad")), "--label: bad");
   // No field payload: the message as it is, even when it looks like "name: ...".
   EXPECT_EQ(FlagMessage(absl::InvalidArgumentError("iris.csv: line 3: bad")),
             "iris.csv: line 3: bad");

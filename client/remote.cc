@@ -148,6 +148,25 @@ constexpr auto kReconnectFor = std::chrono::seconds(120);
 // worker (each step's allreduce outweighs its arithmetic).
 constexpr int64_t kMinRowsPerRankStep = 64;
 
+// `text` naming the user's local files where it names the datasets they were uploaded as.
+std::string LocalNames(const RemoteOptions& o, std::string text) {
+  for (const auto& [ref, local] : o.local_names) {
+    // "dataset:dataset-1" must not match inside "dataset:dataset-12".
+    std::string out;
+    size_t at = 0;
+    while (true) {
+      const size_t hit = text.find(ref, at);
+      if (hit == std::string::npos) break;
+      const size_t end = hit + ref.size();
+      const bool whole = end == text.size() || !std::isdigit(static_cast<unsigned char>(text[end]));
+      out += text.substr(at, hit - at) + (whole ? local : ref);
+      at = end;
+    }
+    text = out + text.substr(at);
+  }
+  return text;
+}
+
 // Prints a job's events from `from` until it finishes; the exit code follows its state. A lost
 // connection is re-established with backoff, resuming after the last event seen, so each event
 // is printed once, in order.
@@ -199,7 +218,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     if (ev.has_state_change() && !o.structured()) {
       close_bar();
       out << "[" << job_id << "] " << StateName(ev.state_change().state()) << ": "
-          << ev.state_change().reason() << std::endl;
+          << LocalNames(o, ev.state_change().reason()) << std::endl;
     }
     if (ev.has_epoch() && !o.structured()) {
       const v1::EpochMetrics& m = ev.epoch();
@@ -285,8 +304,8 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     PrintMetricsTable(r.summary(), out);
     out << "model " << final_job.model_id() << "\n";
   } else {
-    out << final_job.id() << " " << StateName(final_job.state()) << ": " << final_job.reason()
-        << "\n";
+    out << final_job.id() << " " << StateName(final_job.state()) << ": "
+        << LocalNames(o, final_job.reason()) << "\n";
   }
   return final_job.state() == v1::SUCCEEDED ? kExitOk : kExitJobFailed;
 }
@@ -405,7 +424,9 @@ int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& options, std::
     if (p->empty() || absl::StartsWith(*p, "dataset:") || absl::StartsWith(*p, "server:")) {
       continue;
     }
-    grpc::Status st = Upload(stub.get(), *p, p, err, o.tty);
+    const std::string local = *p;
+    grpc::Status st = Upload(stub.get(), local, p, err, o.tty);
+    if (st.ok()) o.local_names.emplace_back(*p, local);
     if (!st.ok()) {
       err << "logit train: "
           << (Unreachable(st) ? absl::StrCat("server ", o.connect.server, ": ") : "")

@@ -25,6 +25,8 @@ struct RemoteOptions {
   bool iterations = false; // progress counts L-BFGS iterations, not epochs
   // train: download the model to this file (.npz, .safetensors, .onnx) once the job succeeds.
   std::string save_model;
+  // train: (dataset:ID, the local file uploaded as it): messages name the user's own files.
+  std::vector<std::pair<std::string, std::string>> local_names;
 
   bool structured() const { return output != OutputFormat::kTable; }
 };

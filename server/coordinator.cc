@@ -6,7 +6,10 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/time_util.h"
@@ -222,6 +225,33 @@ absl::StatusOr<v1::JobSpec> Coordinator::ResolveSpec(const v1::JobSpec& spec) {
   out.set_workers(plan.workers);  // the effective count, as the job shows it
   if (!out.has_checkpoint_every()) out.set_checkpoint_every(config_.checkpoint_every);
   return out;
+}
+
+std::string RankFailureReason(int rank, const std::string& worker, const std::string& message) {
+  // The ranks agree on the first failure, so `message` may already say "rank M: ...": the
+  // failing rank's own report then reads "rank M (w-1): ...", another's names both.
+  int failed = -1;
+  std::string rest = message;
+  if (absl::StartsWith(message, "rank ")) {
+    const size_t colon = message.find(": ");
+    if (colon != std::string::npos && absl::SimpleAtoi(message.substr(5, colon - 5), &failed)) {
+      rest = message.substr(colon + 2);
+    }
+  }
+  if (failed < 0 || failed == rank) return absl::StrCat("rank ", rank, " (", worker, "): ", rest);
+  return absl::StrCat("rank ", failed, " (reported by rank ", rank, " on ", worker, "): ", rest);
+}
+
+std::string UserPaths(const v1::JobSpec& spec, const v1::JobSpec& resolved, std::string text) {
+  const std::pair<const std::string*, const std::string*> files[] = {
+      {&spec.data(), &resolved.data()},           {&spec.labels(), &resolved.labels()},
+      {&spec.val_data(), &resolved.val_data()},   {&spec.val_labels(), &resolved.val_labels()},
+      {&spec.test_data(), &resolved.test_data()}, {&spec.test_labels(), &resolved.test_labels()}};
+  for (const auto& [ref, path] : files) {
+    if (path->empty() || *path == *ref) continue;
+    text = absl::StrReplaceAll(text, {{*path, *ref}});
+  }
+  return text;
 }
 
 absl::StatusOr<v1::Job> Coordinator::FindJob(const std::string& job_id) {
@@ -721,10 +751,12 @@ absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (current) {
     if (!out.ok()) {
       // The first failing rank ends the attempt; the others' reports then concern an old one.
-      recorded = EndAttemptLocked(
-          std::move(job),
-          absl::StrCat("rank ", request.rank(), " (", request.worker_id(), "): ", out.message()),
-          RetryableCode(out.code()));
+      std::string reason = RankFailureReason(request.rank(), request.worker_id(), out.message());
+      // Users know their files by the names they gave, not by the server's copies.
+      if (absl::StatusOr<v1::JobSpec> resolved = ResolveSpec(job.spec()); resolved.ok()) {
+        reason = UserPaths(job.spec(), *resolved, std::move(reason));
+      }
+      recorded = EndAttemptLocked(std::move(job), std::move(reason), RetryableCode(out.code()));
     } else if (request.rank() == 0) {
       *job.mutable_result() = ResultFromSummary(out.summary());
       if (job.model_id().empty()) {

@@ -85,6 +85,14 @@ struct CoordinatorConfig {
   std::chrono::milliseconds metrics_job_grace{120000};
 };
 
+// A failed rank's report as a job's reason: "rank 1 (w-2): msg", or when the ranks agreed on
+// another rank's failure "rank 0 (reported by rank 1 on w-2): msg".
+std::string RankFailureReason(int rank, const std::string& worker, const std::string& message);
+
+// `text` with each data file's server-side path (in `resolved`) replaced by the reference the
+// user gave (in `spec`: dataset:ID, server:PATH).
+std::string UserPaths(const v1::JobSpec& spec, const v1::JobSpec& resolved, std::string text);
+
 class Coordinator {
  public:
   // Opens the SQLite store under config.data_dir, reloads jobs, events, datasets and models,

@@ -221,7 +221,11 @@ class ExitCodesAndIdsTest(CliTestCase):
             f.write("a,b,target\n1,2,0\n3,x,1\n")
         r = self.run_cli("train", "--data", bad, "--label-column", "target", *srv)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # the job failed
-        self.assertIn("bad.csv:3", r.stdout + r.stderr)
+        # The message names the user's own file and line, and the failing rank once.
+        self.assertIn(f"{bad}:3: column 2", r.stdout)
+        self.assertNotIn("datasets/dataset-", r.stdout + r.stderr)
+        self.assertEqual(r.stdout.count("rank 0"), r.stdout.count("FAILED: rank 0 (w-"),
+                         r.stdout)
 
     def test_cancel_and_status_take_several_ids_and_report_the_worst(self):
         srv = self.server_args()

@@ -1118,5 +1118,21 @@ TEST(CoordinatorRestart, DeletedDatasetsStayDeletedAndModelsAndLabelsAreListedAg
   EXPECT_EQ((*c)->ListJobs(req)[0].id(), job_id);
 }
 
+TEST(FailureReasons, NameTheFailingRankOnceAndTheUsersOwnFiles) {
+  EXPECT_EQ(RankFailureReason(0, "w-1", "rank 0: x.csv:3: bad"), "rank 0 (w-1): x.csv:3: bad");
+  EXPECT_EQ(RankFailureReason(1, "w-2", "rank 0: x.csv:3: bad"),
+            "rank 0 (reported by rank 1 on w-2): x.csv:3: bad");
+  EXPECT_EQ(RankFailureReason(2, "w-3", "out of memory"), "rank 2 (w-3): out of memory");
+  EXPECT_EQ(RankFailureReason(0, "w-1", "rank zero: odd"), "rank 0 (w-1): rank zero: odd");
+  v1::JobSpec spec, resolved;
+  spec.set_data("dataset:dataset-3");
+  resolved.set_data("/var/lib/logit/datasets/dataset-3/bad.csv");
+  spec.set_labels("server:y.npy");
+  resolved.set_labels("/srv/data/y.npy");
+  EXPECT_EQ(UserPaths(spec, resolved,
+                      "/var/lib/logit/datasets/dataset-3/bad.csv:3: no; /srv/data/y.npy: short"),
+            "dataset:dataset-3:3: no; server:y.npy: short");
+}
+
 }  // namespace
 }  // namespace logit

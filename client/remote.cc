@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cli.h"
@@ -25,6 +26,8 @@
 #include "logit/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "worker/common/sha256.h"
+#include "worker/common/status.h"
+#include "worker/data/readers.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
 #include "worker/model/model_io.h"
@@ -147,6 +150,61 @@ constexpr auto kReconnectFor = std::chrono::seconds(120);
 // Fewer rows per rank per SGD/Adam step than this: a distributed job likely runs slower than one
 // worker (each step's allreduce outweighs its arithmetic).
 constexpr int64_t kMinRowsPerRankStep = 64;
+
+// At most about this much of a local file is read to check it before upload.
+constexpr int64_t kCheckBytes = int64_t{64} << 20;
+
+bool IsRemoteRef(const std::string& p) {
+  return absl::StartsWith(p, "dataset:") || absl::StartsWith(p, "server:");
+}
+
+// The user's local data files checked by the readers a worker will use, before anything is
+// uploaded or scheduled: header, label column, labels against --classes, feature count, each
+// error naming the file and line. A file larger than kCheckBytes is checked on its first rows
+// (shard 0 of enough shards). Warns when a declared class has no rows in a file read whole.
+absl::Status CheckLocalData(const JobPlan& plan, std::ostream& err) {
+  ReadOptions train = plan.data.train;
+  if (plan.train.classes > 0) train.classes = plan.train.classes;
+  int64_t features = 0;
+  const std::pair<std::string, std::string> files[] = {
+      {train.path, train.labels_path},
+      {plan.data.val_path, plan.data.val_labels},
+      {plan.data.test_path, plan.data.test_labels}};
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& [path, labels] = files[i];
+    if (path.empty() || IsRemoteRef(path) || (!labels.empty() && IsRemoteRef(labels))) continue;
+    ReadOptions o = train;
+    o.path = path;
+    o.labels_path = labels;
+    if (i > 0 && features > 0) o.num_features = features;
+    if (i > 0 && o.format == DataFormat::kAuto && !InferDataFormat(path).ok()) {
+      auto f = InferDataFormat(train.path);  // as the job reads an extra file
+      if (f.ok()) o.format = *f;
+    }
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    o.world = ec ? 1 : static_cast<int>(std::max<uintmax_t>(1, size / kCheckBytes + 1));
+    o.rank = 0;
+    ASSIGN_OR_RETURN(const Dataset d, ReadDataset(o));
+    if (i == 0 && d.storage != FeatureStorage::kSparseCsr) features = d.num_features;
+    if (o.world == 1 && train.classes > 0) {
+      std::vector<int64_t> count(static_cast<size_t>(train.classes), 0);
+      for (int64_t y : d.labels) {
+        if (y >= 0 && y < train.classes) ++count[static_cast<size_t>(y)];
+      }
+      std::vector<std::string> empty;
+      for (int64_t k = 0; k < train.classes; ++k) {
+        if (count[static_cast<size_t>(k)] == 0) empty.push_back(absl::StrCat(k));
+      }
+      if (!empty.empty()) {
+        err << "logit train: warning: " << path << ": no rows of class"
+            << (empty.size() > 1 ? "es " : " ") << absl::StrJoin(empty, ", ") << " of --classes "
+            << train.classes << "\n";
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 // `text` naming the user's local files where it names the datasets they were uploaded as.
 std::string LocalNames(const RemoteOptions& o, std::string text) {
@@ -404,6 +462,17 @@ int RunRemoteTrain(const v1::JobSpec& flags, const RemoteOptions& options, std::
     return kExitUsage;
   }
   o.iterations = plan->train.optimizer == OptimizerKind::kLbfgs;
+  if (absl::Status checked = CheckLocalData(*plan, err); !checked.ok()) {
+    std::string message = FlagMessage(checked);  // nothing was uploaded
+    if (absl::StartsWith(message, "label_column:")) message = "--label-column:" + message.substr(13);
+    err << "logit train: " << message << "\n";
+    // A flag naming what the file lacks (a label column) is a usage error; bad rows fail the job
+    // as they would on a worker (and as --local does).
+    const bool flag = ErrorField(checked).has_value() ||
+                      absl::StartsWith(checked.message(), "label_column:") ||
+                      absl::StartsWith(checked.message(), "labels:");
+    return flag ? kExitUsage : kExitJobFailed;
+  }
   // Each SGD/Adam step ends in an allreduce of the whole gradient: with few rows per rank per
   // step, that costs more than the step's arithmetic and more workers only make it slower.
   const int64_t rows_per_rank = plan->train.batch_size / std::max(1, plan->workers);

@@ -59,7 +59,7 @@ void AddDataFlags(CLI::App* app, v1::JobSpec* s) {
       "csv|libsvm|npy|idx (default: from the file name)");
   Field<Str>(
       app, "--label-column", s, [](S* s, const Str& v) { s->set_label_column(v); },
-      "CSV label column: name or index (default: last)");
+      "CSV label column: header name, or number counting from 1 (-1 = last; default: last)");
   Field<int64_t>(
       app, "--classes", s, [](S* s, int64_t v) { s->set_classes(v); },
       "number of classes (default: max label + 1)");

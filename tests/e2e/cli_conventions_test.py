@@ -219,13 +219,28 @@ class ExitCodesAndIdsTest(CliTestCase):
         bad = os.path.join(self.root, "bad.csv")
         with open(bad, "w") as f:
             f.write("a,b,target\n1,2,0\n3,x,1\n")
+        # Checked here before anything is uploaded: the user's file and line, exit 1 as the job
+        # would fail; a label column the file lacks is a usage error.
         r = self.run_cli("train", "--data", bad, "--label-column", "target", *srv)
-        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # the job failed
-        # The message names the user's own file and line, and the failing rank once.
-        self.assertIn(f"{bad}:3: column 2", r.stdout)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"logit train: {bad}:3: column 2: not a number", r.stderr)
+        self.assertNotIn("uploaded", r.stderr)
+        r = self.run_cli("train", "--data", bad, "--label-column", "label", *srv)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--label-column: no column named 'label' in the header of " + bad, r.stderr)
+        r = self.run_cli("train", "--data", IRIS, "--label-column", "5", "--classes", "4",
+                         "--detach", *srv)
+        self.assertEqual(r.returncode, 0, r.stderr)  # columns count from 1: 5 is `target`
+        self.assertIn("no rows of class 3 of --classes 4", r.stderr)
+        # Data the CLI cannot check (already on the server) fails the job instead; the reason
+        # names the dataset as the user gave it, and the failing rank once.
+        ref = self.ok("upload", bad, *srv).stdout.strip()
+        r = self.run_cli("train", "--data", ref, "--label-column", "target", *srv)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"FAILED: rank 0 (w-", r.stdout)
+        self.assertIn(f"{ref}:3: column 2: not a number", r.stdout)
         self.assertNotIn("datasets/dataset-", r.stdout + r.stderr)
-        self.assertEqual(r.stdout.count("rank 0"), r.stdout.count("FAILED: rank 0 (w-"),
-                         r.stdout)
+        self.assertEqual(r.stdout.count("rank 0"), r.stdout.count("FAILED: rank 0 (w-"), r.stdout)
 
     def test_cancel_and_status_take_several_ids_and_report_the_worst(self):
         srv = self.server_args()

@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   {
     logit::ReadOptions f = o;
-    f.label_column = "0";
+    f.label_column = "1";
     logit_fuzz::ReadAndCheck(f);
   }
   // Prediction input (rows of exactly the first line's width, no label) and rank 1 of 2.

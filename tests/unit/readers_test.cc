@@ -52,10 +52,18 @@ TEST(CsvReader, LabelColumnByNameAndByIndex) {
   ASSERT_TRUE(by_name.ok()) << by_name.status();
   EXPECT_EQ(by_name->labels, (std::vector<int64_t>{2, 0}));
   EXPECT_EQ(by_name->dense_f32, (std::vector<float>{1, 2, 3, 4}));
-  o.label_column = "0";
+  o.label_column = "1";  // columns count from 1, as in messages
   auto by_index = ReadDataset(o);
   ASSERT_TRUE(by_index.ok());
   EXPECT_EQ(by_index->labels, by_name->labels);
+  o.label_column = "-3";  // from the end: -1 is the last
+  auto from_end = ReadDataset(o);
+  ASSERT_TRUE(from_end.ok());
+  EXPECT_EQ(from_end->labels, by_name->labels);
+  o.label_column = "0";
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "count from 1"));
+  o.label_column = "4";
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "out of range"));
   o.label_column = "nope";
   EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "label_column"));
 }

@@ -28,7 +28,8 @@ struct ReadOptions {
   std::string path;         // features (and, for CSV/LibSVM, labels)
   std::string labels_path;  // .npy / IDX: the label file; required for those formats
   DataFormat format = DataFormat::kAuto;
-  // CSV: the label column, by header name or 0-based index; empty = the last column.
+  // CSV: the label column, by header name or by number counting from 1 (as messages count
+  // columns; negative counts from the end, -1 = the last); empty = the last column.
   std::string label_column;
   // Number of classes when known (labels >= classes are rejected); 0 = not known yet.
   int64_t classes = 0;

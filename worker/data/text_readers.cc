@@ -192,9 +192,15 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
     if (named >= 0) {
       label_col = named;
     } else if (absl::SimpleAtoi(opt.label_column, &idx)) {
-      if (idx < 0) idx += columns;
+      // Columns count from 1, as the messages' "column N" do; -1 is the last.
+      if (idx == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "label_column: columns count from 1 (the first is 1, the last -1), not 0, in ",
+            opt.path));
+      }
+      idx = idx > 0 ? idx - 1 : idx + columns;
       if (idx < 0 || idx >= columns) {
-        return absl::InvalidArgumentError(absl::StrCat("label_column: index ", opt.label_column,
+        return absl::InvalidArgumentError(absl::StrCat("label_column: column ", opt.label_column,
                                                        " is out of range for ", opt.path, " with ",
                                                        columns, " columns"));
       }

@@ -206,19 +206,22 @@ absl::Status CheckLocalData(const JobPlan& plan, std::ostream& err) {
   return absl::OkStatus();
 }
 
-// `text` naming the user's local files where it names the datasets they were uploaded as.
+// `text` naming the user's local files where it names the files they uploaded ("bad.csv:3:"
+// becomes "data/bad.csv:3:"; the server names an uploaded dataset by its file name).
 std::string LocalNames(const RemoteOptions& o, std::string text) {
   for (const auto& [ref, local] : o.local_names) {
-    // "dataset:dataset-1" must not match inside "dataset:dataset-12".
+    const std::string name = std::filesystem::path(local).filename().string();
+    if (name.empty() || name == local) continue;
     std::string out;
     size_t at = 0;
     while (true) {
-      const size_t hit = text.find(ref, at);
+      const size_t hit = text.find(name + ":", at);
       if (hit == std::string::npos) break;
-      const size_t end = hit + ref.size();
-      const bool whole = end == text.size() || !std::isdigit(static_cast<unsigned char>(text[end]));
-      out += text.substr(at, hit - at) + (whole ? local : ref);
-      at = end;
+      // A whole name only: not the tail of a longer one, nor already a path.
+      const bool whole = hit == 0 || text[hit - 1] == ' ' || text[hit - 1] == '\'' ||
+                         text[hit - 1] == '(';
+      out += text.substr(at, hit - at) + (whole ? local : name);
+      at = hit + name.size();
     }
     text = out + text.substr(at);
   }

@@ -249,7 +249,12 @@ std::string UserPaths(const v1::JobSpec& spec, const v1::JobSpec& resolved, std:
       {&spec.test_data(), &resolved.test_data()}, {&spec.test_labels(), &resolved.test_labels()}};
   for (const auto& [ref, path] : files) {
     if (path->empty() || *path == *ref) continue;
-    text = absl::StrReplaceAll(text, {{*path, *ref}});
+    // An uploaded dataset by the file name it was uploaded as; a server: file as given.
+    const size_t slash = path->rfind('/');
+    const std::string name = absl::StartsWith(*ref, "dataset:") && slash != std::string::npos
+                                 ? path->substr(slash + 1)
+                                 : *ref;
+    text = absl::StrReplaceAll(text, {{*path, name}});
   }
   return text;
 }

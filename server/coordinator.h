@@ -89,8 +89,8 @@ struct CoordinatorConfig {
 // another rank's failure "rank 0 (reported by rank 1 on w-2): msg".
 std::string RankFailureReason(int rank, const std::string& worker, const std::string& message);
 
-// `text` with each data file's server-side path (in `resolved`) replaced by the reference the
-// user gave (in `spec`: dataset:ID, server:PATH).
+// `text` with each data file's server-side path (in `resolved`) replaced by what the user knows
+// it as: an uploaded dataset's file name, or the server:PATH given (in `spec`).
 std::string UserPaths(const v1::JobSpec& spec, const v1::JobSpec& resolved, std::string text);
 
 class Coordinator {

@@ -114,12 +114,17 @@ void AddModelFlags(CLI::App* app, v1::JobSpec* s) {
       app, "--tol", s, [](S* s, double v) { s->set_tol(v); }, "stopping tolerance")
       ->default_str("1e-06");
   Field<double>(
-      app, "--l1", s, [](S* s, double v) { s->set_l1(v); }, "L1 penalty")
-      ->default_str("0");
+      app, "--C", s, [](S* s, double v) { s->set_c(v); },
+      "scikit-learn's C, inverse regularisation: l2 = 1/(C n_train) after the split "
+      "(default 1 unless --l1/--l2/--penalty none)");
+  Field<std::string>(
+      app, "--penalty", s, [](S* s, const std::string& v) { s->set_penalty(v); },
+      "l2 (default, C = 1) or none (no penalty)");
+  Field<double>(
+      app, "--l1", s, [](S* s, double v) { s->set_l1(v); }, "L1 penalty (default 0)");
   Field<double>(
       app, "--l2", s, [](S* s, double v) { s->set_l2(v); },
-      "L2 penalty (scikit-learn C: l2 = 1/(C n))")
-      ->default_str("0");
+      "L2 penalty on the mean loss, instead of --C");
   Field<std::string>(
       app, "--class-weight", s, [](S* s, const std::string& v) { s->set_class_weight(v); },
       "balanced or k=v,...");
@@ -219,6 +224,7 @@ std::string FlagMessage(const absl::Status& status) {
   if (!field || msg.compare(0, field->size() + 1, *field + ":") != 0) return msg;
   const std::string flag = *field == "deadline_seconds" ? "deadline"
                            : *field == "job_labels"     ? "label"
+                           : *field == "c"              ? "C"
                                                         : absl::StrReplaceAll(*field, {{"_", "-"}});
   return absl::StrCat("--", flag, msg.substr(field->size()));
 }

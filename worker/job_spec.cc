@@ -100,6 +100,20 @@ absl::StatusOr<TrainOptions> TrainOptionsFromSpec(const v1::JobSpec& s) {
   if (s.has_tol()) o.tol = s.tol();
   o.l1 = s.l1();
   o.l2 = s.l2();
+  const std::string& penalty = s.penalty();
+  if (!penalty.empty() && penalty != "l2" && penalty != "none") {
+    return FieldError("penalty", absl::StrCat("'", penalty, "' is not l2 or none"));
+  }
+  if (s.has_c()) {
+    if (!(s.c() > 0) || !std::isfinite(s.c())) {
+      return FieldError("c", absl::StrCat("must be > 0, got ", s.c()));
+    }
+    if (s.has_l2()) return FieldError("c", "give C or l2, not both (l2 = 1 / (C n_train))");
+    if (penalty == "none") return FieldError("penalty", "none turns the penalty off: drop C");
+    o.C = s.c();
+  } else if (!s.has_l1() && !s.has_l2() && penalty != "none") {
+    o.C = 1.0;  // scikit-learn's default regularisation
+  }
   o.class_weight = s.class_weight();
   o.standardize = s.standardize();
   o.early_stopping_patience = s.early_stopping_patience();

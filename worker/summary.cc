@@ -109,7 +109,8 @@ v1::TrainingSummary MakeSummary(const JobOutcome& o, const TrainOptions& opt) {
   eo->set_epochs(EffectiveEpochs(opt));
   eo->set_tol(opt.tol);
   eo->set_l1(opt.l1);
-  eo->set_l2(opt.l2);
+  eo->set_l2(opt.C > 0 ? r.l2 : opt.l2);
+  eo->set_c(opt.C);
   eo->set_class_weight(opt.class_weight);
   eo->set_standardize(opt.standardize);
   eo->set_bias(opt.fit_bias);
@@ -189,6 +190,7 @@ nlohmann::json SummaryToJson(const v1::TrainingSummary& s) {
         {"tol", o.tol()},
         {"l1", o.l1()},
         {"l2", o.l2()},
+        {"C", o.c()},
         {"class_weight", o.class_weight()},
         {"standardize", o.standardize()},
         {"bias", o.bias()},

@@ -238,7 +238,7 @@ class ExitCodesAndIdsTest(CliTestCase):
         r = self.run_cli("train", "--data", ref, "--label-column", "target", *srv)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn(f"FAILED: rank 0 (w-", r.stdout)
-        self.assertIn(f"{ref}:3: column 2: not a number", r.stdout)
+        self.assertIn(": bad.csv:3: column 2: not a number", r.stdout)  # its uploaded name
         self.assertNotIn("datasets/dataset-", r.stdout + r.stderr)
         self.assertEqual(r.stdout.count("rank 0"), r.stdout.count("FAILED: rank 0 (w-"), r.stdout)
 
@@ -312,6 +312,35 @@ class OutputTest(CliTestCase):
                          *self.server_args())
         self.assertEqual(r.returncode, 2)
         self.assertIn("logit model get", r.stderr)
+
+    def test_regularisation_defaults_to_scikit_learns_c_of_one(self):
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        data = np.genfromtxt(IRIS, delimiter=",", skip_header=1)
+        x, y = data[:, :-1], data[:, -1].astype(int)
+        n = len(y)
+        runs = {}
+        for name, flags in {"default": [], "C": ["--C", "0.1"],
+                            "none": ["--penalty", "none"]}.items():
+            r = self.ok("train", "--data", IRIS, "--label-column", "target", "--tol", "1e-10",
+                        "-o", "json", *flags, *self.server_args())
+            runs[name] = json.loads(r.stdout.strip().splitlines()[-1])
+        opts = {k: v["result"]["summary"]["options"] for k, v in runs.items()}
+        self.assertEqual(opts["default"]["c"], 1.0)
+        self.assertAlmostEqual(opts["default"]["l2"], 1.0 / n, places=12)
+        self.assertAlmostEqual(opts["C"]["l2"], 1.0 / (0.1 * n), places=12)
+        self.assertEqual((opts["none"]["c"], opts["none"]["l2"]), (0.0, 0.0))
+        # The same optimum as scikit-learn's LogisticRegression(C=...): its objective is
+        # C * sum(loss) + |W|^2 / 2, ours the mean loss + l2 |W|^2 / 2 = that / (C n).
+        for name, c in (("default", 1.0), ("C", 0.1)):
+            sk = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, y)
+            p = sk.predict_proba(x)
+            sk_objective = (-np.log(p[np.arange(n), y]).mean()
+                            + 0.5 / (c * n) * np.square(sk.coef_).sum())
+            self.assertAlmostEqual(runs[name]["objective"], sk_objective, delta=1e-6 * sk_objective)
+        r = self.run_cli("train", "--data", IRIS, "--C", "1", "--l2", "0.1", *self.server_args())
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--C: give C or l2, not both", r.stderr)
 
     def test_local_runs_refuse_flags_only_a_server_acts_on(self):
         r = self.run_cli("train", "--local", "--data", IRIS, "--detach", "--checkpoint-every", "2")

@@ -333,7 +333,7 @@ class PrometheusLiveTest(unittest.TestCase):
 
     @classmethod
     def expected_rows(cls):
-        return cls.job_a["epochs_run"] * cls.job_a["rows"]["train"]
+        return cls.job_a["epochs_run"] * cls.job_a["result"]["summary"]["train_rows"]
 
     def test_server_and_worker_metrics_pass_promtool(self):
         for target in [self.c.targets["server"], *self.c.targets["workers"]]:
@@ -357,9 +357,9 @@ class PrometheusLiveTest(unittest.TestCase):
         self.assertAlmostEqual(c.value(f'logit_job_objective{{job="{job}"}}'), a["objective"],
                                places=9)
         self.assertAlmostEqual(c.value(f'logit_job_val_loss{{job="{job}"}}'),
-                               a["metrics"]["val"]["log_loss"], places=9)
+                               a["result"]["summary"]["val_metrics"]["log_loss"], places=9)
         self.assertAlmostEqual(
-            c.value(f'logit_job_accuracy{{job="{job}",split="train"}}'), a["train_accuracy"],
+            c.value(f'logit_job_accuracy{{job="{job}",split="train"}}'), a["result"]["summary"]["train_metrics"]["accuracy"],
             places=9)
         self.assertEqual(c.value(f'logit_job_epoch{{job="{job}"}}'), a["epochs_run"])
         self.assertAlmostEqual(

@@ -1131,7 +1131,7 @@ TEST(FailureReasons, NameTheFailingRankOnceAndTheUsersOwnFiles) {
   resolved.set_labels("/srv/data/y.npy");
   EXPECT_EQ(UserPaths(spec, resolved,
                       "/var/lib/logit/datasets/dataset-3/bad.csv:3: no; /srv/data/y.npy: short"),
-            "dataset:dataset-3:3: no; server:y.npy: short");
+            "bad.csv:3: no; server:y.npy: short");
 }
 
 }  // namespace

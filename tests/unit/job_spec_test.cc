@@ -37,7 +37,8 @@ std::string Describe(const JobPlan& p) {
   s << "train " << o.classes << "|" << o.fit_bias << "|" << static_cast<int>(o.optimizer) << "|"
     << (o.lr ? *o.lr : -1) << "|" << o.momentum << "|" << o.nesterov << "|" << o.beta1 << "|"
     << o.beta2 << "|" << o.adam_eps << "|" << o.batch_size << "|" << (o.epochs ? *o.epochs : -1)
-    << "|" << o.tol << "|" << o.l1 << "|" << o.l2 << "|" << o.class_weight << "|" << o.standardize
+    << "|" << o.tol << "|" << o.l1 << "|" << o.l2 << "|" << o.C << "|" << o.class_weight << "|"
+    << o.standardize
     << "|" << o.early_stopping_patience << "|" << o.seed << "|" << o.lbfgs_history << "|"
     << static_cast<int>(o.precision) << "|" << o.threads << "|" << o.device << "\n";
   s << "service " << p.workers << "|" << p.deadline_seconds << "|"
@@ -69,6 +70,8 @@ const std::map<std::string, std::string>& ValidValues() {
       {"tol", "tol: 0.001"},
       {"l1", "l1: 0.1"},
       {"l2", "l2: 0.1"},
+      {"c", "c: 0.5"},
+      {"penalty", "penalty: 'none'"},
       {"class_weight", "class_weight: 'balanced'"},
       {"val_split", "val_split: 0.1"},
       {"test_split", "test_split: 0.1"},
@@ -138,6 +141,7 @@ TEST(PlanJob, EveryJobSpecFieldHasItsFlag) {
     std::string flag = "--" + absl::StrReplaceAll(name, {{"_", "-"}});
     if (name == "deadline_seconds") flag = "--deadline";
     if (name == "job_labels") flag = "--label";
+    if (name == "c") flag = "--C";
     EXPECT_NE(app.get_option_no_throw(flag), nullptr) << "JobSpec." << name << " has no " << flag;
   }
 }
@@ -155,6 +159,29 @@ TEST(PlanJob, FlagsWriteTheirFieldsOverALoadedSpec) {
   EXPECT_EQ(spec.optimizer(), v1::SGD);
   ASSERT_TRUE(spec.has_bias());
   EXPECT_FALSE(spec.bias());
+}
+
+TEST(PlanJob, RegularisationDefaultsToScikitLearnsCOfOne) {
+  v1::JobSpec spec = BaseSpec();
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->train.C, 1.0);  // LogisticRegression()'s C
+  spec.set_l2(0.01);  // an explicit penalty replaces it
+  EXPECT_EQ(PlanJob(spec)->train.C, 0.0);
+  spec.clear_l2();
+  spec.set_l1(0.01);
+  EXPECT_EQ(PlanJob(spec)->train.C, 0.0);
+  spec.clear_l1();
+  spec.set_penalty("none");
+  EXPECT_EQ(PlanJob(spec)->train.C, 0.0);
+  EXPECT_EQ(PlanJob(spec)->train.l2, 0.0);
+  spec.set_c(10);
+  EXPECT_THAT(PlanJob(spec).status(), StatusIs(absl::StatusCode::kInvalidArgument, "penalty:"));
+  spec.clear_penalty();
+  EXPECT_EQ(PlanJob(spec)->train.C, 10.0);
+  spec.set_l2(0.1);
+  EXPECT_THAT(PlanJob(spec).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "c: give C or l2, not both"));
 }
 
 TEST(PlanJob, DefaultsAreResolvedOnce) {
@@ -183,6 +210,8 @@ TEST(PlanJob, EachBadValueIsRefusedNamingItsField) {
       {"tol", "tol: 0"},
       {"l1", "l1: -1"},
       {"l2", "l2: nan"},
+      {"c", "c: 0"},
+      {"penalty", "penalty: 'l3'"},
       {"class_weight", "class_weight: 'heavy'"},
       {"val_split", "val_split: 0.6 test_split: 0.5"},
       {"test_split", "test_split: 1"},

@@ -37,6 +37,21 @@ TEST(Train, SameSeedGivesIdenticalWeights) {
   EXPECT_NE(a->model.weights, c->model.weights);
 }
 
+TEST(Train, ScikitLearnsCIsAnL2OfOneOverCTimesTheTrainingRows) {
+  const Dataset cancer = ReadCsv("breast_cancer.csv");
+  TrainOptions by_c;
+  by_c.standardize = true;
+  by_c.C = 0.5;
+  TrainOptions by_l2 = by_c;
+  by_l2.C = 0;
+  by_l2.l2 = 1.0 / (0.5 * static_cast<double>(cancer.num_rows));
+  auto a = Train(by_c, {&cancer});
+  auto b = Train(by_l2, {&cancer});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->model.weights, b->model.weights);  // the same problem, bit for bit
+  EXPECT_DOUBLE_EQ(a->l2, by_l2.l2);              // and reported as the penalty trained with
+}
+
 TEST(Train, StandardizedModelPredictsOnRawFeatures) {
   const Dataset cancer = ReadCsv("breast_cancer.csv");
   TrainOptions o;

@@ -217,7 +217,12 @@ absl::StatusOr<TrainingProblem> PrepareProblem(const TrainOptions& options,
   ObjectiveConfig cfg;
   cfg.classes = problem.classes;
   cfg.fit_bias = options.fit_bias;
-  cfg.l2 = options.l2;
+  // scikit-learn's C weighs the summed loss against |W|^2 / 2; the objective here is the mean
+  // loss, so the same optimum needs l2 = 1 / (C n) with n the training rows over all ranks.
+  cfg.l2 = options.C > 0 ? 1.0 / (options.C * static_cast<double>(std::max<int64_t>(
+                                                 1, problem.global_rows)))
+                         : options.l2;
+  problem.l2 = cfg.l2;
   cfg.dtype = UsesFloat64(options) ? at::kDouble : at::kFloat;
   cfg.mixed_products = UsesMixedProducts(options);
   cfg.device = problem.device;

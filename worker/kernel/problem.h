@@ -20,6 +20,7 @@ struct TrainingProblem {
   int64_t classes = 0;                       // K, global
   int64_t num_features = 0;                  // d, global
   int64_t global_rows = 0;                   // training rows over all ranks
+  double l2 = 0;  // the L2 penalty trained with: options.l2, or 1/(C n) for options.C
   std::unique_ptr<LogisticObjective> train;  // the training objective (l2 included)
   std::unique_ptr<LogisticObjective> val;    // validation loss; null without validation data
 };

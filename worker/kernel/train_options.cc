@@ -92,6 +92,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return bad("tol", absl::StrCat("must be > 0, got ", o.tol));
   if (!(o.l1 >= 0) || !std::isfinite(o.l1))
     return bad("l1", absl::StrCat("must be >= 0, got ", o.l1));
+  if (!(o.C >= 0) || !std::isfinite(o.C)) return bad("c", absl::StrCat("must be > 0, got ", o.C));
   if (!(o.l2 >= 0) || !std::isfinite(o.l2))
     return bad("l2", absl::StrCat("must be >= 0, got ", o.l2));
   if (o.early_stopping_patience < 0) {

@@ -47,6 +47,9 @@ struct TrainOptions {
   // Penalties: l1 * |W|_1 + (l2 / 2) * |W|^2; the bias is never penalised. >= 0.
   double l1 = 0.0;
   double l2 = 0.0;
+  // scikit-learn's C (> 0; 0 = unset): the L2 penalty is then 1 / (C n), n the training rows
+  // over all ranks after the split, and `l2` is ignored.
+  double C = 0.0;
   // "" (none), "balanced" (n / (K * n_k)), or explicit "k=v,k=v" (unlisted classes: 1).
   std::string class_weight;
   // Centre and scale features for training; the returned model works on raw features.

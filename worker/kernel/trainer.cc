@@ -181,6 +181,7 @@ absl::StatusOr<TrainResult> TrainPrepared(const TrainOptions& options, const Tra
   ASSIGN_OR_RETURN(TrainingProblem problem, PrepareProblem(options, inputs, coll));
   TrainResult result;
   result.device = problem.device.str();
+  result.l2 = problem.l2;
   ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> optimizer, MakeOptimizer(options, *problem.train));
   if (inputs.resume != nullptr) {
     absl::Status resumed = Resume(*inputs.resume, options, *optimizer, result);

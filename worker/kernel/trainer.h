@@ -46,6 +46,7 @@ struct TrainResult {
   std::optional<ClassificationMetrics> train_metrics, val_metrics, test_metrics;
   double wall_seconds = 0;
   std::string device;  // where the arithmetic ran, e.g. "cpu"
+  double l2 = 0;       // the L2 penalty trained with (from TrainOptions::C when that is set)
 };
 
 struct TrainInputs {

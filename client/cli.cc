@@ -25,6 +25,7 @@
 #include "worker/common/status.h"
 #include "worker/job_cli.h"
 #include "worker/job_spec.h"
+#include "worker/kernel/metrics.h"
 #include "worker/model/model_io.h"
 #include "worker/model/predict.h"
 #include "worker/summary.h"
@@ -190,6 +191,15 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
   const uintmax_t piece_bytes = static_cast<uintmax_t>(std::max<int64_t>(1, f.piece_bytes));
   const int pieces =
       ec ? 1 : static_cast<int>(std::max<uintmax_t>(1, (bytes + piece_bytes - 1) / piece_bytes));
+  const bool structured = g.output != "table";
+  const OutputFormat out_format =
+      structured ? ParseOutputFormat(g.output).value_or(OutputFormat::kJson) : OutputFormat::kTable;
+  // Rows that carry labels are evaluated: sums over the pieces, and for binary models every
+  // row's score (ROC AUC ranks all rows at once; 16 bytes a row).
+  MetricSums sums;
+  int64_t evaluated_classes = 0;
+  std::vector<double> scores;
+  std::vector<int64_t> positive;
   bool header = false;
   for (int piece = 0; piece < pieces; ++piece) {
     ro.rank = piece;
@@ -211,13 +221,34 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
       err << "logit predict: " << proba.status().message() << "\n";
       return absl::IsUnavailable(proba.status()) ? kExitUnreachable : kExitJobFailed;
     }
-    if (g.output != "table") {
-      const OutputFormat fmt = ParseOutputFormat(g.output).value_or(OutputFormat::kJson);
+    if (data->has_labels && data->num_rows > 0 &&
+        static_cast<int64_t>(data->labels.size()) == data->num_rows) {
+      if (evaluated_classes != 0 && evaluated_classes != k) {
+        err << "logit predict: the model's class count changed from " << evaluated_classes << " to "
+            << k << " during prediction\n";
+        return kExitJobFailed;
+      }
+      evaluated_classes = k;
+      const MetricSums s = AccumulateMetrics(*proba, data->labels, k);
+      sums.rows += s.rows;
+      sums.loss += s.loss;
+      sums.weight += s.weight;
+      sums.correct += s.correct;
+      sums.confusion.resize(s.confusion.size(), 0);
+      for (size_t j = 0; j < s.confusion.size(); ++j) sums.confusion[j] += s.confusion[j];
+      if (k == 2) {
+        for (int64_t i = 0; i < data->num_rows; ++i) {
+          scores.push_back((*proba)[i * 2 + 1]);
+          positive.push_back(data->labels[i] == 1);
+        }
+      }
+    }
+    if (structured) {
       for (int64_t i = 0; i < data->num_rows; ++i) {
         const float* p = proba->data() + i * k;
         nlohmann::json row = {{"label", std::max_element(p, p + k) - p},
                               {"probabilities", std::vector<float>(p, p + k)}};
-        PrintStructured(row, fmt, dst);
+        PrintStructured(row, out_format, dst);
       }
       continue;
     }
@@ -233,6 +264,24 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
       for (int64_t j = 0; j < k; ++j) dst << "," << p[j];
       dst << "\n";
     }
+  }
+  if (file.is_open()) {
+    file.close();
+    if (!file) {
+      err << "logit predict: --out: writing " << f.out << " failed\n";
+      return kExitJobFailed;
+    }
+  }
+  if (evaluated_classes == 0) return kExitOk;
+  // The evaluation goes where the predictions do not, so that either stays machine-readable:
+  // stdout when they went to --out, stderr when they went to stdout.
+  std::ostream& report = f.out.empty() ? err : out;
+  const v1::ClassificationMetrics metrics = MetricsProto(MetricsFromSums(
+      sums, evaluated_classes, evaluated_classes == 2 ? RocAuc(scores, positive) : -1));
+  if (structured) {
+    PrintStructured(nlohmann::json{{"metrics", MessageJson(metrics)}}, out_format, report);
+  } else {
+    PrintEvaluation("eval", metrics, report);
   }
   return kExitOk;
 }
@@ -283,16 +332,25 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   PredictFlags pf;
   CLI::App* predict = app.add_subcommand("predict", "predict classes and probabilities");
   predict->footer(
+      "Rows that carry labels (a CSV's label column, --labels) are evaluated too: accuracy, log\n"
+      "loss, ROC AUC (binary) and per-class precision, recall, F1 and support, printed after\n"
+      "the predictions: on stdout with --out, else on stderr (-o json: {\"metrics\": {...}}).\n"
+      "\n"
       "Examples:\n"
       "  logit predict --model-file iris.npz --input iris.csv --label-column target\n"
-      "  logit predict --model-file iris.npz --input rows.csv --out pred.csv");
+      "  logit predict --model-file iris.npz --input rows.csv --out pred.csv\n"
+      "  logit predict --model-file iris.onnx --input iris.csv --label-column target "
+      "--out pred.csv -o json");
   auto* model_opt = predict->add_option("--model", pf.model, "model id on the server");
-  auto* file_opt = predict->add_option("--model-file", pf.model_file, "local model file (.npz)");
+  auto* file_opt = predict->add_option("--model-file", pf.model_file,
+                                       "local model file (.npz, .safetensors or .onnx)");
   model_opt->excludes(file_opt);
   predict->add_option("--input", pf.input, "rows to predict")->required();
   predict->add_option("--format", pf.format, "csv|libsvm|npy|idx");
-  predict->add_option("--labels", pf.labels, "label file of .npy / IDX input (optional)");
-  predict->add_option("--label-column", pf.label_column, "CSV label column to skip, if present");
+  predict->add_option("--labels", pf.labels,
+                      "label file of .npy / IDX input (optional): evaluate against it");
+  predict->add_option("--label-column", pf.label_column,
+                      "CSV label column, if present: not a feature; evaluate against it");
   predict->add_option("--out", pf.out, "write predictions to this file");
   predict
       ->add_option("--piece-bytes", pf.piece_bytes,

@@ -73,6 +73,26 @@ std::pair<const char*, const v1::ClassificationMetrics*> LastSplit(const v1::Tra
   return {"", nullptr};
 }
 
+// "NAME: accuracy 96.67%  log_loss 0.0921  macro_f1 0.9666  [roc_auc 0.9950]  (150 rows)"
+void PrintMetricsLine(const char* name, const v1::ClassificationMetrics& m, std::ostream& out) {
+  out << name << ": accuracy " << Fixed(100 * m.accuracy(), 2) << "%  log_loss "
+      << Fixed(m.log_loss(), 4) << "  macro_f1 " << Fixed(m.macro_f1(), 4);
+  if (m.has_roc_auc()) out << "  roc_auc " << Fixed(m.roc_auc(), 4);
+  out << "  (" << m.rows() << " rows)\n";
+}
+
+// Per-class precision, recall, F1 and support, then the macro and weighted F1.
+void PrintClassTable(const char* name, const v1::ClassificationMetrics& m, std::ostream& out) {
+  out << name << " metrics:\n  class  precision  recall  f1      support\n";
+  for (int k = 0; k < m.precision_size(); ++k) {
+    out << "  " << std::left << std::setw(7) << k << std::setw(11) << Fixed(m.precision(k), 4)
+        << std::setw(8) << Fixed(m.recall(k), 4) << std::setw(8) << Fixed(m.f1(k), 4)
+        << (k < m.support_size() ? m.support(k) : 0) << "\n";
+  }
+  out << "  macro_f1 " << Fixed(m.macro_f1(), 4) << "  weighted_f1 " << Fixed(m.weighted_f1(), 4)
+      << "\n";
+}
+
 }  // namespace
 
 v1::Optimizer OptimizerProto(OptimizerKind k) {
@@ -217,6 +237,12 @@ std::string Fixed(double v, int digits) {
   return s.str();
 }
 
+v1::ClassificationMetrics MetricsProto(const ClassificationMetrics& metrics) {
+  v1::ClassificationMetrics p;
+  FillMetrics(metrics, &p);
+  return p;
+}
+
 void PrintResultTable(const v1::TrainingSummary& s, std::ostream& out) {
   out << "stopped: " << StopReasonText(s.stop_reason()) << " after " << s.epochs_run()
       << " epochs, " << s.function_evaluations() << " evaluations, " << Fixed(s.wall_seconds(), 2)
@@ -224,11 +250,7 @@ void PrintResultTable(const v1::TrainingSummary& s, std::ostream& out) {
   out << "objective " << Fixed(s.objective(), 8) << "  train_loss " << Fixed(s.train_loss(), 6)
       << "\n";
   auto show = [&](const char* name, bool has, const v1::ClassificationMetrics& m) {
-    if (!has) return;
-    out << name << ": accuracy " << Fixed(100 * m.accuracy(), 2) << "%  log_loss "
-        << Fixed(m.log_loss(), 4) << "  macro_f1 " << Fixed(m.macro_f1(), 4);
-    if (m.has_roc_auc()) out << "  roc_auc " << Fixed(m.roc_auc(), 4);
-    out << "  (" << m.rows() << " rows)\n";
+    if (has) PrintMetricsLine(name, m, out);
   };
   show("train", s.has_train_metrics(), s.train_metrics());
   show("val", s.has_val_metrics(), s.val_metrics());
@@ -243,14 +265,12 @@ void PrintMetricsTable(const v1::TrainingSummary& s, std::ostream& out) {
         << Fixed(m->macro_f1(), 4) << "\n";
     return;
   }
-  out << which << " metrics:\n  class  precision  recall  f1      support\n";
-  for (int k = 0; k < m->precision_size(); ++k) {
-    out << "  " << std::left << std::setw(7) << k << std::setw(11) << Fixed(m->precision(k), 4)
-        << std::setw(8) << Fixed(m->recall(k), 4) << std::setw(8) << Fixed(m->f1(k), 4)
-        << (k < m->support_size() ? m->support(k) : 0) << "\n";
-  }
-  out << "  macro_f1 " << Fixed(m->macro_f1(), 4) << "  weighted_f1 " << Fixed(m->weighted_f1(), 4)
-      << "\n";
+  PrintClassTable(which, *m, out);
+}
+
+void PrintEvaluation(const char* name, const v1::ClassificationMetrics& m, std::ostream& out) {
+  PrintMetricsLine(name, m, out);
+  PrintClassTable(name, m, out);
 }
 
 }  // namespace logit

@@ -20,6 +20,9 @@ v1::Optimizer OptimizerProto(OptimizerKind kind);
 // The summary of a finished job trained with `options`.
 v1::TrainingSummary MakeSummary(const JobOutcome& outcome, const TrainOptions& options);
 
+// The API's form of kernel metrics (as the summary's train/val/test metrics carry them).
+v1::ClassificationMetrics MetricsProto(const ClassificationMetrics& metrics);
+
 // The job's final figures (JobResult) from its summary.
 v1::JobResult ResultFromSummary(const v1::TrainingSummary& summary);
 
@@ -40,6 +43,12 @@ void PrintResultTable(const v1::TrainingSummary& summary, std::ostream& out);
 // The final metrics in detail: ROC AUC for binary models, else per-class precision, recall,
 // F1 and support (test metrics when there is a test set, else validation, else training).
 void PrintMetricsTable(const v1::TrainingSummary& summary, std::ostream& out);
+
+// One evaluation in full, as `logit predict` prints it: the line PrintResultTable prints for a
+// split ("NAME: accuracy ...  log_loss ...  macro_f1 ...  roc_auc ... (N rows)", ROC AUC for
+// binary models) and the per-class precision, recall, F1 and support table, whatever the class
+// count.
+void PrintEvaluation(const char* name, const v1::ClassificationMetrics& metrics, std::ostream& out);
 
 }  // namespace logit
 

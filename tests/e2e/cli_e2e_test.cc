@@ -3,7 +3,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <iomanip>
 #include <memory>
 #include <sstream>
 
@@ -134,6 +137,198 @@ TEST(CliPredict, FeatureCountMismatchIsAClearError) {
   EXPECT_NE(r.err.find("rows.csv"), std::string::npos) << r.err;
 }
 
+// The rows of a CSV of numbers after its header: one vector per line.
+std::vector<std::vector<double>> CsvRows(const std::string& text) {
+  std::vector<std::vector<double>> rows;
+  std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  for (size_t i = 1; i < lines.size(); ++i) {
+    std::vector<double> row;
+    for (absl::string_view field : absl::StrSplit(lines[i], ',')) {
+      row.push_back(std::stod(std::string(field)));
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// Accuracy and mean log loss of the predictions in `pred_csv` (label,p_0,...,p_K-1 as predict
+// writes them) against the last column of `data_csv`: what `logit predict` should report.
+std::pair<double, double> Evaluate(const std::string& pred_csv, const std::string& data_csv) {
+  const auto pred = CsvRows(pred_csv), data = CsvRows(data_csv);
+  EXPECT_EQ(pred.size(), data.size());
+  int64_t correct = 0;
+  double loss = 0;
+  for (size_t i = 0; i < pred.size() && i < data.size(); ++i) {
+    const size_t y = static_cast<size_t>(data[i].back());
+    correct += static_cast<size_t>(pred[i][0]) == y;
+    loss -= std::log(std::max(pred[i][1 + y], 1e-15));
+  }
+  return {static_cast<double>(correct) / pred.size(), loss / pred.size()};
+}
+
+std::string Fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+// A .npy file (format 1.0) holding `values` of dtype `descr` and `shape`.
+template <typename T>
+std::string Npy(const std::string& descr, const std::string& shape, const std::vector<T>& values) {
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = "\x93NUMPY\x01";
+  out += '\0';
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+  return out;
+}
+
+TEST(CliPredict, OnnxModelFilePredictsLikeNpz) {
+  TempDir dir;
+  // The same deterministic training twice, saved in each format.
+  const std::string train = "train --local --threads 1 --seed 5 --l2 0.01 --label-column target ";
+  for (const char* file : {"iris.npz", "iris.onnx"}) {
+    CliRun t =
+        Logit(dir, train + "--data " + TestData("iris.csv") + " --save-model " + dir.Path(file));
+    ASSERT_EQ(t.code, 0) << t.err;
+  }
+  const std::string rows = " --input " + TestData("iris.csv") + " --label-column target";
+  CliRun npz = Logit(dir, "predict --model-file " + dir.Path("iris.npz") + rows);
+  CliRun onnx = Logit(dir, "predict --model-file " + dir.Path("iris.onnx") + rows);
+  ASSERT_EQ(npz.code, 0) << npz.err;
+  ASSERT_EQ(onnx.code, 0) << onnx.err;
+  EXPECT_EQ(std::count(onnx.out.begin(), onnx.out.end(), '\n'), 151);
+  EXPECT_EQ(onnx.out, npz.out);
+  EXPECT_EQ(onnx.err, npz.err);  // the evaluation
+  // A file that is ONNX but not logit's graph is refused, naming the file.
+  const std::string foreign = dir.Write("foreign.onnx", std::string("\x3a\x00", 2));  // graph {}
+  CliRun bad = Logit(dir, "predict --model-file " + foreign + rows);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("foreign.onnx: not a logit model: expected"), std::string::npos)
+      << bad.err;
+}
+
+TEST(CliPredict, LabelledRowsAreEvaluatedWhereThePredictionsAreNot) {
+  TempDir dir;
+  const std::string model = dir.Path("iris.npz");
+  ASSERT_EQ(Logit(dir, "train --local --data " + TestData("iris.csv") +
+                           " --label-column target --optimizer adam --lr 0.05 --epochs 3 "
+                           "--save-model " +
+                           model)
+                .code,
+            0);
+  const std::string predict = "predict --model-file " + model + " --input " + TestData("iris.csv") +
+                              " --label-column target";
+  // --out: the predictions in the file, the evaluation on stdout.
+  CliRun to_file = Logit(dir, predict + " --out " + dir.Path("pred.csv"));
+  ASSERT_EQ(to_file.code, 0) << to_file.err;
+  EXPECT_EQ(to_file.err, "");
+  const std::string pred = Slurp(dir.Path("pred.csv"));
+  const auto [accuracy, log_loss] = Evaluate(pred, Slurp(TestData("iris.csv")));
+  EXPECT_GT(accuracy, 0.3);  // a short training: not perfect, so the table is not trivial
+  EXPECT_NE(to_file.out.find("eval: accuracy " + Fixed(100 * accuracy, 2) + "%  log_loss " +
+                             Fixed(log_loss, 4)),
+            std::string::npos)
+      << to_file.out << "expected accuracy " << accuracy << " log_loss " << log_loss;
+  EXPECT_NE(to_file.out.find("(150 rows)"), std::string::npos) << to_file.out;
+  EXPECT_NE(to_file.out.find("  class  precision  recall  f1      support\n  0      "),
+            std::string::npos)
+      << to_file.out;
+  EXPECT_NE(to_file.out.find("weighted_f1"), std::string::npos) << to_file.out;
+
+  // No --out: stdout holds only the predictions, the evaluation goes to stderr.
+  CliRun to_stdout = Logit(dir, predict);
+  ASSERT_EQ(to_stdout.code, 0) << to_stdout.err;
+  EXPECT_EQ(to_stdout.out, pred);
+  EXPECT_EQ(to_stdout.err, to_file.out);
+
+  // -o json with --out: stdout is one {"metrics": ...} object, the API's ClassificationMetrics.
+  CliRun json = Logit(dir, "-o json " + predict + " --out " + dir.Path("pred.ndjson"));
+  ASSERT_EQ(json.code, 0) << json.err;
+  std::vector<std::string> out_lines = absl::StrSplit(json.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(out_lines.size(), 1u) << json.out;
+  const auto m = nlohmann::json::parse(out_lines[0], nullptr, false);
+  ASSERT_TRUE(m.is_object() && m.contains("metrics")) << json.out;
+  const auto& metrics = m["metrics"];
+  EXPECT_EQ(metrics["rows"], 150);
+  EXPECT_EQ(metrics["classes"], 3);
+  EXPECT_DOUBLE_EQ(metrics["accuracy"].get<double>(), accuracy);
+  EXPECT_NEAR(metrics["log_loss"].get<double>(), log_loss, 1e-6);
+  EXPECT_EQ(metrics["support"], nlohmann::json({50, 50, 50}));
+  EXPECT_EQ(metrics["precision"].size(), 3u);
+  EXPECT_EQ(metrics["confusion"].size(), 9u);
+  EXPECT_EQ(metrics["has_roc_auc"], false);
+  std::vector<std::string> rows =
+      absl::StrSplit(Slurp(dir.Path("pred.ndjson")), '\n', absl::SkipEmpty());
+  EXPECT_EQ(rows.size(), 150u);
+  // -o json without --out: the rows on stdout, the metrics object on stderr.
+  CliRun json_stdout = Logit(dir, "-o json " + predict);
+  ASSERT_EQ(json_stdout.code, 0) << json_stdout.err;
+  EXPECT_EQ(json_stdout.out, Slurp(dir.Path("pred.ndjson")));
+  EXPECT_EQ(json_stdout.err, json.out);
+
+  // .npy rows with --labels: the same evaluation.
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  for (const auto& row : CsvRows(Slurp(TestData("iris.csv")))) {
+    for (size_t j = 0; j + 1 < row.size(); ++j) x.push_back(static_cast<float>(row[j]));
+    y.push_back(static_cast<int64_t>(row.back()));
+  }
+  const std::string xs = dir.Write("x.npy", Npy("<f4", "(150, 4)", x));
+  const std::string ys = dir.Write("y.npy", Npy("<i8", "(150,)", y));
+  CliRun npy = Logit(dir, "predict --model-file " + model + " --input " + xs + " --labels " + ys +
+                              " --out " + dir.Path("npy.csv"));
+  ASSERT_EQ(npy.code, 0) << npy.err;
+  EXPECT_EQ(npy.out, to_file.out);
+
+  // Rows without labels: predictions only, as before.
+  std::string unlabelled;
+  for (const auto& row : CsvRows(Slurp(TestData("iris.csv")))) {
+    unlabelled += Fixed(row[0], 1) + "," + Fixed(row[1], 1) + "," + Fixed(row[2], 1) + "," +
+                  Fixed(row[3], 1) + "\n";
+  }
+  CliRun plain =
+      Logit(dir, "predict --model-file " + model + " --input " + dir.Write("rows.csv", unlabelled) +
+                     " --out " + dir.Path("plain.csv"));
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_EQ(plain.out, "");
+  EXPECT_EQ(plain.err, "");
+  EXPECT_EQ(Slurp(dir.Path("plain.csv")), pred);
+}
+
+TEST(CliPredict, BinaryEvaluationHasRocAucAndTheClassTable) {
+  TempDir dir;
+  const std::string model = dir.Path("bc.onnx");
+  ASSERT_EQ(Logit(dir, "train --local --data " + TestData("breast_cancer.csv") +
+                           " --label-column target --standardize --l2 0.01 --save-model " + model)
+                .code,
+            0);
+  const std::string predict = "predict --model-file " + model + " --input " +
+                              TestData("breast_cancer.csv") + " --label-column target";
+  CliRun table = Logit(dir, predict + " --out " + dir.Path("pred.csv"));
+  ASSERT_EQ(table.code, 0) << table.err;
+  const auto [accuracy, log_loss] =
+      Evaluate(Slurp(dir.Path("pred.csv")), Slurp(TestData("breast_cancer.csv")));
+  EXPECT_GT(accuracy, 0.9);
+  EXPECT_NE(table.out.find("eval: accuracy " + Fixed(100 * accuracy, 2) + "%  log_loss " +
+                           Fixed(log_loss, 4)),
+            std::string::npos)
+      << table.out;
+  const size_t auc = table.out.find("roc_auc ");
+  ASSERT_NE(auc, std::string::npos) << table.out;
+  EXPECT_GT(std::stod(table.out.substr(auc + 8, 6)), 0.9) << table.out;
+  EXPECT_NE(table.out.find("\n  1      "), std::string::npos) << table.out;  // class 1's row
+  CliRun json = Logit(dir, "-o yaml " + predict + " --out " + dir.Path("pred.yaml"));
+  ASSERT_EQ(json.code, 0) << json.err;
+  EXPECT_EQ(json.out.rfind("---\nmetrics:\n", 0), 0u) << json.out;
+  EXPECT_NE(json.out.find("has_roc_auc: true"), std::string::npos) << json.out;
+}
+
 TEST(CliHelp, EverySubcommandHasHelpWithExamples) {
   TempDir dir;
   for (const char* sub :
@@ -211,6 +406,17 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
   EXPECT_EQ(pred.code, 0) << pred.err;
   std::vector<std::string> lines = absl::StrSplit(pred.out, '\n', absl::SkipEmpty());
   EXPECT_EQ(lines.size(), 151u);
+  // The rows carry labels: the evaluation follows, on stderr (stdout holds the predictions).
+  EXPECT_NE(pred.err.find("eval: accuracy "), std::string::npos) << pred.err;
+  EXPECT_NE(pred.err.find("(150 rows)"), std::string::npos) << pred.err;
+  CliRun pred_json = Logit(dir, "--server " + address + " -o json predict --model " + model +
+                                    " --input " + TestData("iris.csv") +
+                                    " --label-column target --out " + dir.Path("remote.ndjson"));
+  EXPECT_EQ(pred_json.code, 0) << pred_json.err;
+  const auto pj = nlohmann::json::parse(LastLine(pred_json.out), nullptr, false);
+  ASSERT_TRUE(pj.is_object() && pj.contains("metrics")) << pred_json.out;
+  EXPECT_EQ(pj["metrics"]["rows"], 150);
+  EXPECT_GT(pj["metrics"]["accuracy"].get<double>(), 0.85);
 
   CliRun bad = Logit(dir, "--server " + address + " train --data " + TestData("iris.csv") +
                               " --label-column target --batch-size 0 --optimizer sgd");
@@ -260,6 +466,7 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
                                  TestData("iris.csv") + " --label-column target");
   EXPECT_EQ(local.code, 0);
   EXPECT_EQ(local.out, remote.out);
+  EXPECT_EQ(local.err, remote.err);  // the same evaluation
   // .safetensors from the server predicts the same locally.
   ASSERT_EQ(Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.safetensors")).code, 0);
   CliRun st_local = Logit(dir, "predict --model-file " + dir.Path("m.safetensors") + " --input " +
@@ -273,8 +480,13 @@ TEST(CliAgainstServer, UploadsTrainsFollowsAndPredicts) {
       Logit(dir, "predict --piece-bytes 700 --model-file " + dir.Path("m.npz") + " --input " +
                      TestData("iris.csv") + " --label-column target");
   EXPECT_EQ(local_pieces.out, remote.out);
-  // The third way: the exported ONNX graph, evaluated with numpy after onnx.checker.
+  // The third way: the exported ONNX graph, read back by predict, and evaluated with numpy
+  // after onnx.checker.
   ASSERT_EQ(Logit(dir, srv + "model get " + model2 + " " + dir.Path("m.onnx")).code, 0);
+  CliRun onnx_local = Logit(dir, "predict --model-file " + dir.Path("m.onnx") + " --input " +
+                                     TestData("iris.csv") + " --label-column target");
+  EXPECT_EQ(onnx_local.code, 0) << onnx_local.err;
+  EXPECT_EQ(onnx_local.out, remote.out);
   std::ofstream(dir.Path("remote.csv")) << remote.out;
   const int onnx =
       std::system(("/usr/bin/python3 " + TestData("check_onnx.py") + " " + dir.Path("m.onnx") +

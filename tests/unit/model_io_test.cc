@@ -4,10 +4,12 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <limits>
 
 #include "nlohmann/json.hpp"
+#include "onnx/onnx_pb.h"
 #include "tests/unit/test_util.h"
 #include "worker/data/npy.h"
 #include "worker/kernel/trainer.h"
@@ -151,6 +153,51 @@ TEST(ModelIo, OnnxPassesTheCheckerAndReproducesTheProbabilities) {
   }
 }
 
+// What `logit predict --model-file` reads: every format `logit train --save-model` and `logit
+// model get` write. The server streams .npz, the CLI converts it, so npz -> onnx is the path.
+TEST(ModelIo, OnnxRoundTripFromNpzEqualsTheOriginal) {
+  TempDir dir;
+  const std::string summary = "{\"epochs_run\":7,\"classes\":3}";
+  for (int64_t classes : {2, 3, 5}) {
+    SCOPED_TRACE(classes);
+    LinearModel m;
+    m.num_features = 4;
+    m.num_classes = classes;
+    const int64_t c = m.OutputColumns();
+    for (int64_t i = 0; i < 4 * c; ++i) m.weights.push_back(0.37f * static_cast<float>(i) - 1.1f);
+    for (int64_t i = 0; i < c; ++i) m.bias.push_back(-0.25f * static_cast<float>(i) + 0.125f);
+    const std::string npz = dir.Path("m" + std::to_string(classes) + ".npz");
+    const std::string onnx = dir.Path("m" + std::to_string(classes) + ".onnx");
+    ASSERT_TRUE(SaveModel(m, npz, summary).ok());
+    auto from_npz = LoadModel(npz);
+    ASSERT_TRUE(from_npz.ok()) << from_npz.status();
+    auto npz_summary = LoadModelSummary(npz);
+    ASSERT_TRUE(npz_summary.ok()) << npz_summary.status();
+    ASSERT_TRUE(SaveModel(*from_npz, onnx, *npz_summary).ok());
+    auto back = LoadModel(onnx);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->num_features, 4);
+    EXPECT_EQ(back->num_classes, classes);
+    EXPECT_EQ(back->weights, m.weights);
+    EXPECT_EQ(back->bias, m.bias);
+    auto onnx_summary = LoadModelSummary(onnx);
+    ASSERT_TRUE(onnx_summary.ok()) << onnx_summary.status();
+    EXPECT_EQ(*onnx_summary, summary);
+  }
+  // The summary of every format; a model saved without one has none.
+  LinearModel m = Multinomial();
+  for (const char* name : {"s.npz", "s.safetensors", "s.onnx"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(SaveModel(m, dir.Path(name), summary).ok());
+    auto got = LoadModelSummary(dir.Path(name));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, summary);
+    ASSERT_TRUE(SaveModel(m, dir.Path(std::string("bare-") + name)).ok());
+    EXPECT_THAT(LoadModelSummary(dir.Path(std::string("bare-") + name)),
+                StatusIs(absl::StatusCode::kNotFound, "bare-"));
+  }
+}
+
 }  // namespace
 }  // namespace logit
 
@@ -158,6 +205,155 @@ namespace logit {
 namespace {
 
 using ::logit::testing::StatusIs;
+
+// The graph logit writes for `m`, as a message to edit.
+onnx::ModelProto LogitGraph(const LinearModel& m, const ::logit::testing::TempDir& dir) {
+  const std::string path = dir.Path("base.onnx");
+  EXPECT_TRUE(SaveModel(m, path, "{}").ok());
+  std::ifstream in(path, std::ios::binary);
+  onnx::ModelProto proto;
+  EXPECT_TRUE(proto.ParseFromIstream(&in));
+  return proto;
+}
+
+std::string Write(const ::logit::testing::TempDir& dir, const std::string& name,
+                  const onnx::ModelProto& proto) {
+  const std::string path = dir.Path(name);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  EXPECT_TRUE(proto.SerializeToOstream(&out));
+  return path;
+}
+
+onnx::NodeProto* NodeOf(onnx::ModelProto* proto, const std::string& op) {
+  for (onnx::NodeProto& n : *proto->mutable_graph()->mutable_node()) {
+    if (n.op_type() == op) return &n;
+  }
+  ADD_FAILURE() << "no " << op << " node";
+  return nullptr;
+}
+
+TEST(HostileModels, OnnxGarbageAndForeignGraphsAreRefusedNamingTheFile) {
+  ::logit::testing::TempDir dir;
+  // Bytes that are no protobuf message at all.
+  EXPECT_THAT(LoadModel(dir.Write("junk.onnx", "this is not onnx")),
+              StatusIs(absl::StatusCode::kInvalidArgument, "junk.onnx: not an ONNX model"));
+  EXPECT_THAT(ParseModel(std::string("\x0a\xff\xff\xff\xff\x0f", 6), "len.onnx"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "len.onnx: not an ONNX model"));
+  // An empty file is a valid, empty ModelProto.
+  EXPECT_THAT(LoadModel(dir.Write("empty.onnx", "")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "empty.onnx: not a logit model: expected a graph"));
+  EXPECT_THAT(LoadModelSummary(dir.Write("junk2.onnx", "this is not onnx")),
+              StatusIs(absl::StatusCode::kInvalidArgument, "junk2.onnx"));
+
+  // Valid ONNX that is not logistic regression: y = Relu(x).
+  onnx::ModelProto relu;
+  relu.set_ir_version(8);
+  relu.add_opset_import()->set_version(13);
+  auto* g = relu.mutable_graph();
+  g->set_name("relu");
+  g->add_input()->set_name("x");
+  g->add_output()->set_name("y");
+  auto* n = g->add_node();
+  n->set_op_type("Relu");
+  n->add_input("x");
+  n->add_output("y");
+  EXPECT_THAT(LoadModel(Write(dir, "relu.onnx", relu)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "relu.onnx: not a logit model: expected a Gemm node with initializers W "
+                       "and b"));
+
+  // logit's own graphs, each changed in one way that would change what W and b mean.
+  const LinearModel multi = Multinomial();
+  LinearModel binary;
+  binary.num_features = 3;
+  binary.num_classes = 2;
+  binary.weights = {1, -2, 3};
+  binary.bias = {0.5f};
+  struct Edit {
+    const char* name;
+    bool binary;
+    std::function<void(onnx::ModelProto*)> edit;
+    const char* error;
+  };
+  const std::vector<Edit> edits = {
+      {"transposed", false,
+       [](onnx::ModelProto* p) {
+         auto* a = NodeOf(p, "Gemm")->add_attribute();
+         a->set_name("transB");
+         a->set_type(onnx::AttributeProto::INT);
+         a->set_i(1);
+       },
+       "expected a Gemm node without transposes"},
+      {"scaled", false,
+       [](onnx::ModelProto* p) {
+         auto* a = NodeOf(p, "Gemm")->add_attribute();
+         a->set_name("alpha");
+         a->set_type(onnx::AttributeProto::FLOAT);
+         a->set_f(2);
+       },
+       "alpha and beta 1"},
+      {"relu", false, [](onnx::ModelProto* p) { NodeOf(p, "Softmax")->set_op_type("Relu"); },
+       "expected a Softmax node"},
+      {"rows-axis", false,
+       [](onnx::ModelProto* p) { NodeOf(p, "Softmax")->mutable_attribute(0)->set_i(0); },
+       "expected a Softmax node"},
+      {"double", false,
+       [](onnx::ModelProto* p) {
+         p->mutable_graph()->mutable_initializer(0)->set_data_type(onnx::TensorProto::DOUBLE);
+       },
+       "initializer W: not float32"},
+      {"short", false,
+       [](onnx::ModelProto* p) {
+         auto* raw = p->mutable_graph()->mutable_initializer(0)->mutable_raw_data();
+         raw->resize(raw->size() - 4);
+       },
+       "initializer W: 20 bytes of data for 6 float32 values"},
+      {"huge", false,
+       [](onnx::ModelProto* p) {
+         p->mutable_graph()->mutable_initializer(0)->set_dims(0, int64_t{1} << 40);
+       },
+       "initializer W"},
+      {"extra-node", false,
+       [](onnx::ModelProto* p) {
+         auto* extra = p->mutable_graph()->add_node();
+         extra->set_op_type("Identity");
+         extra->add_input("label");
+         extra->add_output("label2");
+       },
+       "no other nodes"},
+      {"lying-metadata", false,
+       [](onnx::ModelProto* p) { p->mutable_metadata_props(0)->set_value("7"); },
+       "metadata classes is '7' but the graph has 3"},
+      {"swapped", true,
+       [](onnx::ModelProto* p) {
+         auto* concat = NodeOf(p, "Concat");
+         std::string first = concat->input(0);
+         concat->set_input(0, concat->input(1));
+         concat->set_input(1, first);
+       },
+       "Sigmoid, Sub and Concat giving [1 - p, p]"},
+      {"two", true,
+       [](onnx::ModelProto* p) {
+         for (auto& t : *p->mutable_graph()->mutable_initializer()) {
+           if (t.name() == "one") t.set_raw_data(std::string("\0\0\0\x40", 4));  // 2.0f
+         }
+       },
+       "the constant 1 in the Sub node"},
+  };
+  for (const Edit& e : edits) {
+    SCOPED_TRACE(e.name);
+    onnx::ModelProto proto = LogitGraph(e.binary ? binary : multi, dir);
+    e.edit(&proto);
+    const std::string name = std::string(e.name) + ".onnx";
+    EXPECT_THAT(LoadModel(Write(dir, name, proto)),
+                StatusIs(absl::StatusCode::kInvalidArgument, name + ": "));
+    EXPECT_THAT(LoadModel(dir.Path(name)), StatusIs(absl::StatusCode::kInvalidArgument, e.error));
+  }
+  // Unchanged, both read back.
+  EXPECT_TRUE(LoadModel(Write(dir, "multi.onnx", LogitGraph(multi, dir))).ok());
+  EXPECT_TRUE(LoadModel(Write(dir, "binary.onnx", LogitGraph(binary, dir))).ok());
+}
 
 // Regressions from tests/fuzz: degenerate models are refused (once a zero-feature .npz made
 // Predict divide by zero, and zero-size arrays reached memcpy with a null pointer).

@@ -170,6 +170,36 @@ TEST(NpyReader, ReadsFloat64FeaturesAndIntLabels) {
   EXPECT_EQ(shard->dense_f32, (std::vector<float>{3, 4, 5, 6}));
 }
 
+// Prediction asks for no labels; a file without them says so (predict evaluates only rows that
+// carry labels).
+TEST(Readers, FilesWithoutLabelsSaySoWhenNoneAreRequired) {
+  TempDir dir;
+  ReadOptions o;
+  o.require_labels = false;
+  o.num_features = 2;
+  o.path = dir.Write("rows.csv", "1,2\n3,4\n");
+  auto rows = ReadDataset(o);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_FALSE(rows->has_labels);
+  EXPECT_EQ(rows->labels, (std::vector<int64_t>{0, 0}));
+  o.path = dir.Write("labelled.csv", "1,2,1\n3,4,0\n");
+  auto labelled = ReadDataset(o);
+  ASSERT_TRUE(labelled.ok()) << labelled.status();
+  EXPECT_TRUE(labelled->has_labels);
+  EXPECT_EQ(labelled->labels, (std::vector<int64_t>{1, 0}));
+  const float x[] = {1, 2, 3, 4};
+  const int64_t y[] = {1, 0};
+  o.path = dir.Write("x.npy", Npy("<f4", {2, 2}, x, sizeof(x)));
+  auto npy = ReadDataset(o);
+  ASSERT_TRUE(npy.ok()) << npy.status();
+  EXPECT_FALSE(npy->has_labels);
+  o.labels_path = dir.Write("y.npy", Npy("<i8", {2}, y, sizeof(y)));
+  auto npy_labelled = ReadDataset(o);
+  ASSERT_TRUE(npy_labelled.ok()) << npy_labelled.status();
+  EXPECT_TRUE(npy_labelled->has_labels);
+  EXPECT_FALSE(TakeRows(*npy, {1}).has_labels);
+}
+
 TEST(NpyReader, KeepsUint8AsUint8WithPixelScale) {
   TempDir dir;
   const uint8_t x[] = {0, 255, 51, 102};

@@ -181,6 +181,7 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
   }
   if (opt.labels_path.empty()) {
     out.labels.assign(out.num_rows, 0);
+    out.has_labels = false;
     return out;
   }
   absl::Status st = ReadNpyLabels(opt.labels_path, n, begin, end, opt.classes, &out.labels);
@@ -322,6 +323,7 @@ absl::StatusOr<Dataset> ReadIdx(const ReadOptions& opt) {
   if (!st.ok()) return st;
   if (opt.labels_path.empty()) {
     out.labels.assign(out.num_rows, 0);
+    out.has_labels = false;
     return out;
   }
   auto labels = OpenIdx(opt.labels_path);

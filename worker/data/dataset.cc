@@ -15,6 +15,7 @@ Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows) {
   out.source = data.source;
   out.num_rows = static_cast<int64_t>(rows.size());
   out.num_features = data.num_features;
+  out.has_labels = data.has_labels;
   out.total_rows = data.total_rows;
   out.first_row = 0;
   out.storage = data.storage;

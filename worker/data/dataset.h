@@ -33,7 +33,10 @@ struct Dataset {
   std::vector<int64_t> csr_indices;  // 0-based column of each stored value
   std::vector<float> csr_values;
 
-  std::vector<int64_t> labels;        // class index in [0, classes) per row
+  std::vector<int64_t> labels;  // class index in [0, classes) per row
+  // False when the file carried no labels (an unlabelled CSV, .npy / IDX without a label file,
+  // only when the reader was asked for no labels): `labels` then holds 0 for every row.
+  bool has_labels = true;
   std::vector<float> sample_weights;  // per row; empty means every weight is 1
   std::vector<int64_t> global_row;    // global row index per row; empty means first_row + i
 

@@ -220,6 +220,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   out.source = opt.path;
   out.storage = FeatureStorage::kDenseFloat32;
   out.num_features = d;
+  out.has_labels = !unlabeled;
   out.total_rows = total;
   const int64_t begin = ShardBegin(total, opt.rank, opt.world);
   const int64_t end = ShardBegin(total, opt.rank + 1, opt.world);

@@ -8,7 +8,10 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <list>
+#include <map>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -203,6 +206,226 @@ absl::Status SaveOnnx(const LinearModel& m, const std::string& path, const std::
     return absl::InternalError(absl::StrCat("save_model: cannot write ", path));
   }
   return absl::OkStatus();
+}
+
+// What ParseOnnx recovers from a file SaveOnnx wrote.
+struct OnnxContents {
+  LinearModel model;
+  std::string summary;  // metadata_props "summary_json"; empty when absent
+};
+
+// Reads back exactly the graph SaveOnnx writes, whatever the tensors and the node names are
+// called: Gemm(X, W, b) without transposes or scaling, then Softmax over the columns, or, for
+// binary models, Concat(Sub(1, Sigmoid(z)), Sigmoid(z)); ArgMax of the probabilities. Any other
+// graph is refused: its W and b would not mean what logit's do.
+absl::StatusOr<OnnxContents> ParseOnnx(const std::string& bytes, const std::string& path) {
+  auto not_logit = [&](absl::string_view expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a logit model: expected ", expected));
+  };
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", bytes.size(), " bytes, more than an ONNX file can hold (2 GiB)"));
+  }
+  onnx::ModelProto model;
+  if (!model.ParseFromString(bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not an ONNX model (no ModelProto)"));
+  }
+  if (!model.has_graph()) return not_logit("a graph");
+  const onnx::GraphProto& g = model.graph();
+  std::map<std::string, const onnx::TensorProto*> initializers;
+  for (const onnx::TensorProto& t : g.initializer()) initializers[t.name()] = &t;
+  // The node producing `name`, if exactly one node does.
+  auto producer = [&](const std::string& name) -> const onnx::NodeProto* {
+    const onnx::NodeProto* found = nullptr;
+    for (const onnx::NodeProto& n : g.node()) {
+      for (const std::string& out : n.output()) {
+        if (out != name) continue;
+        if (found != nullptr) return nullptr;
+        found = &n;
+      }
+    }
+    return found;
+  };
+  // The node of op `op` in the default domain, if it is the only one of that op.
+  auto only = [&](const char* op) -> const onnx::NodeProto* {
+    const onnx::NodeProto* found = nullptr;
+    for (const onnx::NodeProto& n : g.node()) {
+      if (n.op_type() != op) continue;
+      if (found != nullptr || (!n.domain().empty() && n.domain() != "ai.onnx")) return nullptr;
+      found = &n;
+    }
+    return found;
+  };
+  // Integer attribute `name` of `n`, `fallback` when absent; nullopt when of another type.
+  auto int_attr = [](const onnx::NodeProto& n, const char* name,
+                     int64_t fallback) -> std::optional<int64_t> {
+    for (const onnx::AttributeProto& a : n.attribute()) {
+      if (a.name() != name) continue;
+      if (a.type() != onnx::AttributeProto::INT) return std::nullopt;
+      return a.i();
+    }
+    return fallback;
+  };
+  auto attrs_within = [](const onnx::NodeProto& n, std::initializer_list<const char*> allowed) {
+    for (const onnx::AttributeProto& a : n.attribute()) {
+      if (std::none_of(allowed.begin(), allowed.end(),
+                       [&](const char* name) { return a.name() == name; })) {
+        return false;
+      }
+    }
+    return true;
+  };
+  auto axis_is_columns = [&](const onnx::NodeProto& n, int64_t fallback) {
+    const auto axis = int_attr(n, "axis", fallback);
+    return axis && (*axis == 1 || *axis == -1);
+  };
+  // The float32 values of an initializer, its dimensions in *dims.
+  auto floats = [&](const onnx::TensorProto& t,
+                    std::vector<int64_t>* dims) -> absl::StatusOr<std::vector<float>> {
+    const std::string what = absl::StrCat(path, ": initializer ", t.name());
+    if (t.data_type() != onnx::TensorProto::FLOAT) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": not float32"));
+    }
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": external data is not supported"));
+    }
+    dims->assign(t.dims().begin(), t.dims().end());
+    auto count = CheckedProduct(*dims, kMaxParameters, what);
+    if (!count.ok()) return count.status();
+    std::vector<float> v;
+    if (t.has_raw_data()) {
+      if (t.raw_data().size() != static_cast<uint64_t>(*count) * 4) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": ", t.raw_data().size(), " bytes of data for ", *count, " float32 values"));
+      }
+      v.resize(*count);
+      if (*count > 0) std::memcpy(v.data(), t.raw_data().data(), *count * 4);
+    } else {
+      if (t.float_data_size() != *count) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": ", t.float_data_size(), " values for ", *count));
+      }
+      v.assign(t.float_data().begin(), t.float_data().end());
+    }
+    return v;
+  };
+
+  const onnx::NodeProto* gemm = only("Gemm");
+  if (gemm == nullptr || gemm->input_size() != 3 || gemm->output_size() != 1 ||
+      initializers.count(gemm->input(1)) == 0 || initializers.count(gemm->input(2)) == 0) {
+    return not_logit("a Gemm node with initializers W and b");
+  }
+  if (!attrs_within(*gemm, {"alpha", "beta", "transA", "transB"}) ||
+      int_attr(*gemm, "transA", 0) != 0 || int_attr(*gemm, "transB", 0) != 0) {
+    return not_logit("a Gemm node without transposes");
+  }
+  for (const onnx::AttributeProto& a : gemm->attribute()) {
+    if ((a.name() == "alpha" || a.name() == "beta") &&
+        (a.type() != onnx::AttributeProto::FLOAT || a.f() != 1.0f)) {
+      return not_logit("a Gemm node with alpha and beta 1");
+    }
+  }
+  // The rows come in through the one graph input that is not an initializer.
+  const onnx::ValueInfoProto* input = nullptr;
+  for (const onnx::ValueInfoProto& in : g.input()) {
+    if (initializers.count(in.name()) != 0) continue;
+    if (input != nullptr) return not_logit("one graph input, the rows");
+    input = &in;
+  }
+  if (input == nullptr || input->name() != gemm->input(0)) {
+    return not_logit("a graph input of rows feeding the Gemm node");
+  }
+  std::vector<int64_t> wdims, bdims;
+  auto w = floats(*initializers[gemm->input(1)], &wdims);
+  if (!w.ok()) return w.status();
+  auto b = floats(*initializers[gemm->input(2)], &bdims);
+  if (!b.ok()) return b.status();
+  if (wdims.size() != 2 || bdims.size() != 1 || bdims[0] != wdims[1]) {
+    return not_logit("W of shape [d, K] and b of shape [K]");
+  }
+  const auto& in_type = input->type().tensor_type();
+  if (in_type.elem_type() != onnx::TensorProto::FLOAT ||
+      (in_type.has_shape() &&
+       (in_type.shape().dim_size() != 2 || (in_type.shape().dim(1).has_dim_value() &&
+                                            in_type.shape().dim(1).dim_value() != wdims[0])))) {
+    return not_logit(absl::StrCat("a float32 input of shape [N, ", wdims[0], "]"));
+  }
+  const std::string& logits = gemm->output(0);
+
+  // The probabilities: Softmax(z), or Concat(1 - Sigmoid(z), Sigmoid(z)) for binary models.
+  std::string probabilities;
+  const bool binary = wdims[1] == 1;
+  if (binary) {
+    const onnx::NodeProto* sigmoid = only("Sigmoid");
+    const onnx::NodeProto* sub = only("Sub");
+    const onnx::NodeProto* concat = only("Concat");
+    const bool wired = sigmoid != nullptr && sub != nullptr && concat != nullptr &&
+                       sigmoid->input_size() == 1 && sigmoid->input(0) == logits &&
+                       sigmoid->output_size() == 1 && sub->input_size() == 2 &&
+                       sub->input(1) == sigmoid->output(0) && sub->output_size() == 1 &&
+                       concat->input_size() == 2 && concat->input(0) == sub->output(0) &&
+                       concat->input(1) == sigmoid->output(0) && concat->output_size() == 1 &&
+                       attrs_within(*concat, {"axis"}) && axis_is_columns(*concat, 0) &&
+                       initializers.count(sub->input(0)) != 0;
+    if (!wired) {
+      return not_logit("Sigmoid, Sub and Concat giving [1 - p, p] after the Gemm node");
+    }
+    std::vector<int64_t> one_dims;
+    auto one = floats(*initializers[sub->input(0)], &one_dims);
+    if (!one.ok() || one->size() != 1 || (*one)[0] != 1.0f) {
+      return not_logit("the constant 1 in the Sub node");
+    }
+    probabilities = concat->output(0);
+  } else {
+    const onnx::NodeProto* softmax = only("Softmax");
+    if (softmax == nullptr || softmax->input_size() != 1 || softmax->input(0) != logits ||
+        softmax->output_size() != 1 || !attrs_within(*softmax, {"axis"}) ||
+        !axis_is_columns(*softmax, -1)) {
+      return not_logit(absl::StrCat("a Softmax node over the columns after the Gemm node (W has ",
+                                    wdims[1], " columns)"));
+    }
+    if (wdims[1] == 2) {
+      return not_logit("W of one column for two classes (logit writes binary models with Sigmoid)");
+    }
+    probabilities = softmax->output(0);
+  }
+  const onnx::NodeProto* argmax = only("ArgMax");
+  if (argmax == nullptr || argmax->input_size() != 1 || argmax->input(0) != probabilities ||
+      argmax->output_size() != 1 || !attrs_within(*argmax, {"axis", "keepdims"}) ||
+      !axis_is_columns(*argmax, 0) || int_attr(*argmax, "keepdims", 1) != 0) {
+    return not_logit("an ArgMax node over the probabilities");
+  }
+  const size_t nodes = binary ? 5 : 3;
+  std::vector<std::string> outputs;
+  for (const onnx::ValueInfoProto& out : g.output()) outputs.push_back(out.name());
+  std::sort(outputs.begin(), outputs.end());
+  std::vector<std::string> want = {probabilities, argmax->output(0)};
+  std::sort(want.begin(), want.end());
+  if (static_cast<size_t>(g.node_size()) != nodes || outputs != want ||
+      producer(probabilities) == nullptr || producer(argmax->output(0)) != argmax) {
+    return not_logit("the outputs probabilities and label and no other nodes");
+  }
+
+  OnnxContents c;
+  c.model.num_features = wdims[0];
+  c.model.num_classes = binary ? 2 : wdims[1];
+  c.model.weights = std::move(*w);
+  c.model.bias = std::move(*b);
+  absl::Status st = ValidateModel(c.model, path);
+  if (!st.ok()) return st;
+  // The metadata logit writes must agree with the graph.
+  for (const onnx::StringStringEntryProto& p : model.metadata_props()) {
+    const int64_t expected = p.key() == "classes"      ? c.model.num_classes
+                             : p.key() == "n_features" ? c.model.num_features
+                                                       : -1;
+    if (expected >= 0 && p.value() != std::to_string(expected)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": metadata ", p.key(), " is '",
+                                                     p.value(), "' but the graph has ", expected));
+    }
+    if (p.key() == "summary_json") c.summary = p.value();
+  }
+  return c;
 }
 
 absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::string& summary) {
@@ -415,6 +638,28 @@ absl::Status SaveModel(const LinearModel& model, const std::string& path,
 absl::StatusOr<std::string> LoadModelSummary(const std::string& path) {
   auto bytes = ReadFileBytes(path);
   if (!bytes.ok()) return bytes.status();
+  if (absl::EndsWith(path, ".onnx")) {
+    auto onnx = ParseOnnx(*bytes, path);
+    if (!onnx.ok()) return onnx.status();
+    if (onnx->summary.empty()) return absl::NotFoundError(absl::StrCat(path, ": no summary_json"));
+    return onnx->summary;
+  }
+  if (absl::EndsWith(path, ".safetensors")) {
+    auto model = ParseSafetensors(*bytes, path);  // the header is known sound after this
+    if (!model.ok()) return model.status();
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) {
+      n |= static_cast<uint64_t>(static_cast<unsigned char>((*bytes)[i])) << (8 * i);
+    }
+    const auto header = nlohmann::json::parse(bytes->begin() + 8, bytes->begin() + 8 + n, nullptr,
+                                              /*allow_exceptions=*/false);
+    const auto meta = header.find("__metadata__");
+    if (meta == header.end() || !meta->is_object() || !meta->contains("summary_json") ||
+        !(*meta)["summary_json"].is_string()) {
+      return absl::NotFoundError(absl::StrCat(path, ": no summary_json"));
+    }
+    return (*meta)["summary_json"].get<std::string>();
+  }
   auto z = NpzArchive::Open(*bytes, path);
   if (!z.ok()) return z.status();
   auto member = z->Read("summary_json.npy");
@@ -457,12 +702,19 @@ absl::Status ValidateModel(const LinearModel& m, const std::string& where) {
 absl::StatusOr<LinearModel> ParseModel(const std::string& bytes, const std::string& name) {
   if (absl::EndsWith(name, ".npz")) return ParseNpz(bytes, name);
   if (absl::EndsWith(name, ".safetensors")) return ParseSafetensors(bytes, name);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "model_file: unsupported model file extension in '", name, "' (use .npz or .safetensors)"));
+  if (absl::EndsWith(name, ".onnx")) {
+    auto onnx = ParseOnnx(bytes, name);
+    if (!onnx.ok()) return onnx.status();
+    return std::move(onnx->model);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("model_file: unsupported model file extension in '", name,
+                   "' (use .npz, .safetensors or .onnx)"));
 }
 
 absl::StatusOr<LinearModel> LoadModel(const std::string& path) {
-  if (!absl::EndsWith(path, ".npz") && !absl::EndsWith(path, ".safetensors")) {
+  if (!absl::EndsWith(path, ".npz") && !absl::EndsWith(path, ".safetensors") &&
+      !absl::EndsWith(path, ".onnx")) {
     return ParseModel("", path);  // the extension error
   }
   auto bytes = ReadFileBytes(path);

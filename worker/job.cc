@@ -1,8 +1,12 @@
 #include "worker/job.h"
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "worker/common/status.h"
 #include "worker/kernel/collective.h"
 
 namespace logit {
@@ -47,7 +51,31 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   Dataset train, val, test;
   bool has_val = val_file->has_value(), has_test = test_file->has_value();
   if (data.val_split > 0 || data.test_split > 0) {
-    const SplitIndices split = SplitRows(*all, data.val_split, data.test_split, options.seed);
+    SplitIndices split;
+    if (data.stratify) {
+      // Classes over all ranks, then each class's cut-offs over all ranks.
+      int64_t classes = options.classes;
+      if (classes <= 0) {
+        at::Tensor max_label = at::full({1}, static_cast<double>(all->MaxLabel()), at::kDouble);
+        if (collective != nullptr) RETURN_IF_ERROR(collective->AllReduceMax(max_label));
+        classes = std::max<int64_t>(2, static_cast<int64_t>(max_label.item<double>()) + 1);
+      }
+      SumOverRanks sum;
+      if (collective != nullptr) {
+        sum = [collective](std::vector<double>* counts) {
+          at::Tensor t = at::from_blob(counts->data(), {static_cast<int64_t>(counts->size())},
+                                       at::kDouble)
+                             .clone();
+          RETURN_IF_ERROR(collective->AllReduceSum(t));
+          std::copy(t.data_ptr<double>(), t.data_ptr<double>() + counts->size(), counts->begin());
+          return absl::OkStatus();
+        };
+      }
+      ASSIGN_OR_RETURN(split, StratifiedSplitRows(*all, classes, data.val_split, data.test_split,
+                                                  options.seed, sum));
+    } else {
+      split = SplitRows(*all, data.val_split, data.test_split, options.seed);
+    }
     train = TakeRows(*all, split.train);
     if (data.val_split > 0) {
       val = TakeRows(*all, split.val);

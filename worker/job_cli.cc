@@ -90,6 +90,9 @@ void AddDataFlags(CLI::App* app, v1::JobSpec* s) {
 void AddModelFlags(CLI::App* app, v1::JobSpec* s) {
   using S = v1::JobSpec;
   app->add_flag_function(
+      "--stratify,!--no-stratify", [s](int64_t n) { s->set_stratify(n > 0); },
+      "split each class in the --val-split/--test-split proportions (default on)");
+  app->add_flag_function(
       "--bias,!--no-bias", [s](int64_t n) { s->set_bias(n > 0); }, "fit an intercept (default on)");
   Field<std::string>(
       app, "--optimizer", s,

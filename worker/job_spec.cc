@@ -82,6 +82,7 @@ absl::StatusOr<DataConfig> DataFromSpec(const v1::JobSpec& s) {
   dc.test_path = s.test_data();
   dc.test_labels = s.test_labels();
   dc.val_split = s.val_split();
+  dc.stratify = s.has_stratify() ? s.stratify() : true;
   dc.test_split = s.test_split();
   RETURN_IF_ERROR(ValidateDataConfig(dc));
   return dc;

@@ -35,6 +35,8 @@ struct DataConfig {
   // Each in [0, 1), sum < 1.
   double val_split = 0;
   double test_split = 0;
+  // Split each class in those proportions (scikit-learn's stratify=y); else rows by hash.
+  bool stratify = true;
 };
 
 // A validated job: what the kernel trains and how the service runs it.

@@ -32,7 +32,8 @@ std::string Describe(const JobPlan& p) {
     << r.label_column << "|" << r.classes << "|" << r.num_features << "|" << r.pixel_scale << "|"
     << r.rank << "|" << r.world << "|" << r.require_labels << "\n";
   s << "extra " << p.data.val_path << "|" << p.data.val_labels << "|" << p.data.test_path << "|"
-    << p.data.test_labels << "|" << p.data.val_split << "|" << p.data.test_split << "\n";
+    << p.data.test_labels << "|" << p.data.val_split << "|" << p.data.test_split << "|"
+    << p.data.stratify << "\n";
   const TrainOptions& o = p.train;
   s << "train " << o.classes << "|" << o.fit_bias << "|" << static_cast<int>(o.optimizer) << "|"
     << (o.lr ? *o.lr : -1) << "|" << o.momentum << "|" << o.nesterov << "|" << o.beta1 << "|"
@@ -71,6 +72,7 @@ const std::map<std::string, std::string>& ValidValues() {
       {"l1", "l1: 0.1"},
       {"l2", "l2: 0.1"},
       {"c", "c: 0.5"},
+      {"stratify", "stratify: false"},
       {"penalty", "penalty: 'none'"},
       {"class_weight", "class_weight: 'balanced'"},
       {"val_split", "val_split: 0.1"},

@@ -1,6 +1,9 @@
 #include "worker/data/readers.h"
 
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -372,6 +375,84 @@ TEST(SplitRows, AssignmentDoesNotDependOnSharding) {
   }
   EXPECT_EQ(val_global, s.val);
   EXPECT_NE(SplitRows(*whole, 0.2, 0.1, 8).val, s.val);
+}
+
+// Sums counts across `world` threads standing in for ranks: each call blocks until every rank
+// has added its counts, then all get the total (an allreduce).
+class ThreadSum {
+ public:
+  explicit ThreadSum(int world) : world_(world) {}
+  absl::Status Sum(std::vector<double>* counts) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t generation = generation_;
+    if (total_.size() < counts->size()) total_.resize(counts->size(), 0.0);
+    for (size_t i = 0; i < counts->size(); ++i) total_[i] += (*counts)[i];
+    if (++arrived_ == world_) {
+      result_ = total_;
+      total_.clear();
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+    std::copy(result_.begin(), result_.begin() + counts->size(), counts->begin());
+    return absl::OkStatus();
+  }
+
+ private:
+  const int world_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<double> total_, result_;
+  int arrived_ = 0;
+  int64_t generation_ = 0;
+};
+
+TEST(StratifiedSplitRows, EveryClassInProportionWhateverTheSharding) {
+  auto whole = Read(TestData("digits.csv"));
+  ASSERT_TRUE(whole.ok());
+  const int64_t classes = whole->MaxLabel() + 1;
+  auto s = StratifiedSplitRows(*whole, classes, 0.2, 0.1, 7, nullptr);
+  ASSERT_TRUE(s.ok()) << s.status();
+  // Exactly round(fraction * n_k) rows of each class, as train_test_split(stratify=y).
+  std::vector<int64_t> n(classes), val(classes), test(classes);
+  for (int64_t y : whole->labels) ++n[y];
+  for (int64_t i : s->val) ++val[whole->labels[i]];
+  for (int64_t i : s->test) ++test[whole->labels[i]];
+  for (int64_t k = 0; k < classes; ++k) {
+    EXPECT_EQ(val[k], std::llround(0.2 * n[k])) << "class " << k;
+    EXPECT_EQ(test[k], std::llround(0.1 * n[k])) << "class " << k;
+  }
+  EXPECT_EQ(s->train.size() + s->val.size() + s->test.size(), static_cast<size_t>(whole->num_rows));
+  // 3 shards, each on its own thread as a rank: the same rows in each split.
+  for (int world : {2, 3}) {
+    ThreadSum sum(world);
+    std::vector<std::vector<int64_t>> val_rows(world), test_rows(world);
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < world; ++r) {
+      ranks.emplace_back([&, r] {
+        auto shard = Read(TestData("digits.csv"), "", r, world);
+        ASSERT_TRUE(shard.ok());
+        auto part = StratifiedSplitRows(*shard, classes, 0.2, 0.1, 7,
+                                        [&](std::vector<double>* c) { return sum.Sum(c); });
+        ASSERT_TRUE(part.ok());
+        for (int64_t i : part->val) val_rows[r].push_back(shard->GlobalRow(i));
+        for (int64_t i : part->test) test_rows[r].push_back(shard->GlobalRow(i));
+      });
+    }
+    for (std::thread& t : ranks) t.join();
+    std::vector<int64_t> all_val, all_test;
+    for (int r = 0; r < world; ++r) {
+      all_val.insert(all_val.end(), val_rows[r].begin(), val_rows[r].end());
+      all_test.insert(all_test.end(), test_rows[r].begin(), test_rows[r].end());
+    }
+    EXPECT_EQ(all_val, s->val) << world << " ranks";
+    EXPECT_EQ(all_test, s->test) << world << " ranks";
+  }
+  // Another seed, other rows; fractions of 0 leave a split empty.
+  EXPECT_NE(StratifiedSplitRows(*whole, classes, 0.2, 0.1, 8, nullptr)->val, s->val);
+  EXPECT_TRUE(StratifiedSplitRows(*whole, classes, 0.0, 0.1, 7, nullptr)->val.empty());
 }
 
 }  // namespace

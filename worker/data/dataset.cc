@@ -1,6 +1,7 @@
 #include "worker/data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace logit {
 
@@ -65,17 +66,96 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+namespace {
+
+// The key that orders a row for splitting: a hash of (seed, global row).
+uint64_t SplitKey(uint64_t seed, int64_t global_row) {
+  return SplitMix64(SplitMix64(seed ^ 0x6c6f676974ULL) ^ static_cast<uint64_t>(global_row));
+}
+
+}  // namespace
+
 SplitIndices SplitRows(const Dataset& data, double val_fraction, double test_fraction,
                        uint64_t seed) {
   SplitIndices s;
-  const uint64_t seed_mix = SplitMix64(seed ^ 0x6c6f676974ULL);
   for (int64_t i = 0; i < data.num_rows; ++i) {
-    const double u =
-        static_cast<double>(SplitMix64(seed_mix ^ static_cast<uint64_t>(data.GlobalRow(i))) >> 11) *
-        (1.0 / 9007199254740992.0);
+    const double u = static_cast<double>(SplitKey(seed, data.GlobalRow(i)) >> 11) *
+                     (1.0 / 9007199254740992.0);
     if (u < val_fraction) {
       s.val.push_back(i);
     } else if (u < val_fraction + test_fraction) {
+      s.test.push_back(i);
+    } else {
+      s.train.push_back(i);
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<SplitIndices> StratifiedSplitRows(const Dataset& data, int64_t classes,
+                                                 double val_fraction, double test_fraction,
+                                                 uint64_t seed, const SumOverRanks& sum) {
+  const size_t k_count = static_cast<size_t>(classes);
+  std::vector<uint64_t> key(static_cast<size_t>(data.num_rows));
+  std::vector<double> totals(k_count, 0.0);
+  for (int64_t i = 0; i < data.num_rows; ++i) {
+    key[i] = SplitKey(seed, data.GlobalRow(i));
+    totals[static_cast<size_t>(data.labels[i])] += 1;
+  }
+  if (sum) {
+    absl::Status st = sum(&totals);
+    if (!st.ok()) return st;
+  }
+  // For each class, the key of its m-th smallest row (0-based) over all ranks: rows with a
+  // smaller key are exactly m (keys are distinct but for 64-bit collisions). Found a byte at a
+  // time, most significant first: each round counts, per class, the next byte of the keys that
+  // share the bytes chosen so far.
+  auto select = [&](const std::vector<double>& rank) -> absl::StatusOr<std::vector<uint64_t>> {
+    std::vector<uint64_t> prefix(k_count, 0);
+    std::vector<double> remaining = rank;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      std::vector<double> hist(k_count * 256, 0.0);
+      for (int64_t i = 0; i < data.num_rows; ++i) {
+        const size_t k = static_cast<size_t>(data.labels[i]);
+        // The bytes above `shift` must equal those chosen so far.
+        if (shift < 56 && (key[i] >> (shift + 8)) != (prefix[k] >> (shift + 8))) continue;
+        hist[k * 256 + ((key[i] >> shift) & 0xff)] += 1;
+      }
+      if (sum) {
+        absl::Status st = sum(&hist);
+        if (!st.ok()) return st;
+      }
+      for (size_t k = 0; k < k_count; ++k) {
+        uint64_t byte = 0;
+        for (; byte < 255; ++byte) {
+          const double c = hist[k * 256 + byte];
+          if (remaining[k] < c) break;
+          remaining[k] -= c;
+        }
+        prefix[k] |= byte << shift;
+      }
+    }
+    return prefix;
+  };
+  std::vector<double> val_rank(k_count), test_rank(k_count);
+  for (size_t k = 0; k < k_count; ++k) {
+    const double n_val = std::round(val_fraction * totals[k]);
+    const double n_test = std::round(test_fraction * totals[k]);
+    val_rank[k] = n_val;
+    test_rank[k] = std::min(totals[k], n_val + n_test);
+  }
+  absl::StatusOr<std::vector<uint64_t>> val_cut = select(val_rank);
+  if (!val_cut.ok()) return val_cut.status();
+  absl::StatusOr<std::vector<uint64_t>> test_cut = select(test_rank);
+  if (!test_cut.ok()) return test_cut.status();
+  SplitIndices s;
+  for (int64_t i = 0; i < data.num_rows; ++i) {
+    const size_t k = static_cast<size_t>(data.labels[i]);
+    // A rank equal to the class size selects past its last row: every row is below the cut.
+    const bool all_val = val_rank[k] >= totals[k], all_test = test_rank[k] >= totals[k];
+    if (all_val || key[i] < (*val_cut)[k]) {
+      s.val.push_back(i);
+    } else if (all_test || key[i] < (*test_cut)[k]) {
       s.test.push_back(i);
     } else {
       s.train.push_back(i);

@@ -4,8 +4,11 @@
 #define LOGIT_WORKER_DATA_DATASET_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace logit {
 
@@ -61,6 +64,19 @@ struct SplitIndices {
 // val_fraction and test_fraction. REQUIRES: fractions >= 0 and their sum < 1.
 SplitIndices SplitRows(const Dataset& data, double val_fraction, double test_fraction,
                        uint64_t seed);
+
+// Sums a vector of counts over all ranks of a job, in place (nothing to do on one process).
+using SumOverRanks = std::function<absl::Status(std::vector<double>* counts)>;
+
+// A stratified split, as scikit-learn's train_test_split(stratify=y): of each class's n_k rows
+// (over all ranks), exactly round(val_fraction n_k) go to validation and round(test_fraction
+// n_k) to test. Within a class the rows are ordered by the same hash of (seed, global row) as
+// SplitRows, and the cut-offs are found by a radix selection over all ranks (`sum`, 16 calls
+// of 256 x classes counts), so a row's split never depends on the sharding either. Every rank
+// must call it. REQUIRES: labels in [0, classes), fractions as for SplitRows.
+absl::StatusOr<SplitIndices> StratifiedSplitRows(const Dataset& data, int64_t classes,
+                                                 double val_fraction, double test_fraction,
+                                                 uint64_t seed, const SumOverRanks& sum);
 
 }  // namespace logit
 

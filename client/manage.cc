@@ -22,31 +22,6 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
-  auto channel = Dial(o.connect);  // RunCli checked the TLS files already
-  return v1::TrainingService::NewStub(
-      channel.ok() ? *channel
-                   : grpc::CreateChannel(o.connect.server, grpc::InsecureChannelCredentials()));
-}
-
-bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
-  if (!o.connect.server.empty()) return true;
-  err << "logit " << what << ": --server (or LOGIT_SERVER) is required\n";
-  return false;
-}
-
-// Prints a failed call and returns its exit code.
-int Failed(const RemoteOptions& o, const std::string& what, const grpc::Status& st,
-           std::ostream& err) {
-  const int code = ExitCodeOf(st);
-  err << "logit " << what << ": ";
-  if (code == kExitUnreachable && st.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-    err << "cannot reach the server at " << o.connect.server << ": ";
-  }
-  err << st.error_message() << "\n";
-  return code;
-}
-
 // Time since `t`, as "AGE" columns show it; "-" when unset.
 std::string Age(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
@@ -70,7 +45,7 @@ int RemoveEach(const RemoteOptions& o, const std::string& what, const std::strin
     if (st.ok()) {
       if (!o.structured()) out << kind << " " << id << " deleted\n";
     } else {
-      worst = std::max(worst, Failed(o, what, st, err));
+      worst = std::max(worst, RpcError(o, what, st, err));
       r["error"] = st.error_message();
     }
     if (o.structured()) PrintStructured(r, o.output, out);
@@ -145,7 +120,7 @@ int RunModels(const RemoteOptions& o, std::ostream& out, std::ostream& err) {
   v1::ListModelsResponse resp;
   grpc::ClientContext ctx;
   const grpc::Status st = Connect(o)->ListModels(&ctx, v1::ListModelsRequest(), &resp);
-  if (!st.ok()) return Failed(o, "models", st, err);
+  if (!st.ok()) return RpcError(o, "models", st, err);
   if (o.structured()) {  // {"models": [...]}, as `jobs` prints {"jobs": [...]}
     PrintStructured(MessageJson(resp), o.output, out);
     return kExitOk;
@@ -184,7 +159,7 @@ int RunDatasets(const RemoteOptions& o, const std::string& sha256, std::ostream&
   v1::ListDatasetsResponse resp;
   grpc::ClientContext ctx;
   const grpc::Status st = Connect(o)->ListDatasets(&ctx, req, &resp);
-  if (!st.ok()) return Failed(o, "datasets", st, err);
+  if (!st.ok()) return RpcError(o, "datasets", st, err);
   if (o.structured()) {
     PrintStructured(MessageJson(resp), o.output, out);
     return kExitOk;

@@ -409,12 +409,14 @@ std::shared_ptr<grpc::Channel> Channel(const ConnectOptions& o) {
                       : grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials());
 }
 
+}  // namespace
+
 std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& o) {
   return v1::TrainingService::NewStub(Channel(o.connect));
 }
 
-// Prints a failed call and returns its exit code.
-int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, std::ostream& err) {
+int RpcError(const RemoteOptions& o, const std::string& what, const grpc::Status& st,
+             std::ostream& err) {
   if (Unreachable(st)) {
     err << "logit " << what << ": cannot reach the server at " << o.connect.server << ": "
         << st.error_message() << "\n";
@@ -424,16 +426,18 @@ int RpcError(const RemoteOptions& o, const char* what, const grpc::Status& st, s
   return ExitCodeOf(st);
 }
 
+bool NeedServer(const RemoteOptions& o, const std::string& what, std::ostream& err) {
+  if (!o.connect.server.empty()) return true;
+  err << "logit " << what << ": --server (or LOGIT_SERVER) is required\n";
+  return false;
+}
+
+namespace {
+
 std::string Accuracy(const v1::Job& j) {
   return j.result().has_test_accuracy()  ? Fixed(100 * j.result().test_accuracy(), 2) + "%"
          : j.result().has_val_accuracy() ? Fixed(100 * j.result().val_accuracy(), 2) + "% (val)"
                                          : "-";
-}
-
-bool NeedServer(const RemoteOptions& o, const char* what, std::ostream& err) {
-  if (!o.connect.server.empty()) return true;
-  err << "logit " << what << ": --server (or LOGIT_SERVER) is required\n";
-  return false;
 }
 
 }  // namespace

@@ -3,12 +3,14 @@
 #define LOGIT_CLIENT_REMOTE_H_
 
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/support/status.h"
 #include "client/output.h"
+#include "logit/v1/training.grpc.pb.h"
 #include "logit/v1/training.pb.h"
 #include "proto/connect.h"
 #include "worker/data/dataset.h"
@@ -47,6 +49,18 @@ struct JobsFilter {
   std::string name;                   // the job's exact name; "": all
   int limit = 100;
 };
+
+// A TrainingService stub on the server of `options`. REQUIRES: Dial(options.connect) succeeds
+// (RunCli checked the TLS files).
+std::unique_ptr<v1::TrainingService::Stub> Connect(const RemoteOptions& options);
+
+// Prints a failed call of command `what` to `err` ("logit WHAT: ...", naming the server when it
+// could not be reached) and returns its exit code (ExitCodeOf).
+int RpcError(const RemoteOptions& options, const std::string& what, const grpc::Status& status,
+             std::ostream& err);
+
+// False, saying so on `err`, when no server address is set.
+bool NeedServer(const RemoteOptions& options, const std::string& what, std::ostream& err);
 
 // The exit code for a failed call: 3 unreachable or unauthenticated, 4 not found, 2 invalid
 // argument or permission denied, 1 otherwise.

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "client/cli_support.h"
 #include "client/job_file.h"
 #include "client/local_trainer.h"
@@ -133,8 +134,10 @@ int RunLocalTrain(const TrainFlags& f, const Globals& g, OutputFormat format, st
     PrintStructured(JobJson(job), format, out);
   } else {
     PrintResultTable(summary, out);
+    PrintMetricsTable(summary, out);  // as a server job's end prints it
     if (!save.empty()) out << "model written to " << save << "\n";
   }
+  for (const std::string& w : summary.warnings()) err << "logit train: warning: " << w << "\n";
   return kExitOk;
 }
 
@@ -161,20 +164,39 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
   }
   ro.format = *fmt;
   ro.label_column = f.label_column;
+  // The model fixes the feature count (sparse rows may show fewer), the classes and the names
+  // string labels map to.
+  google::protobuf::RepeatedPtrField<std::string> class_names;
   if (model) {
     ro.num_features = model->num_features;
     ro.classes = model->num_classes;
-  }
-  ro.require_labels = false;
-  if (!model) {  // the server's model fixes the feature count (sparse rows may show fewer)
-    auto shape = RemoteModelShape(g.connect, f.model);
-    if (!shape.ok()) {
-      err << "logit predict: " << shape.status().message() << "\n";
-      return absl::IsUnavailable(shape.status()) ? kExitUnreachable : kExitJobFailed;
+    class_names.Add(model->class_names.begin(), model->class_names.end());
+  } else {
+    auto info = RemoteModelInfo(g.connect, f.model);
+    if (!info.ok()) {
+      err << "logit predict: " << info.status().message() << "\n";
+      return absl::IsUnavailable(info.status()) ? kExitUnreachable
+             : absl::IsNotFound(info.status())  ? kExitNotFound
+                                                : kExitJobFailed;
     }
-    ro.num_features = shape->first;
-    ro.classes = shape->second;
+    ro.num_features = info->num_features();
+    ro.classes = info->num_classes();
+    class_names = info->summary().class_names();
   }
+  ro.class_names.assign(class_names.begin(), class_names.end());
+  ro.require_labels = false;
+  // A row's predicted class as printed: its name, or its index.
+  auto class_label = [&](int64_t k) -> nlohmann::json {
+    if (k < class_names.size()) return class_names.Get(static_cast<int>(k));
+    return k;
+  };
+  // The same as a CSV field (a name with a comma or a quote is quoted, RFC 4180).
+  auto csv_label = [&](int64_t k) -> std::string {
+    if (k >= class_names.size()) return std::to_string(k);
+    const std::string& name = class_names.Get(static_cast<int>(k));
+    if (name.find_first_of(",\"\n\r") == std::string::npos) return name;
+    return absl::StrCat("\"", absl::StrReplaceAll(name, {{"\"", "\"\""}}), "\"");
+  };
   std::ofstream file;
   if (!f.out.empty()) {
     file.open(f.out);
@@ -207,6 +229,12 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     auto data = ReadDataset(ro);
     if (!data.ok()) {
       err << "logit predict: " << data.status().message() << "\n";
+      return kExitJobFailed;
+    }
+    if (class_names.empty() && !data->class_names.empty()) {
+      err << "logit predict: " << f.input << ": the labels are names ('"
+          << data->class_names.front()
+          << "', ...) but the model was trained on numeric labels (class indices)\n";
       return kExitJobFailed;
     }
     int64_t k = 0;
@@ -246,7 +274,7 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     if (structured) {
       for (int64_t i = 0; i < data->num_rows; ++i) {
         const float* p = proba->data() + i * k;
-        nlohmann::json row = {{"label", std::max_element(p, p + k) - p},
+        nlohmann::json row = {{"label", class_label(std::max_element(p, p + k) - p)},
                               {"probabilities", std::vector<float>(p, p + k)}};
         PrintStructured(row, out_format, dst);
       }
@@ -254,13 +282,13 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     }
     if (!header) {
       dst << "label";
-      for (int64_t j = 0; j < k; ++j) dst << ",p_" << j;
+      for (int64_t j = 0; j < k; ++j) dst << ",p_" << csv_label(j);
       dst << "\n" << std::setprecision(9);
       header = true;
     }
     for (int64_t i = 0; i < data->num_rows; ++i) {
       const float* p = proba->data() + i * k;
-      dst << (std::max_element(p, p + k) - p);
+      dst << csv_label(std::max_element(p, p + k) - p);
       for (int64_t j = 0; j < k; ++j) dst << "," << p[j];
       dst << "\n";
     }
@@ -281,7 +309,7 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
   if (structured) {
     PrintStructured(nlohmann::json{{"metrics", MessageJson(metrics)}}, out_format, report);
   } else {
-    PrintEvaluation("eval", metrics, report);
+    PrintEvaluation("eval", metrics, class_names, report);
   }
   return kExitOk;
 }

@@ -364,6 +364,7 @@ int FollowJob(v1::TrainingService::Stub* stub, const RemoteOptions& o, const std
     }
     PrintMetricsTable(r.summary(), out);
     out << "model " << final_job.model_id() << "\n";
+    for (const std::string& w : r.summary().warnings()) err << "logit: warning: " << w << "\n";
   } else {
     out << final_job.id() << " " << StateName(final_job.state()) << ": "
         << LocalNames(o, final_job.reason()) << "\n";
@@ -842,28 +843,32 @@ int RunHealth(const RemoteOptions& o, const std::string& service, double timeout
   return status == 1 ? kExitOk : kExitJobFailed;
 }
 
-absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,
-                                                             const std::string& model_id) {
+absl::StatusOr<v1::ModelInfo> RemoteModelInfo(const ConnectOptions& server,
+                                              const std::string& model_id) {
   if (server.server.empty()) {
     return absl::InvalidArgumentError("--server (or LOGIT_SERVER) is required with --model");
   }
-  auto stub = inference::GRPCInferenceService::NewStub(Channel(server));
-  inference::ModelMetadataRequest req;
-  req.set_name(model_id);
-  inference::ModelMetadataResponse meta;
+  auto stub = v1::TrainingService::NewStub(Channel(server));
+  v1::GetModelRequest req;
+  req.set_model_id(model_id);
+  req.set_info_only(true);
   grpc::ClientContext ctx;
-  grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
+  auto reader = stub->GetModel(&ctx, req);
+  v1::GetModelResponse head;
+  const bool got = reader->Read(&head);
+  for (v1::GetModelResponse rest; reader->Read(&rest);) {
+  }
+  grpc::Status st = reader->Finish();
   if (!st.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
                         Unreachable(st) ? absl::StrCat("cannot reach the server at ", server.server,
                                                        ": ", st.error_message())
                                         : st.error_message());
   }
-  if (meta.inputs_size() != 1 || meta.inputs(0).shape_size() != 2 || meta.outputs_size() < 1 ||
-      meta.outputs(0).shape_size() != 2) {
-    return absl::InternalError(absl::StrCat("model '", model_id, "': unexpected metadata"));
+  if (!got || !head.has_info()) {
+    return absl::InternalError(absl::StrCat("model '", model_id, "': the server sent no info"));
   }
-  return std::make_pair(meta.inputs(0).shape(1), meta.outputs(0).shape(1));
+  return head.info();
 }
 
 absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,

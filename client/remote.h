@@ -89,9 +89,9 @@ int RunModelGet(const RemoteOptions& options, const std::string& model_id, const
 int RunHealth(const RemoteOptions& options, const std::string& service, double timeout_s,
               std::ostream& out, std::ostream& err);
 
-// (features, classes) of a server model, from the inference protocol's ModelMetadata.
-absl::StatusOr<std::pair<int64_t, int64_t>> RemoteModelShape(const ConnectOptions& server,
-                                                             const std::string& model_id);
+// A server model's feature count, class count and class names (GetModel's info only).
+absl::StatusOr<v1::ModelInfo> RemoteModelInfo(const ConnectOptions& server,
+                                              const std::string& model_id);
 
 // Probabilities (rows x K) for every row of `data` from the server's model `model_id`, in
 // requests of about 3 MiB. Unavailable when the server cannot be reached.

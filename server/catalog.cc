@@ -419,6 +419,7 @@ absl::StatusOr<v1::PredictResponse> Catalog::Predict(const v1::PredictRequest& r
   v1::PredictResponse resp;
   const int64_t k = model->num_classes;
   resp.set_num_classes(k);
+  for (const std::string& name : model->class_names) resp.add_class_names(name);
   resp.mutable_probabilities()->Add(proba.begin(), proba.end());
   for (int64_t i = 0; i < rows.num_rows; ++i) {
     const float* p = proba.data() + i * k;

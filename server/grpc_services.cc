@@ -132,6 +132,12 @@ grpc::Status TrainingServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::G
   if (absl::Status st = auth_->Check(*ctx, Role::kClient); !st.ok()) return ToGrpcStatus(st);
   auto rec = c_->GetModel(req->model_id());
   if (!rec.ok()) return ToGrpcStatus(rec.status());
+  if (req->info_only()) {
+    v1::GetModelResponse head;
+    *head.mutable_info() = rec->info;
+    writer->Write(head);
+    return grpc::Status::OK;
+  }
   std::ifstream in(rec->path, std::ios::binary);
   if (!in) {
     return grpc::Status(grpc::StatusCode::DATA_LOSS,

@@ -6,13 +6,15 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "worker/common/status.h"
 #include "worker/kernel/collective.h"
 
 namespace logit {
 
-absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& options,
+absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOptions& spec_options,
                                           Collective* collective, const JobHooks& hooks) {
+  TrainOptions options = spec_options;  // string labels set the class count
   ReadOptions ro = data.train;
   if (options.classes > 0) ro.classes = options.classes;
   if (collective != nullptr) {  // each rank reads only its shard of every file
@@ -27,6 +29,7 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
     ReadOptions o = ro;
     o.path = path;
     o.labels_path = labels;
+    o.class_names = all->class_names;  // names map as in the training file
     if (all->storage != FeatureStorage::kSparseCsr) o.num_features = all->num_features;
     // An extra file whose name tells nothing is read in the training file's format.
     if (o.format == DataFormat::kAuto && !InferDataFormat(path).ok()) {
@@ -35,6 +38,11 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
     }
     auto d = ReadDataset(o);
     if (!d.ok()) return d.status();
+    if (o.class_names.empty() && !d->class_names.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": labels are names ('", d->class_names.front(), "', ...) but ",
+                       ro.path, "'s labels are numbers"));
+    }
     return std::optional<Dataset>(std::move(*d));
   };
   absl::StatusOr<std::optional<Dataset>> val_file = std::optional<Dataset>();
@@ -47,6 +55,16 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
                                               : test_file.status();
   if (collective != nullptr) read_status = collective->Agree(read_status);
   if (!read_status.ok()) return read_status;
+  // String labels: the sorted names are the classes (every rank read the same names).
+  const std::vector<std::string> class_names = all->class_names;
+  if (!class_names.empty()) {
+    if (class_names.size() < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(ro.path, ": every label is '",
+                                                     class_names.front(),
+                                                     "': a classifier needs two classes or more"));
+    }
+    options.classes = static_cast<int64_t>(class_names.size());
+  }
 
   Dataset train, val, test;
   bool has_val = val_file->has_value(), has_test = test_file->has_value();
@@ -105,6 +123,21 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
   if (!result.ok()) return result.status();
   JobOutcome out;
   out.result = std::move(*result);
+  out.result.model.class_names = class_names;
+  // A class the model knows (declared by --classes, or below the largest label) that no
+  // training row has: its weights are only the penalty's.
+  if (out.result.train_metrics) {
+    const auto& support = out.result.train_metrics->support;
+    std::vector<std::string> empty;
+    for (size_t k = 0; k < support.size(); ++k) {
+      if (support[k] == 0) empty.push_back(class_names.empty() ? absl::StrCat(k) : class_names[k]);
+    }
+    if (!empty.empty()) {
+      out.warnings.push_back(absl::StrCat("no training rows of class",
+                                          empty.size() > 1 ? "es " : " ", absl::StrJoin(empty, ", "),
+                                          " of ", support.size(), " (is the class count right?)"));
+    }
+  }
   // Row counts over all ranks (the metrics are global).
   const auto& r = out.result;
   out.train_rows = r.train_metrics ? r.train_metrics->rows : train.num_rows;

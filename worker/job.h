@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/data/readers.h"
@@ -16,9 +17,11 @@
 namespace logit {
 
 struct JobOutcome {
-  TrainResult result;
+  TrainResult result;  // result.model.class_names: the class names of string labels
   int64_t train_rows = 0, val_rows = 0, test_rows = 0;
   int64_t classes = 0;
+  // What the user should know about the result, e.g. a declared class without training rows.
+  std::vector<std::string> warnings;
 };
 
 // What a job's caller observes and controls while it trains; every member is optional.

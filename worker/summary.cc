@@ -81,11 +81,21 @@ void PrintMetricsLine(const char* name, const v1::ClassificationMetrics& m, std:
   out << "  (" << m.rows() << " rows)\n";
 }
 
-// Per-class precision, recall, F1 and support, then the macro and weighted F1.
-void PrintClassTable(const char* name, const v1::ClassificationMetrics& m, std::ostream& out) {
-  out << name << " metrics:\n  class  precision  recall  f1      support\n";
+// Per-class precision, recall, F1 and support, then the macro and weighted F1. Classes are
+// shown by name when `names` has one per class.
+void PrintClassTable(const char* name, const v1::ClassificationMetrics& m,
+                     const google::protobuf::RepeatedPtrField<std::string>& names,
+                     std::ostream& out) {
+  const bool named = names.size() == m.precision_size();
+  int width = 5;
+  if (named) {
+    for (const std::string& n : names) width = std::max(width, static_cast<int>(n.size()));
+  }
+  out << name << " metrics:\n  " << std::left << std::setw(width + 2) << "class"
+      << "precision  recall  f1      support\n";
   for (int k = 0; k < m.precision_size(); ++k) {
-    out << "  " << std::left << std::setw(7) << k << std::setw(11) << Fixed(m.precision(k), 4)
+    out << "  " << std::left << std::setw(width + 2)
+        << (named ? names.Get(k) : std::to_string(k)) << std::setw(11) << Fixed(m.precision(k), 4)
         << std::setw(8) << Fixed(m.recall(k), 4) << std::setw(8) << Fixed(m.f1(k), 4)
         << (k < m.support_size() ? m.support(k) : 0) << "\n";
   }
@@ -122,6 +132,8 @@ v1::TrainingSummary MakeSummary(const JobOutcome& o, const TrainOptions& opt) {
   s.set_train_rows(o.train_rows);
   s.set_val_rows(o.val_rows);
   s.set_test_rows(o.test_rows);
+  for (const std::string& name : r.model.class_names) s.add_class_names(name);
+  for (const std::string& warning : o.warnings) s.add_warnings(warning);
   v1::EffectiveOptions* eo = s.mutable_options();
   eo->set_optimizer(OptimizerProto(opt.optimizer));
   eo->set_lr(EffectiveLearningRate(opt));
@@ -216,6 +228,12 @@ nlohmann::json SummaryToJson(const v1::TrainingSummary& s) {
         {"bias", o.bias()},
         {"seed", o.seed()}}},
       {"history", history}};
+  if (s.class_names_size() > 0) {
+    j["class_names"] = std::vector<std::string>(s.class_names().begin(), s.class_names().end());
+  }
+  if (s.warnings_size() > 0) {
+    j["warnings"] = std::vector<std::string>(s.warnings().begin(), s.warnings().end());
+  }
   auto accuracy = [](bool has, const v1::ClassificationMetrics& m) {
     return has ? nlohmann::json(m.accuracy()) : nlohmann::json();
   };
@@ -265,12 +283,14 @@ void PrintMetricsTable(const v1::TrainingSummary& s, std::ostream& out) {
         << Fixed(m->macro_f1(), 4) << "\n";
     return;
   }
-  PrintClassTable(which, *m, out);
+  PrintClassTable(which, *m, s.class_names(), out);
 }
 
-void PrintEvaluation(const char* name, const v1::ClassificationMetrics& m, std::ostream& out) {
+void PrintEvaluation(const char* name, const v1::ClassificationMetrics& m,
+                     const google::protobuf::RepeatedPtrField<std::string>& class_names,
+                     std::ostream& out) {
   PrintMetricsLine(name, m, out);
-  PrintClassTable(name, m, out);
+  PrintClassTable(name, m, class_names, out);
 }
 
 }  // namespace logit

@@ -47,8 +47,10 @@ void PrintMetricsTable(const v1::TrainingSummary& summary, std::ostream& out);
 // One evaluation in full, as `logit predict` prints it: the line PrintResultTable prints for a
 // split ("NAME: accuracy ...  log_loss ...  macro_f1 ...  roc_auc ... (N rows)", ROC AUC for
 // binary models) and the per-class precision, recall, F1 and support table, whatever the class
-// count.
-void PrintEvaluation(const char* name, const v1::ClassificationMetrics& metrics, std::ostream& out);
+// count; classes by name when `class_names` has one per class.
+void PrintEvaluation(const char* name, const v1::ClassificationMetrics& metrics,
+                     const google::protobuf::RepeatedPtrField<std::string>& class_names,
+                     std::ostream& out);
 
 }  // namespace logit
 

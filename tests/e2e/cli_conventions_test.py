@@ -359,6 +359,71 @@ class OutputTest(CliTestCase):
         self.assertNotIn("warning", quiet.stderr)
 
 
+class ClassNamesTest(CliTestCase):
+    """String labels become the model's class names, sorted as scikit-learn's classes_."""
+    NAMES = {0: "zeta", 1: "alpha", 2: "mu"}  # sorted: alpha, mu, zeta (not the numeric order)
+
+    def named_iris(self):
+        path = os.path.join(self.root, "named_iris.csv")
+        lines = read(IRIS).splitlines()
+        with open(path, "w") as f:
+            f.write(lines[0].replace("target", "species") + "\n")
+            for line in lines[1:]:
+                *x, y = line.split(",")
+                f.write(",".join(x + [self.NAMES[int(float(y))]]) + "\n")
+        return path
+
+    def test_string_labels_train_save_and_predict_by_name_like_scikit_learn(self):
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        data = self.named_iris()
+        model = os.path.join(self.root, "named.npz")
+        r = self.ok("train", "--data", data, "--label-column", "species", "--tol", "1e-10",
+                    "--save-model", model, "-o", "json", *self.server_args())
+        job = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(job["result"]["summary"]["class_names"], ["alpha", "mu", "zeta"])
+        self.assertEqual(np.load(model)["class_names"].tolist(), ["alpha", "mu", "zeta"])
+        # Local predictions print the names; the evaluation's table names the classes.
+        r = self.ok("predict", "--model-file", model, "--input", data, "--label-column", "species")
+        rows = r.stdout.strip().splitlines()
+        self.assertEqual(rows[0], "label,p_alpha,p_mu,p_zeta")
+        ours = [row.split(",")[0] for row in rows[1:]]
+        self.assertRegex(r.stderr, r"\n  alpha +\d")
+        # The server's copy of the model predicts the same names.
+        served = self.ok("predict", "--model", job["model_id"], "--input", data,
+                         "--label-column", "species", "-o", "json", *self.server_args())
+        labels = [json.loads(line)["label"] for line in served.stdout.splitlines()
+                  if line.startswith('{"label"')]
+        self.assertEqual(labels, ours)
+        # scikit-learn on the same strings: the same classes_ and (same optimum) the same labels.
+        x = np.genfromtxt(IRIS, delimiter=",", skip_header=1)[:, :-1]
+        y = [row.rsplit(",", 1)[1] for row in read(data).splitlines()[1:]]
+        sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
+        self.assertEqual(sk.classes_.tolist(), ["alpha", "mu", "zeta"])
+        agree = sum(a == b for a, b in zip(sk.predict(x).tolist(), ours))
+        self.assertGreaterEqual(agree, 149, (sk.predict(x).tolist(), ours))
+        # A label the model does not know is an error naming the file and line.
+        unknown = os.path.join(self.root, "unknown.csv")
+        with open(unknown, "w") as f:
+            f.write("f0,f1,f2,f3,species\n5.1,3.5,1.4,0.2,alpha\n5,3,1,0.2,omega\n")
+        r = self.run_cli("predict", "--model-file", model, "--input", unknown,
+                         "--label-column", "species")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{unknown}:3: column 5: label 'omega' is not one of the classes "
+                      "(alpha, mu, zeta)", r.stderr)
+
+    def test_local_training_prints_the_class_table_by_name(self):
+        r = self.ok("train", "--local", "--data", self.named_iris(), "--label-column", "species",
+                    "--test-split", "0.2")
+        self.assertRegex(r.stdout, r"\n  zeta +\d")
+
+    def test_a_declared_class_without_rows_is_reported_for_server_data_too(self):
+        ref = self.ok("upload", IRIS, *self.server_args()).stdout.strip()
+        r = self.ok("train", "--data", ref, "--label-column", "target", "--classes", "4",
+                    *self.server_args())
+        self.assertIn("warning: no training rows of class 3 of 4", r.stderr)
+
+
 def help_examples():
     """(command path, example command line) for every example of every --help text."""
     def helps(path):

@@ -71,6 +71,32 @@ TEST(ModelIo, NumpyLoadsTheArchive) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
+TEST(ModelIo, ClassNamesRoundTripInEveryFormatAndNumpyReadsThemAsStrings) {
+  TempDir dir;
+  LinearModel named = Multinomial();
+  named.class_names = {"Iris-setosa", "versicolor, \"v\"", "\xce\xbb-virginica"};  // λ: 2 bytes
+  for (const char* name : {"m.npz", "m.safetensors", "m.onnx"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(SaveModel(named, dir.Path(name), "{}").ok());
+    auto m = LoadModel(dir.Path(name));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->class_names, named.class_names);
+    EXPECT_EQ(m->weights, named.weights);
+  }
+  LinearModel wrong = named;
+  wrong.class_names.pop_back();
+  EXPECT_THAT(ValidateModel(wrong, "w"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "2 class names for 3 classes"));
+  if (std::system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "python3-numpy is not installed";
+  }
+  const std::string cmd =
+      "/usr/bin/python3 -c \"import numpy as np; z = np.load('" + dir.Path("m.npz") +
+      "'); assert z['class_names'].tolist() == ['Iris-setosa', 'versicolor, \\\"v\\\"', "
+      "'\\u03bb-virginica'], z['class_names']\"";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
 TEST(ModelIo, ErrorsNameTheFile) {
   TempDir dir;
   EXPECT_THAT(LoadModel(dir.Path("missing.npz")),

@@ -99,6 +99,70 @@ TEST(CsvReader, LabelOutOfRangeOrFractionalIsRejected) {
   EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, ":1: label 0.5"));
 }
 
+TEST(CsvReader, StringLabelsBecomeSortedClassNamesWhateverTheShard) {
+  TempDir dir;
+  const std::string p = dir.Write(
+      "iris.csv", "sepal,petal,species\n1,2,virginica\n3,4,setosa\n5,6,\"versicolor\"\n7,8,setosa\n");
+  auto whole = Read(p);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->class_names, (std::vector<std::string>{"setosa", "versicolor", "virginica"}));
+  EXPECT_EQ(whole->labels, (std::vector<int64_t>{2, 0, 1, 0}));
+  EXPECT_EQ(whole->dense_f32, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
+  // The second shard holds no virginica row and still numbers the classes as the whole file.
+  auto shard = Read(p, "", 1, 2);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EXPECT_EQ(shard->class_names, whole->class_names);
+  EXPECT_EQ(shard->labels, (std::vector<int64_t>{1, 0}));
+}
+
+TEST(CsvReader, HeaderlessStringLabelsAreDataAndNumberedHeadersAreHeaders) {
+  TempDir dir;
+  auto headerless = Read(dir.Write("a.csv", "1,2,dog\n3,4,cat\n"));
+  ASSERT_TRUE(headerless.ok()) << headerless.status();
+  EXPECT_EQ(headerless->num_rows, 2);
+  EXPECT_EQ(headerless->class_names, (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(headerless->labels, (std::vector<int64_t>{1, 0}));
+  // Columns named by numbers: the label's name makes the first line a header.
+  auto numbered = Read(dir.Write("b.csv", "0,1,label\n1,2,1\n3,4,0\n"));
+  ASSERT_TRUE(numbered.ok()) << numbered.status();
+  EXPECT_EQ(numbered->num_rows, 2);
+  EXPECT_TRUE(numbered->class_names.empty());
+  EXPECT_EQ(numbered->labels, (std::vector<int64_t>{1, 0}));
+}
+
+TEST(CsvReader, StringLabelsMapToGivenNamesAndUnknownNamesAreErrors) {
+  TempDir dir;
+  ReadOptions o;
+  o.class_names = {"a", "b", "c"};
+  o.path = dir.Write("a.csv", "1,2,c\n1,2,'a'\n");
+  auto d = ReadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{2, 0}));
+  EXPECT_EQ(d->class_names, o.class_names);
+  o.path = dir.Write("b.csv", "1,2,c\n1,2,d\n");
+  EXPECT_THAT(ReadDataset(o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       o.path + ":2: column 3: label 'd' is not one of the classes (a, b, c)"));
+}
+
+TEST(CsvReader, MixedLabelsCountsAndBadNamesAreErrorsNamingTheLine) {
+  TempDir dir;
+  const std::string mixed = dir.Write("mixed.csv", "1,2,0\n1,2,cat\n");
+  EXPECT_THAT(Read(mixed), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    mixed + ":2: column 3: label 'cat' is not a number"));
+  ReadOptions o;
+  o.path = dir.Write("three.csv", "1,2,a\n1,2,b\n1,2,c\n");
+  o.classes = 2;
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "3 distinct labels (a, b, c) but classes=2"));
+  const std::string empty = dir.Write("empty.csv", "1,2,a\n1,2,\"\"\n");
+  EXPECT_THAT(Read(empty),
+              StatusIs(absl::StatusCode::kInvalidArgument, empty + ":2: column 3: empty label"));
+  const std::string latin1 = dir.Write("latin1.csv", "1,2,a\n1,2,caf\xe9\n");
+  EXPECT_THAT(Read(latin1), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     latin1 + ":2: column 3: the label is not valid UTF-8"));
+}
+
 TEST(CsvReader, MissingFileIsNotFound) {
   EXPECT_THAT(Read("/nonexistent/x.csv"),
               StatusIs(absl::StatusCode::kNotFound, "/nonexistent/x.csv"));

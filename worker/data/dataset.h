@@ -37,6 +37,9 @@ struct Dataset {
   std::vector<float> csr_values;
 
   std::vector<int64_t> labels;  // class index in [0, classes) per row
+  // The class names string labels were mapped with (labels[i] indexes them): ReadOptions'
+  // class_names, or the file's distinct labels sorted. Empty when the labels were numbers.
+  std::vector<std::string> class_names;
   // False when the file carried no labels (an unlabelled CSV, .npy / IDX without a label file,
   // only when the reader was asked for no labels): `labels` then holds 0 for every row.
   bool has_labels = true;

@@ -84,9 +84,10 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view bytes, const std::str
     return bad(absl::StrCat("unsupported dtype '", h.descr, "' (need little-endian)"));
   }
   int64_t item = 0;
-  if (!absl::SimpleAtoi(h.descr.substr(2), &item) || item <= 0) {
+  if (!absl::SimpleAtoi(h.descr.substr(2), &item) || item <= 0 || item > (int64_t{1} << 40)) {
     return bad(absl::StrCat("unsupported dtype '", h.descr, "'"));
   }
+  if (h.descr[1] == 'U') item *= 4;  // '<Un': n UTF-32 code units
   h.item_size = static_cast<size_t>(item);
   const int64_t size = file_size >= 0 ? file_size : static_cast<int64_t>(bytes.size());
   if (size < static_cast<int64_t>(h.data_offset)) return bad("truncated header");

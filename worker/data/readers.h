@@ -33,6 +33,12 @@ struct ReadOptions {
   std::string label_column;
   // Number of classes when known (labels >= classes are rejected); 0 = not known yet.
   int64_t classes = 0;
+  // CSV: the class names string labels map to (class k = class_names[k]), e.g. a model's or
+  // the training file's; a label not among them is an error naming the file and line. Empty:
+  // when the first labelled row's label is not a number, the reader scans the whole label
+  // column (every shard reads the same names) and takes its distinct values sorted by byte
+  // order, as scikit-learn's classes_ sorts them; numeric labels are class indices.
+  std::vector<std::string> class_names;
   // Feature count when known: LibSVM rows with a larger index are rejected, and the sparse
   // matrix gets exactly this many columns; dense formats must match it. 0 = infer.
   int64_t num_features = 0;
@@ -46,8 +52,10 @@ struct ReadOptions {
   bool require_labels = true;
 };
 
-// Reads the shard described by `options`. Labels are returned as class indices: -1 is mapped
-// to 0 (so -1/+1 binary labels work); other negative or non-integer labels are errors.
+// Reads the shard described by `options`. Labels are returned as class indices: numeric labels
+// are the index (-1 is mapped to 0, so -1/+1 binary labels work; other negative or non-integer
+// labels are errors); CSV string labels are the index of their name in Dataset::class_names.
+// A file's labels are all numbers or all names: which, its first labelled row decides.
 absl::StatusOr<Dataset> ReadDataset(const ReadOptions& options);
 
 // Bytes [offset, offset + length) of a file.

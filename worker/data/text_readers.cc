@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -12,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "worker/common/status.h"
+#include "worker/common/utf8.h"
 #include "worker/data/limits.h"
 #include "worker/data/mapped_file.h"
 #include "worker/data/reader_internal.h"
@@ -81,6 +85,76 @@ absl::string_view Unquote(absl::string_view s) {
   return s;
 }
 
+// True when a CSV field holds a number (NaN and Inf included: those are numbers, refused
+// later with their own message).
+bool LooksNumeric(absl::string_view field) {
+  float v;
+  bool non_finite;
+  return ParseFinite(field, &v, &non_finite) || non_finite;
+}
+
+// The field at 0-based `col` of a CSV line; empty when the line has fewer fields.
+absl::string_view FieldAt(absl::string_view line, int64_t col) {
+  size_t start = 0;
+  for (int64_t c = 0; c < col; ++c) {
+    const size_t comma = line.find(',', start);
+    if (comma == absl::string_view::npos) return absl::string_view();
+    start = comma + 1;
+  }
+  const size_t end = line.find(',', start);
+  return line.substr(start, end == absl::string_view::npos ? end : end - start);
+}
+
+// "a, b, c" (the first 10 names, then "... (N in all)").
+std::string NameList(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 10;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) {
+    absl::StrAppend(&out, i ? ", " : "", names[i]);
+  }
+  if (names.size() > kShown) absl::StrAppend(&out, ", ... (", names.size(), " in all)");
+  return out;
+}
+
+// The distinct values of a CSV's label column over the whole file, sorted by byte order (the
+// order of scikit-learn's classes_ for strings: NumPy sorts by code point, which UTF-8 bytes
+// keep). Errors for an empty label and for more than kMaxClasses distinct values.
+absl::StatusOr<std::vector<std::string>> DistinctLabels(absl::string_view text, bool header,
+                                                        int64_t label_col,
+                                                        const std::string& path) {
+  absl::flat_hash_set<absl::string_view> seen;
+  std::u32string code_points;
+  LineCursor scan(text);
+  absl::string_view line;
+  bool skip = header;
+  while (scan.Next(&line)) {
+    if (IsBlank(line)) continue;
+    if (skip) {
+      skip = false;
+      continue;
+    }
+    const absl::string_view label = Unquote(FieldAt(line, label_col));
+    if (label.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, scan.line_no()), ": column ",
+                                                     label_col + 1, ": empty label"));
+    }
+    const bool is_new = seen.insert(label).second;
+    if (is_new && !DecodeUtf8(label, &code_points)) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, scan.line_no()), ": column ",
+                                                     label_col + 1,
+                                                     ": the label is not valid UTF-8"));
+    }
+    if (is_new && static_cast<int64_t>(seen.size()) > kMaxClasses) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(path, scan.line_no()), ": more than ", kMaxClasses,
+                       " distinct labels in column ", label_col + 1, " (is it the label column?)"));
+    }
+  }
+  std::vector<std::string> names(seen.begin(), seen.end());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 }  // namespace
 
 absl::StatusOr<int64_t> ToClassIndex(double value, int64_t classes, const std::string& where) {
@@ -110,44 +184,96 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   if (!file.ok()) return file.status();
   const absl::string_view text = file->data();
 
-  // Pass 1: header detection, column count and the number of data rows.
-  // The first line is walked field by field, never held as a vector: its width is the
-  // input's to choose, and is checked against the file size below.
-  LineCursor cursor(text);
-  absl::string_view line;
-  absl::string_view header_line;  // the header (never blank), when the first line is not numeric
-  int64_t columns = -1;
-  int64_t total = 0;
-  bool first = true;
-  while (cursor.Next(&line)) {
-    if (IsBlank(line)) continue;
-    if (first) {
-      first = false;
-      columns = 0;
-      bool numeric = true;
-      for (absl::string_view f : absl::StrSplit(line, ',')) {
-        ++columns;
-        float v;
-        bool nf;
-        if (numeric && !ParseFinite(f, &v, &nf) && !nf) numeric = false;
-      }
-      if (!numeric) {
-        header_line = line;
-        continue;
-      }
+  // The first two non-blank lines decide the column count, the label column and whether the
+  // first line is a header.
+  absl::string_view line, first_line, second_line;
+  int64_t lines = 0;  // non-blank lines
+  {
+    LineCursor cursor(text);
+    while (cursor.Next(&line)) {
+      if (IsBlank(line)) continue;
+      if (lines == 0) first_line = line;
+      if (lines == 1) second_line = line;
+      ++lines;
     }
-    ++total;
   }
-  if (columns < 0) {
+  if (lines == 0) {
     return absl::InvalidArgumentError(absl::StrCat(opt.path, ": empty CSV file"));
   }
+  const int64_t columns =
+      static_cast<int64_t>(std::count(first_line.begin(), first_line.end(), ',')) + 1;
+  if (columns - 1 > kMaxFeatures) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ":1: ", columns, " columns (at most ", kMaxFeatures, " features)"));
+  }
+  const bool unlabeled = !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
+  if (columns < 2 && !unlabeled) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(opt.path, ":1: a CSV needs at least one feature column and a label column"));
+  }
+
+  // Which column holds the label: a header name, a number counting from 1, or the last. A name
+  // is looked up only when the first line holds text (could be a header).
+  bool first_has_text = false;
+  for (absl::string_view f : absl::StrSplit(first_line, ',')) {
+    if (!LooksNumeric(f)) first_has_text = true;
+  }
+  int64_t label_col = unlabeled ? -1 : columns - 1;
+  bool named_label = false;
+  if (!opt.label_column.empty() && !unlabeled) {
+    int64_t at = 0;
+    for (absl::string_view f : absl::StrSplit(first_line, ',')) {
+      if (first_has_text && Unquote(f) == opt.label_column) {
+        label_col = at;
+        named_label = true;
+        break;
+      }
+      ++at;
+    }
+    int64_t idx;
+    if (!named_label && !absl::SimpleAtoi(opt.label_column, &idx)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label_column: no column named '", opt.label_column, "' in the header of ", opt.path));
+    }
+    if (!named_label) {
+      // Columns count from 1, as the messages' "column N" do; -1 is the last.
+      if (idx == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "label_column: columns count from 1 (the first is 1, the last -1), not 0, in ",
+            opt.path));
+      }
+      idx = idx > 0 ? idx - 1 : idx + columns;
+      if (idx < 0 || idx >= columns) {
+        return absl::InvalidArgumentError(absl::StrCat("label_column: column ", opt.label_column,
+                                                       " is out of range for ", opt.path, " with ",
+                                                       columns, " columns"));
+      }
+      label_col = idx;
+    }
+  }
+  // The first line is a header when a feature field is not a number, when the label column
+  // was named in it, or when its label is not a number but the next line's label is (string
+  // labels put a name in the label column of every row, not only the header's).
+  bool header = named_label;
+  if (!header) {
+    int64_t at = 0;
+    for (absl::string_view f : absl::StrSplit(first_line, ',')) {
+      if (at++ != label_col && !LooksNumeric(f)) header = true;
+    }
+  }
+  if (!header && label_col >= 0 && lines > 1 && !LooksNumeric(FieldAt(first_line, label_col)) &&
+      LooksNumeric(FieldAt(second_line, label_col))) {
+    header = true;
+  }
+  const int64_t total = lines - (header ? 1 : 0);
+
   // Every row holds `columns` non-empty fields and columns - 1 commas, so rows x columns is
   // bounded by the file size; a file that breaks the bound has a short row, found and named
   // here before rows x columns floats are allocated.
   const auto min_bytes = CheckedMul(total, 2 * columns - 1);
   if (!min_bytes || *min_bytes > static_cast<int64_t>(text.size())) {
     LineCursor scan(text);
-    bool in_header = !header_line.empty();
+    bool in_header = header;
     while (scan.Next(&line)) {
       if (IsBlank(line)) continue;
       if (in_header) {
@@ -165,56 +291,29 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
                                                    " columns cannot fit in ", text.size(),
                                                    " bytes (empty fields?)"));
   }
-  if (columns - 1 > kMaxFeatures) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(opt.path, ":1: ", columns, " columns (at most ", kMaxFeatures, " features)"));
-  }
-  const bool unlabeled = !opt.require_labels && opt.num_features > 0 && columns == opt.num_features;
-  if (columns < 2 && !unlabeled) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(opt.path, ":1: a CSV needs at least one feature column and a label column"));
-  }
-
-  // Which column holds the label.
-  int64_t label_col = unlabeled ? -1 : columns - 1;
-  if (!opt.label_column.empty() && !unlabeled) {
-    int64_t named = -1, at = 0;
-    if (!header_line.empty()) {
-      for (absl::string_view f : absl::StrSplit(header_line, ',')) {
-        if (Unquote(f) == opt.label_column) {
-          named = at;
-          break;
-        }
-        ++at;
-      }
-    }
-    int64_t idx;
-    if (named >= 0) {
-      label_col = named;
-    } else if (absl::SimpleAtoi(opt.label_column, &idx)) {
-      // Columns count from 1, as the messages' "column N" do; -1 is the last.
-      if (idx == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "label_column: columns count from 1 (the first is 1, the last -1), not 0, in ",
-            opt.path));
-      }
-      idx = idx > 0 ? idx - 1 : idx + columns;
-      if (idx < 0 || idx >= columns) {
-        return absl::InvalidArgumentError(absl::StrCat("label_column: column ", opt.label_column,
-                                                       " is out of range for ", opt.path, " with ",
-                                                       columns, " columns"));
-      }
-      label_col = idx;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "label_column: no column named '", opt.label_column, "' in the header of ", opt.path));
-    }
-  }
   const int64_t d = unlabeled ? columns : columns - 1;
   if (opt.num_features > 0 && opt.num_features != d) {
     return absl::InvalidArgumentError(absl::StrCat(
         opt.path, ": has ", d, " feature columns, expected features=", opt.num_features));
   }
+
+  // Labels are names when names are given or the first row's label is not a number.
+  std::vector<std::string> names = opt.class_names;
+  const absl::string_view first_row = header ? second_line : first_line;
+  if (names.empty() && label_col >= 0 && total > 0 &&
+      !LooksNumeric(FieldAt(first_row, label_col))) {
+    ASSIGN_OR_RETURN(names, DistinctLabels(text, header, label_col, opt.path));
+  }
+  const bool string_labels = !names.empty();
+  if (string_labels && opt.class_names.empty() && opt.classes > 0 &&
+      static_cast<int64_t>(names.size()) != opt.classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        opt.path, ": the label column holds ", names.size(), " distinct labels (",
+        NameList(names), ") but classes=", opt.classes,
+        "; string labels define the classes (leave classes unset)"));
+  }
+  absl::flat_hash_map<absl::string_view, int64_t> class_of;
+  for (size_t k = 0; k < names.size(); ++k) class_of.emplace(names[k], static_cast<int64_t>(k));
 
   Dataset out;
   out.source = opt.path;
@@ -222,6 +321,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   out.num_features = d;
   out.has_labels = !unlabeled;
   out.total_rows = total;
+  if (string_labels) out.class_names = names;
   const int64_t begin = ShardBegin(total, opt.rank, opt.world);
   const int64_t end = ShardBegin(total, opt.rank + 1, opt.world);
   out.first_row = begin;
@@ -229,10 +329,10 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   out.dense_f32.resize(out.num_rows * d);
   out.labels.resize(out.num_rows);
 
-  // Pass 2: parse only this shard's rows.
+  // Parse only this shard's rows.
   LineCursor parse(text);
   int64_t row = -1;
-  bool skipped_header = header_line.empty();
+  bool skipped_header = !header;
   while (row + 1 < end && parse.Next(&line)) {
     if (IsBlank(line)) continue;
     if (!skipped_header) {
@@ -249,9 +349,26 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
         ++col;
         continue;
       }
+      if (col == label_col && string_labels) {
+        const auto it = class_of.find(Unquote(field));
+        if (it == class_of.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": column ", col + 1, ": label '", Unquote(field),
+                           "' is not one of the classes (", NameList(names), ")"));
+        }
+        out.labels[row - begin] = it->second;
+        ++col;
+        continue;
+      }
       float v;
       bool non_finite;
       if (!ParseFinite(field, &v, &non_finite)) {
+        if (col == label_col && !non_finite) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": column ", col + 1, ": label '", Unquote(field),
+              "' is not a number, but the first row's label is (a file's labels are all "
+              "numbers or all names)"));
+        }
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": column ", col + 1, ": ",
                          non_finite ? "non-finite value '" : "not a number: '", field, "'"));

@@ -14,15 +14,91 @@
 #include <optional>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "onnx/onnx_pb.h"
+#include "worker/common/status.h"
+#include "worker/common/utf8.h"
 #include "worker/data/limits.h"
 #include "worker/data/npy.h"
 
 namespace logit {
 
 namespace {
+
+// Class names in the metadata of safetensors and ONNX files (string values): a JSON array.
+std::string ClassNamesJson(const std::vector<std::string>& names) {
+  return nlohmann::json(names).dump();
+}
+
+// The JSON array ClassNamesJson wrote, checked to hold strings.
+absl::StatusOr<std::vector<std::string>> ParseClassNamesJson(const std::string& text,
+                                                             const std::string& where) {
+  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::string> names;
+  if (!j.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": class_names is not a JSON array"));
+  }
+  for (const auto& v : j) {
+    if (!v.is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": class_names holds a non-string"));
+    }
+    names.push_back(v.get<std::string>());
+  }
+  return names;
+}
+
+// Class names as NumPy's fixed-width unicode array ('<U' + the longest name in code points,
+// UTF-32LE, zero-padded): np.load gives a str array, like scikit-learn's classes_.
+std::string EncodeClassNamesNpy(const std::vector<std::string>& names) {
+  std::vector<std::u32string> decoded(names.size());
+  size_t width = 1;
+  for (size_t i = 0; i < names.size(); ++i) {
+    DecodeUtf8(names[i], &decoded[i]);  // valid: the readers refuse other labels
+    width = std::max(width, decoded[i].size());
+  }
+  std::string data(names.size() * width * 4, '\0');
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t k = 0; k < decoded[i].size(); ++k) {
+      const uint32_t c = decoded[i][k];
+      for (int b = 0; b < 4; ++b) data[(i * width + k) * 4 + b] = static_cast<char>(c >> (8 * b));
+    }
+  }
+  return EncodeNpy(absl::StrCat("<U", width), {static_cast<int64_t>(names.size())}, data.data(),
+                   data.size());
+}
+
+// The names of a '<U' array EncodeClassNamesNpy wrote.
+absl::StatusOr<std::vector<std::string>> DecodeClassNamesNpy(const std::string& bytes,
+                                                             const std::string& where) {
+  auto h = ParseNpyHeader(bytes, where);  // checks that the data fits in `bytes`
+  if (!h.ok()) return h.status();
+  int64_t width = 0;
+  if (!absl::StartsWith(h->descr, "<U") || !absl::SimpleAtoi(h->descr.substr(2), &width) ||
+      width < 1 || h->shape.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": expected a 1-d '<U' array, found '", h->descr, "'"));
+  }
+  const int64_t n = h->shape[0];
+  std::vector<std::string> names(static_cast<size_t>(n));
+  const char* p = bytes.data() + h->data_offset;
+  for (int64_t i = 0; i < n; ++i) {
+    std::u32string points;
+    for (int64_t k = 0; k < width; ++k) {
+      uint32_t c = 0;
+      for (int b = 0; b < 4; ++b) {
+        c |= static_cast<uint32_t>(static_cast<unsigned char>(p[(i * width + k) * 4 + b])) << (8 * b);
+      }
+      if (c == 0) break;  // NumPy pads with zeros
+      points.push_back(c);
+    }
+    if (!EncodeUtf8(points, &names[static_cast<size_t>(i)])) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": name ", i, " is not unicode"));
+    }
+  }
+  return names;
+}
 
 // safetensors: an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
 // shape and byte range, then the raw little-endian data. Metadata values are strings.
@@ -40,6 +116,7 @@ absl::Status SaveSafetensors(const LinearModel& m, const std::string& path,
   header["__metadata__"] = {{"classes", std::to_string(m.num_classes)},
                             {"n_features", std::to_string(d)},
                             {"format", "logit"}};
+  if (!m.class_names.empty()) header["__metadata__"]["class_names"] = ClassNamesJson(m.class_names);
   if (!summary.empty()) header["__metadata__"]["summary_json"] = summary;
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // data starts 8-byte aligned
@@ -119,6 +196,14 @@ absl::StatusOr<LinearModel> ParseSafetensors(const std::string& bytes, const std
   m.num_classes = ws.size() == 2 && ws[1] > 1 ? ws[1] : 2;
   m.weights = std::move(*w);
   m.bias = std::move(*b);
+  const auto meta = header.find("__metadata__");
+  if (meta != header.end() && meta->is_object() && meta->contains("class_names")) {
+    const auto& names = (*meta)["class_names"];
+    if (!names.is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": metadata class_names is not a string"));
+    }
+    ASSIGN_OR_RETURN(m.class_names, ParseClassNamesJson(names.get<std::string>(), path));
+  }
   absl::Status st = ValidateModel(m, path);
   if (!st.ok()) return st;
   return m;
@@ -143,6 +228,7 @@ absl::Status SaveOnnx(const LinearModel& m, const std::string& path, const std::
   };
   meta("classes", std::to_string(k));
   meta("n_features", std::to_string(d));
+  if (!m.class_names.empty()) meta("class_names", ClassNamesJson(m.class_names));
   if (!summary.empty()) meta("summary_json", summary);
   onnx::GraphProto* g = model.mutable_graph();
   g->set_name("logistic_regression");
@@ -412,6 +498,11 @@ absl::StatusOr<OnnxContents> ParseOnnx(const std::string& bytes, const std::stri
   c.model.num_classes = binary ? 2 : wdims[1];
   c.model.weights = std::move(*w);
   c.model.bias = std::move(*b);
+  for (const onnx::StringStringEntryProto& p : model.metadata_props()) {
+    if (p.key() == "class_names") {
+      ASSIGN_OR_RETURN(c.model.class_names, ParseClassNamesJson(p.value(), path));
+    }
+  }
   absl::Status st = ValidateModel(c.model, path);
   if (!st.ok()) return st;
   // The metadata logit writes must agree with the graph.
@@ -448,15 +539,20 @@ absl::Status SaveNpz(const LinearModel& m, const std::string& path, const std::s
       EncodeNpy("<f4", {static_cast<int64_t>(m.bias.size())}, m.bias.data(), m.bias.size() * 4));
   blobs.push_back(EncodeNpy("<i8", {}, &classes, 8));
   blobs.push_back(EncodeNpy("<i8", {}, &features, 8));
-  const char* names[] = {"W.npy", "b.npy", "classes.npy", "n_features.npy", "summary_json.npy"};
+  std::vector<std::string> names = {"W.npy", "b.npy", "classes.npy", "n_features.npy"};
   if (!summary.empty()) {
     blobs.push_back(
         EncodeNpy("|u1", {static_cast<int64_t>(summary.size())}, summary.data(), summary.size()));
+    names.push_back("summary_json.npy");
   }
-  int i = 0;
+  if (!m.class_names.empty()) {
+    blobs.push_back(EncodeClassNamesNpy(m.class_names));
+    names.push_back("class_names.npy");
+  }
+  size_t i = 0;
   for (const std::string& blob : blobs) {
     zip_source_t* src = zip_source_buffer(z, blob.data(), blob.size(), 0);
-    if (src == nullptr || zip_file_add(z, names[i], src, ZIP_FL_OVERWRITE) < 0) {
+    if (src == nullptr || zip_file_add(z, names[i].c_str(), src, ZIP_FL_OVERWRITE) < 0) {
       if (src) zip_source_free(src);
       std::string msg = absl::StrCat(path, ": ", zip_strerror(z));
       zip_discard(z);
@@ -494,6 +590,9 @@ class NpzArchive {
   ~NpzArchive() {
     if (z_ != nullptr) zip_discard(z_);
   }
+
+  // Whether the archive holds member `name`.
+  bool Has(const char* name) const { return zip_name_locate(z_, name, 0) >= 0; }
 
   // The bytes of member `name`. Its size comes from the archive, so it is checked against what
   // the archive can hold (deflate expands at most ~1032:1) and the largest model before reading.
@@ -600,6 +699,10 @@ absl::StatusOr<LinearModel> ParseNpz(const std::string& bytes, const std::string
   }
   m.weights = std::move(*w);
   m.bias = std::move(*b);
+  if (z->Has("class_names.npy")) {
+    ASSIGN_OR_RETURN(const std::string names, z->Read("class_names.npy"));
+    ASSIGN_OR_RETURN(m.class_names, DecodeClassNamesNpy(names, path + ":class_names"));
+  }
   absl::Status st = ValidateModel(m, path);
   if (!st.ok()) return st;
   return m;
@@ -690,6 +793,9 @@ absl::Status ValidateModel(const LinearModel& m, const std::string& where) {
   }
   if (static_cast<int64_t>(m.bias.size()) != m.OutputColumns()) {
     return bad(absl::StrCat("b has ", m.bias.size(), " values, ", m.OutputColumns(), " expected"));
+  }
+  if (!m.class_names.empty() && static_cast<int64_t>(m.class_names.size()) != m.num_classes) {
+    return bad(absl::StrCat(m.class_names.size(), " class names for ", m.num_classes, " classes"));
   }
   for (const std::vector<float>* values : {&m.weights, &m.bias}) {
     for (float v : *values) {

@@ -194,7 +194,7 @@ TEST(LibSvmReader, ReadsOneBasedSparseRowsAndMapsMinusOne) {
   EXPECT_EQ(d->num_rows, 2);
   EXPECT_EQ(d->num_features, 3);
   EXPECT_EQ(d->csr_indptr, (std::vector<int64_t>{0, 2, 3}));
-  EXPECT_EQ(d->csr_indices, (std::vector<int64_t>{0, 2, 1}));
+  EXPECT_EQ(d->csr_indices, (std::vector<int32_t>{0, 2, 1}));
   EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0}));
 }
 
@@ -203,7 +203,7 @@ TEST(LibSvmReader, DetectsZeroBasedIndices) {
   auto d = Read(dir.Write("a.svm", "0 0:1 4:2\n1 1:1\n"));
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->num_features, 5);
-  EXPECT_EQ(d->csr_indices, (std::vector<int64_t>{0, 4, 1}));
+  EXPECT_EQ(d->csr_indices, (std::vector<int32_t>{0, 4, 1}));
 }
 
 TEST(LibSvmReader, MalformedPairNamesLine) {

@@ -33,7 +33,7 @@ struct Dataset {
   float u8_scale = 1.0f;  // multiplier applied to dense_u8 values when they are used
 
   std::vector<int64_t> csr_indptr;   // num_rows + 1 offsets into csr_indices / csr_values
-  std::vector<int64_t> csr_indices;  // 0-based column of each stored value
+  std::vector<int32_t> csr_indices;  // 0-based column of each stored value (< kMaxFeatures = 2^31)
   std::vector<float> csr_values;
 
   std::vector<int64_t> labels;  // class index in [0, classes) per row

@@ -1,5 +1,7 @@
 #include "worker/data/mapped_file.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -37,6 +39,12 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   }
   ::madvise(p, size, MADV_SEQUENTIAL);
   return MappedFile(static_cast<const char*>(p), size);
+}
+
+void MappedFile::ReleaseBefore(size_t end) const {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t bytes = std::min(end, size_) / page * page;
+  if (data_ != nullptr && bytes > 0) ::madvise(const_cast<char*>(data_), bytes, MADV_DONTNEED);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept : data_(other.data_), size_(other.size_) {

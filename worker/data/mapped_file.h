@@ -21,6 +21,11 @@ class MappedFile {
 
   absl::string_view data() const { return {data_, size_}; }
 
+  // Drops the pages of bytes [0, end) from this process's memory (they are read again from the
+  // page cache if touched later): a reader that walks a large file once keeps its resident size
+  // to what it parsed into, not the file's size.
+  void ReleaseBefore(size_t end) const;
+
  private:
   MappedFile(const char* data, size_t size) : data_(data), size_(size) {}
   const char* data_;

@@ -42,6 +42,8 @@ class LineCursor {
     return true;
   }
   int64_t line_no() const { return line_no_; }
+  // Offset of the next line's first byte.
+  size_t pos() const { return std::min(pos_, text_.size()); }
 
  private:
   absl::string_view text_;
@@ -394,18 +396,27 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
   auto file = MappedFile::Open(opt.path);
   if (!file.ok()) return file.status();
   const absl::string_view text = file->data();
+  // Pages already walked are dropped every this many bytes (see MappedFile::ReleaseBefore).
+  constexpr size_t kReleaseEvery = size_t{8} << 20;
 
-  LineCursor cursor(text);
-  absl::string_view line;
-  int64_t total = 0;
-  while (cursor.Next(&line)) {
-    absl::string_view content = line.substr(0, line.find('#'));
-    if (!IsBlank(content)) ++total;
-  }
   // Indices are 1-based unless the file uses index 0 anywhere (then 0-based).
   const bool zero_based =
       text.find(" 0:") != absl::string_view::npos || text.find("\t0:") != absl::string_view::npos;
   const int64_t base = zero_based ? 0 : 1;
+  file->ReleaseBefore(text.size());
+
+  auto is_row = [](absl::string_view line) {
+    return !IsBlank(line.substr(0, line.find('#')));
+  };
+  LineCursor cursor(text);
+  absl::string_view line;
+  int64_t total = 0;
+  size_t released = 0;
+  while (cursor.Next(&line)) {
+    if (is_row(line)) ++total;
+    if (cursor.pos() - released > kReleaseEvery) file->ReleaseBefore(released = cursor.pos());
+  }
+  file->ReleaseBefore(text.size());
 
   Dataset out;
   out.source = opt.path;
@@ -415,71 +426,117 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
   const int64_t end = ShardBegin(total, opt.rank + 1, opt.world);
   out.first_row = begin;
   out.num_rows = end - begin;
+
+  // The shard's bytes: skip to its first row, find its end; every stored value has a ':', so
+  // counting them reserves the arrays once (no growth, no copies).
+  LineCursor parse(text);
+  int64_t row = 0;
+  size_t shard_begin = text.size();
+  while (out.num_rows > 0) {
+    const size_t at = parse.pos();
+    if (!parse.Next(&line)) break;
+    if (!is_row(line)) continue;
+    if (row++ == begin) {
+      shard_begin = at;
+      break;
+    }
+  }
+  LineCursor scan = parse;
+  int64_t rows_seen = 1;
+  for (absl::string_view ahead; rows_seen < out.num_rows && scan.Next(&ahead);) {
+    if (is_row(ahead)) ++rows_seen;
+  }
+  const size_t shard_end = out.num_rows > 0 ? scan.pos() : shard_begin;
+  const int64_t colons =
+      shard_end > shard_begin
+          ? std::count(text.begin() + shard_begin, text.begin() + std::min(shard_end, text.size()),
+                       ':')
+          : 0;
   out.labels.reserve(out.num_rows);
   out.csr_indptr.reserve(out.num_rows + 1);
   out.csr_indptr.push_back(0);
+  out.csr_indices.reserve(colons);
+  out.csr_values.reserve(colons);
   int64_t max_index = -1;
 
-  LineCursor parse(text);
-  int64_t row = -1;
-  while (row + 1 < end && parse.Next(&line)) {
+  // Parse the shard's rows from its first line (already read by `parse`).
+  bool have = out.num_rows > 0;
+  released = shard_begin;
+  for (int64_t r = 0; r < out.num_rows && have; ++r) {
+    if (r > 0) {
+      do {
+        have = parse.Next(&line);
+      } while (have && !is_row(line));
+      if (!have) break;
+    }
+    if (parse.pos() - released > kReleaseEvery) file->ReleaseBefore(released = parse.pos());
+    auto where = [&] { return Where(opt.path, parse.line_no()); };
     absl::string_view content = line.substr(0, line.find('#'));
-    if (IsBlank(content)) continue;
-    ++row;
-    if (row < begin) continue;
-    const std::string where = Where(opt.path, parse.line_no());
     bool first_token = true;
     int64_t prev = -1;
-    for (absl::string_view tok :
-         absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+    size_t at = 0;
+    while (true) {
+      while (at < content.size() && (content[at] == ' ' || content[at] == '\t')) ++at;
+      if (at >= content.size()) break;
+      size_t stop = at;
+      while (stop < content.size() && content[stop] != ' ' && content[stop] != '\t') ++stop;
+      const absl::string_view tok = content.substr(at, stop - at);
+      at = stop;
       if (first_token) {
         first_token = false;
         float v;
         bool nf;
         if (!ParseFinite(tok, &v, &nf)) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": bad label '", tok, "'"));
+          return absl::InvalidArgumentError(absl::StrCat(where(), ": bad label '", tok, "'"));
         }
-        auto y = ToClassIndex(v, opt.classes, where);
-        if (!y.ok()) return y.status();
-        out.labels.push_back(*y);
+        const double dv = v;
+        if (dv == std::floor(dv) && dv >= -1 && dv < (opt.classes > 0 ? opt.classes : kMaxClasses)) {
+          out.labels.push_back(dv == -1 ? 0 : static_cast<int64_t>(dv));  // -1/+1 binary labels
+        } else {
+          auto y = ToClassIndex(v, opt.classes, where());  // the error
+          if (!y.ok()) return y.status();
+          out.labels.push_back(*y);
+        }
         continue;
       }
       if (absl::StartsWith(tok, "qid:")) continue;
       const size_t colon = tok.find(':');
-      int64_t idx;
+      int64_t idx = 0;
       float v;
       bool non_finite = false;
-      if (colon == absl::string_view::npos || !absl::SimpleAtoi(tok.substr(0, colon), &idx) ||
-          !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
+      const char* idx_end = colon == absl::string_view::npos ? nullptr : tok.data() + colon;
+      if (idx_end == nullptr || std::from_chars(tok.data(), idx_end, idx).ptr != idx_end ||
+          colon == 0 || !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": ", non_finite ? "non-finite value in '" : "expected index:value, got '", tok,
-            "'"));
+            where(), ": ", non_finite ? "non-finite value in '" : "expected index:value, got '",
+            tok, "'"));
       }
       if (idx < base) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": feature index ", idx, " is below ", base));
+            absl::StrCat(where(), ": feature index ", idx, " is below ", base));
       }
       idx -= base;
       if (idx >= kMaxFeatures) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": feature index ", idx + base,
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": feature index ", idx + base,
                                                        " is past the largest supported feature ",
                                                        kMaxFeatures - 1 + base));
       }
       if (opt.num_features > 0 && idx >= opt.num_features) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": feature index ", idx + base,
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": feature index ", idx + base,
                                                        " exceeds features=", opt.num_features));
       }
       if (idx <= prev) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": feature indices must increase (", tok, ")"));
+            absl::StrCat(where(), ": feature indices must increase (", tok, ")"));
       }
       prev = idx;
       max_index = std::max(max_index, idx);
-      out.csr_indices.push_back(idx);
+      out.csr_indices.push_back(static_cast<int32_t>(idx));  // < kMaxFeatures = 2^31
       out.csr_values.push_back(v);
     }
     out.csr_indptr.push_back(static_cast<int64_t>(out.csr_indices.size()));
   }
+  file->ReleaseBefore(text.size());
   out.num_features = opt.num_features > 0 ? opt.num_features : max_index + 1;
   return out;
 }

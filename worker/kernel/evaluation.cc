@@ -8,6 +8,7 @@
 #include "worker/common/status.h"
 #include "worker/kernel/collective.h"
 #include "worker/kernel/objective.h"
+#include "worker/model/predict.h"
 
 namespace logit {
 
@@ -42,7 +43,7 @@ at::Tensor BlockLogits(const Dataset& data, int64_t r, int64_t m, const at::Tens
               .mul_(data.u8_scale),
           w);
     case FeatureStorage::kSparseCsr:
-      return at::mm(SparseRowsToCoo(data, nullptr, m, r, d, at::kFloat), w).add_(b);
+      break;  // KernelProba predicts sparse rows without ATen
   }
   return at::Tensor();
 }
@@ -59,6 +60,8 @@ absl::StatusOr<std::vector<float>> KernelProba(const LinearModel& model, const D
       static_cast<int64_t>(model.bias.size()) != c) {
     return absl::InvalidArgumentError("model: weights and bias do not match its shape");
   }
+  // Sparse rows: the LibTorch-free predictor walks the stored values (no COO copy, no densifying).
+  if (data.storage == FeatureStorage::kSparseCsr) return PredictProba(model, data);
   const at::Tensor w = at::from_blob(const_cast<float*>(model.weights.data()), {d, c}, at::kFloat);
   const at::Tensor b = at::from_blob(const_cast<float*>(model.bias.data()), {c}, at::kFloat);
   std::vector<float> out;

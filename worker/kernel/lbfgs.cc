@@ -83,6 +83,7 @@ at::Tensor LbfgsMinimizer::Direction(const at::Tensor& pg) const {
     alpha[k] = rho_[k] * s_[k].dot(q).item<double>();
     q.add_(y_[k], -alpha[k]);
   }
+  if (opt_.preconditioner.defined()) q.mul_(opt_.preconditioner);
   if (m > 0) q.mul_(gamma_);
   for (size_t k = 0; k < m; ++k) {
     const double beta = rho_[k] * y_[k].dot(q).item<double>();
@@ -111,7 +112,10 @@ at::Tensor LbfgsMinimizer::SearchDirection(const at::Tensor& pg, double* step) {
 void LbfgsMinimizer::Remember(const at::Tensor& s, const at::Tensor& y) {
   const double sy = s.dot(y).item<double>();
   const double yy = y.dot(y).item<double>();
-  if (!(sy > 1e-10 * yy) || yy == 0) return;  // skip pairs that break positive definiteness
+  if (!(sy > 1e-10 * yy) || yy == 0) return;
+  // gamma scales H0 = gamma P to the curvature along y: s'y / y'Py (P = I: s'y / y'y).
+  const double yhy =
+      opt_.preconditioner.defined() ? (y * opt_.preconditioner).dot(y).item<double>() : yy;  // skip pairs that break positive definiteness
   if (static_cast<int64_t>(s_.size()) == opt_.history) {
     s_.pop_front();
     y_.pop_front();
@@ -120,7 +124,7 @@ void LbfgsMinimizer::Remember(const at::Tensor& s, const at::Tensor& y) {
   s_.push_back(s);
   y_.push_back(y);
   rho_.push_back(1.0 / sy);
-  gamma_ = sy / yy;
+  gamma_ = sy / yhy;
 }
 
 void LbfgsMinimizer::Reset() {

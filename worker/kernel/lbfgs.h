@@ -20,6 +20,11 @@ struct LbfgsOptions {
   int64_t history = 20;       // (s, y) pairs kept
   double l1 = 0;              // OWL-QN when > 0 (applies to W only, never the bias)
   double initial_step = 1.0;  // first trial step of each line search (scaled on iteration 1)
+  // Optional positive diagonal (one entry per parameter, mean 1): the initial inverse Hessian
+  // is gamma * diag(preconditioner) instead of gamma * I (and steepest descent is scaled by it
+  // before any pair is known), as for L-BFGS on variables rescaled by its square root. The
+  // optimum does not change; the iterations to reach it do. Undefined: the identity.
+  at::Tensor preconditioner;
 };
 
 // A point the minimizer visited.

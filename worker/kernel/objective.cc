@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/common/status.h"
 
 namespace logit {
 
@@ -57,6 +58,14 @@ void LogisticObjective::LoadRows(const Dataset& data) {
                .to(config_.device);
       break;
     case FeatureStorage::kSparseCsr:
+      if (config_.device.is_cpu()) {  // the CSR kernel reads the Dataset in place
+        sparse_ = std::make_unique<sparse::SparseKernel>(d_, c_);
+        csr_.indptr = data.csr_indptr.data();
+        csr_.indices = data.csr_indices.data();
+        csr_.values = data.csr_values.data();
+        csr_.labels = data.labels.data();
+        break;
+      }
       for (int64_t b = 0; b < n; b += config_.block_rows) {
         const int64_t rows = std::min(config_.block_rows, n - b);
         at::Tensor x = SparseRowsToCoo(data, nullptr, rows, b, d_, opts);
@@ -137,6 +146,12 @@ absl::StatusOr<std::unique_ptr<LogisticObjective>> LogisticObjective::Create(
     obj->sigma_ = sigma.to(opts);
   }
   obj->acc_ = at::zeros({obj->num_params() + 2}, opts);
+  if (obj->sparse_ && obj->sw_.defined()) {
+    obj->sw32_ = std::vector<float>(obj->n_);
+    const at::Tensor w32 = obj->sw_.to(at::kFloat).contiguous();
+    std::copy(w32.data_ptr<float>(), w32.data_ptr<float>() + obj->n_, obj->sw32_.begin());
+    obj->csr_.weights = obj->sw32_.data();
+  }
   // Dense rows on the CPU go through the fused kernels: minibatches in float32 arithmetic, full
   // passes with float32 products and float64 sums (for float32, and for float64 with
   // mixed_products).
@@ -322,8 +337,37 @@ absl::StatusOr<PassValue> LogisticObjective::FinishFromClassMajorSums(const at::
   return Finish(theta, grad);
 }
 
+void LogisticObjective::EffectiveParams64(const at::Tensor& theta, at::Tensor* w,
+                                         at::Tensor* b) const {
+  at::Tensor w_eff, b_eff;
+  EffectiveParams(theta, &w_eff, &b_eff);
+  *w = w_eff.to(at::kDouble).contiguous();
+  *b = b_eff.to(at::kDouble).contiguous();
+}
+
+absl::StatusOr<PassValue> LogisticObjective::SparsePass(const at::Tensor& theta,
+                                                        const int64_t* rows, int64_t m,
+                                                        at::Tensor& grad) {
+  at::Tensor w, b;
+  EffectiveParams64(theta, &w, &b);
+  acc_.zero_();
+  double* sums;
+  if (config_.dtype == at::kDouble) {
+    sums = acc_.data_ptr<double>();
+  } else {
+    sparse_sums_.assign(num_params() + 2, 0.0);
+    sums = sparse_sums_.data();
+  }
+  if (m > 0) sparse_->Accumulate(csr_, rows, m, w.data_ptr<double>(), b.data_ptr<double>(), sums);
+  if (config_.dtype != at::kDouble) {
+    acc_.copy_(at::from_blob(sparse_sums_.data(), {num_params() + 2}, at::kDouble));
+  }
+  return Finish(theta, grad);
+}
+
 absl::StatusOr<PassValue> LogisticObjective::ValueAndGradient(const at::Tensor& theta,
                                                               at::Tensor& grad) {
+  if (sparse_) return SparsePass(theta, nullptr, n_, grad);
   if (fused_full64_ && !config_.mixed_products) {  // float64 throughout
     RunFusedFullPass(*fused_full64_, ToClassMajor(theta),
                      mu_.defined() ? mu_.data_ptr<double>() : nullptr,
@@ -356,6 +400,9 @@ absl::StatusOr<PassValue> LogisticObjective::BatchValueAndGradient(const at::Ten
     auto v = FusedBatch(theta_cm, rows, begin, end, grad_cm);
     if (v.ok()) FromClassMajor(grad_cm, grad);
     return v;
+  }
+  if (sparse_) {
+    return SparsePass(theta, rows.data() + begin, static_cast<int64_t>(end - begin), grad);
   }
   acc_.zero_();
   at::Tensor w_eff, b_eff;
@@ -422,10 +469,30 @@ absl::StatusOr<PassValue> LogisticObjective::FusedBatch(const at::Tensor& theta,
 absl::StatusOr<EvalStats> LogisticObjective::Evaluate(const at::Tensor& theta) {
   at::Tensor sums = at::zeros({3}, options());
   at::Tensor w_eff, b_eff;
-  EffectiveParams(theta, &w_eff, &b_eff);
+  if (sparse_) {
+    EffectiveParams64(theta, &w_eff, &b_eff);
+  } else {
+    EffectiveParams(theta, &w_eff, &b_eff);
+  }
   for (int64_t b = 0; b < n_; b += config_.block_rows) {
-    const Block blk = MakeContiguousBlock(b, std::min(config_.block_rows, n_ - b));
-    at::Tensor z = Logits(blk, w_eff, b_eff);
+    const int64_t rows = std::min(config_.block_rows, n_ - b);
+    Block blk;
+    at::Tensor z;
+    if (sparse_) {  // the CSR kernel's logits; labels and weights as a block's
+      blk.rows = rows;
+      blk.y = y_.narrow(0, b, rows);
+      if (yf_.defined()) blk.yf = yf_.narrow(0, b, rows);
+      if (sw_.defined()) blk.sw = sw_.narrow(0, b, rows);
+      z = at::empty({rows, c_}, at::kDouble);
+      std::vector<int64_t> ids(rows);
+      std::iota(ids.begin(), ids.end(), b);
+      sparse_->Logits(csr_, ids.data(), rows, w_eff.data_ptr<double>(), b_eff.data_ptr<double>(),
+                      z.data_ptr<double>());
+      z = z.to(config_.dtype);
+    } else {
+      blk = MakeContiguousBlock(b, rows);
+      z = Logits(blk, w_eff, b_eff);
+    }
     at::Tensor ce, pred;
     if (c_ == 1) {
       at::Tensor zc = z.view({blk.rows});
@@ -458,6 +525,27 @@ absl::StatusOr<EvalStats> LogisticObjective::Evaluate(const at::Tensor& theta) {
     s.accuracy = host[1].item<double>() / s.weight;
   }
   return s;
+}
+
+absl::StatusOr<at::Tensor> LogisticObjective::DiagonalPreconditioner() const {
+  if (data_->storage != FeatureStorage::kSparseCsr || sigma_.defined()) return at::Tensor();
+  // Column sums of squares and the row count, over all ranks.
+  at::Tensor sums = at::zeros({d_ + 1}, at::kDouble);
+  double* s = sums.data_ptr<double>();
+  for (size_t k = 0; k < data_->csr_values.size(); ++k) {
+    const double v = data_->csr_values[k];
+    s[data_->csr_indices[k]] += v * v;
+  }
+  s[d_] = static_cast<double>(n_);
+  if (collective_ != nullptr) RETURN_IF_ERROR(collective_->AllReduceSum(sums));
+  const double rows = std::max(1.0, s[d_]);
+  at::Tensor curvature = sums.narrow(0, 0, d_) * (0.25 / rows) + config_.l2;
+  const double floor = 1e-12 * std::max(curvature.max().item<double>(), 0.25 + config_.l2);
+  curvature.clamp_min_(floor);
+  at::Tensor p = at::cat({curvature.reciprocal().unsqueeze(1).expand({d_, c_}).reshape({d_ * c_}),
+                          at::full({c_}, 1.0 / (0.25 + config_.l2), at::kDouble)});
+  p.div_(p.mean());
+  return p.to(options());
 }
 
 double LogisticObjective::Penalty(const at::Tensor& theta, double l1) const {

@@ -19,6 +19,7 @@
 #include "worker/data/dataset.h"
 #include "worker/kernel/collective.h"
 #include "worker/kernel/fused_cpu.h"
+#include "worker/kernel/sparse_cpu.h"
 #include "worker/model/model.h"
 
 namespace logit {
@@ -116,6 +117,14 @@ class LogisticObjective {
   // Loss and accuracy over all local rows (global with a collective); no gradient.
   absl::StatusOr<EvalStats> Evaluate(const at::Tensor& theta);
 
+  // A diagonal preconditioner for L-BFGS on sparse rows (LbfgsOptions::preconditioner): one
+  // over the logistic loss's largest curvature per parameter, mean_i x_ij^2 / 4 (1/4 for the
+  // bias) plus l2, over all ranks, normalised to mean 1. Column scales of sparse data (rare
+  // features, counts) span orders of magnitude; this evens them out without changing the
+  // optimum. Undefined for dense rows and for standardised training (already even). Every rank
+  // must call it.
+  absl::StatusOr<at::Tensor> DiagonalPreconditioner() const;
+
   // l1 |W|_1 + (l2/2) |W|^2 of theta.
   double Penalty(const at::Tensor& theta, double l1) const;
 
@@ -128,6 +137,11 @@ class LogisticObjective {
   // Create's parts: the rows and labels on the device; the fused CPU kernels (dense CPU rows).
   void LoadRows(const Dataset& data);
   void SetUpFusedKernels(const Dataset& data);
+  // The CSR kernel's pass over rows (null: all), into acc_, then Finish.
+  absl::StatusOr<PassValue> SparsePass(const at::Tensor& theta, const int64_t* rows, int64_t m,
+                                       at::Tensor& grad);
+  // Effective parameters as contiguous float64 CPU tensors (the CSR kernel's).
+  void EffectiveParams64(const at::Tensor& theta, at::Tensor* w, at::Tensor* b) const;
   Block MakeContiguousBlock(int64_t begin, int64_t rows);
   Block MakeGatherBlock(const std::vector<int64_t>& rows, size_t begin, size_t end);
   void EffectiveParams(const at::Tensor& theta, at::Tensor* w_eff, at::Tensor* b_eff) const;
@@ -156,7 +170,11 @@ class LogisticObjective {
   at::Tensor sw_;          // sample weights (compute dtype) or undefined
   at::Tensor mu_, sigma_;  // standardisation or undefined
   double u8_scale_ = 1;
-  std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;
+  std::vector<at::Tensor> sparse_blocks_, sparse_blocks_t_;  // sparse rows on a GPU (COO)
+  // Sparse rows on the CPU: the CSR kernel straight over the Dataset's arrays (no copy).
+  std::unique_ptr<sparse::SparseKernel> sparse_;
+  sparse::CsrRows csr_;
+  std::vector<double> sparse_sums_;  // its float64 sums when the arithmetic is float32
   std::unique_ptr<fused::MinibatchKernel> fused_;       // minibatches: dense, CPU, float32
   std::unique_ptr<fused::MinibatchKernel> fused_full_;  // full passes: dense, CPU, f32 / mixed
   std::unique_ptr<fused::FusedKernel64> fused_full64_;  // full passes: dense, CPU, float64

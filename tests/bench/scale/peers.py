@@ -149,13 +149,13 @@ def sklearn_lbfgs(ds, a, ref):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y)
-        stop = "converged (tol 1e-10)"
+        stop = "its own rule (tol 1e-10)"
     except Stop as e:
         stop = str(e)
     finally:
         optimize.minimize = real_minimize
     out.update(traced_result(clock, trace["best"], trace["evals"], now() - start, stop))
-    if stop.startswith("converged"):
+    if stop.startswith("its own"):
         out["final_objective"] = sklearn_objective(model, X, y, ds, a.C)
     return out
 
@@ -401,7 +401,7 @@ def torch_lbfgs(ds, a, ref):
     start = now()
     try:
         opt.step(closure)
-        stop = "converged (tolerance_grad 1e-12 / tolerance_change 1e-15)"
+        stop = "its own rule (tolerance_grad 1e-12, tolerance_change 1e-15)"
     except Stop as e:
         stop = str(e)
     out.update(traced_result(clock, trace["best"], trace["evals"], now() - start, stop))

@@ -103,7 +103,7 @@ def table(ds, runs, roof):
          lambda r: fmt(ratio(get(r, "peak_rss_mb"), data_mb), "x")),
     ]
     w0 = max(len(name) for name, _, _ in rows) + 2
-    width = [max(12, len(c) + 2) for c in cols]
+    width = [max(14, len(c) + 2) for c in cols]
     lines = [f"{'figure':<{w0}}{'bound':>10}" + "".join(f"{c:>{w}}" for c, w in zip(cols, width))]
     for name, bound, cell in rows:
         lines.append(f"{name:<{w0}}{fmt(bound):>10}"
@@ -144,8 +144,12 @@ def header(ds, runs):
         shape += f", nnz {side['nnz']:,} ({side['nnz'] / ds.rows:.1f}/row)"
     shape += ", bias" if ds.bias else ", no bias"
     ref = next((r for r in runs if r.get("reference") is not None), None)
-    refs = (f"F* = {ref['reference']:.10f} ({os.path.relpath(ref['reference_source'])})"
-            if ref else "no reference optimum: no gaps")
+    if ref is None:
+        refs = "no reference optimum: no gaps"
+    else:
+        where = ("committed references.json" if ref["reference_source"] == datasets.REFERENCES
+                 else ref["reference_source"])
+        refs = f"F* = {ref['reference']:.10f} ({where})"
     C = runs[0]["C"]
     return f"== {ds.spec} (scale {ds.scale:g}): {shape}; C = {C:g}; {refs}"
 

@@ -31,15 +31,19 @@ DATASETS = {
     "dense": dict(kind="npy", rows=1_000_000, features=1000, classes=10, bias=True,
                   dtype="float32", seed=3),
     "imagenet": dict(kind="npy", rows=20_000, features=150_528, classes=1000, bias=True,
-                     dtype="uint8", seed=4),
+                     dtype="uint8", shifted=1000, seed=4),
     # Real data, not generated: --scale does not apply.
     "fashion-mnist": dict(kind="idx", rows=60_000, features=784, classes=10, bias=True,
                           dtype="uint8", fixed=True),
 }
 # Presets override a dataset's defaults. "issue": issue 16's held-out sparse shape (200,000 x
-# 2^18, 30 non-zeros per row, binary, C = 1, no bias).
+# 2^18, 30 non-zeros per row, binary, C = 1, no bias). "small": fewer parameters for smoke
+# tests (run_scale_bench.sh --quick): 2^16 x 10 instead of 2^20 x 10, 32 x 32 x 3 pixels and
+# 100 classes instead of 224 x 224 x 3 and 1,000.
 PRESETS = {
     ("sparse-binary", "issue"): dict(rows=200_000, features=1 << 18, nnz=30),
+    ("sparse-multi", "small"): dict(features=1 << 16),
+    ("imagenet", "small"): dict(features=3072, classes=100, shifted=300),
 }
 TEST_FRACTION = 0.1  # generated held-out test files have 10% of the training rows
 
@@ -169,11 +173,6 @@ def objective(X, y, W, b, C):
         m = Z.max(axis=1, keepdims=True)
         ce = (np.log(np.exp(Z - m).sum(axis=1)) + m[:, 0]) - Z[np.arange(len(y)), y]
     return float(ce.mean() + (W ** 2).sum() / (2 * C * X.shape[0]))
-
-
-def initial_objective(ds):
-    """F at W = 0, b = 0: log 2 (binary, sigmoid) or log K."""
-    return float(np.log(ds.classes))
 
 
 def read_references(path):

@@ -13,12 +13,14 @@ from its own seeded generator, so a smaller --scale gives a prefix of a larger o
                  0/1 drawn from a planted sparse linear model with logistic noise (no bias).
                  Preset "issue": 200,000 x 2^18, 30 non-zeros per row.
   sparse-multi   the same rows, labels 0..9 from a planted multinomial (softmax) model.
+                 Preset "small": 2^16 features.
   dense          float32 X.npy (Gaussian features) + int64 y.npy, 1,000,000 x 1,000, 10
                  classes from a planted softmax model.
   imagenet       uint8 X.npy of 150,528 pixels, 1,000 classes, 20,000 rows (3 GB): each class
                  shifts 1,000 of its own pixels by +-5 around 128 under Gaussian noise
                  (sd 40), so the posterior of the class is a softmax of a linear model of the
                  pixels (the planted model, up to the clipping to 0..255).
+                 Preset "small": 32 x 32 x 3 pixels, 100 classes, 300 shifted pixels each.
   fashion-mnist  real data (/usr/share/datasets/fashion-mnist): only checked and described.
 Every generated dataset also gets a held-out test split of 10% of its rows (test.svm,
 X_test.npy + y_test.npy) from other seeds.
@@ -39,7 +41,7 @@ DENSE_CHUNK = 50_000
 IMAGE_CHUNK = 200
 MARGIN_SD = 2.0  # the planted models' logits are scaled to this standard deviation
 SPARSE_SUPPORT = 0.1  # fraction of features with a non-zero planted weight
-IMAGE_PIXELS_PER_CLASS, IMAGE_SHIFT, IMAGE_NOISE = 1000, 5.0, 40.0
+IMAGE_SHIFT, IMAGE_NOISE = 5.0, 40.0
 
 
 def chunks(rows, size):
@@ -175,8 +177,8 @@ def gen_dense(ds):
 def gen_imagenet(ds):
     p = ds.params
     rng = np.random.default_rng([p["seed"], 0])
-    # Class k shifts its own IMAGE_PIXELS_PER_CLASS pixels by +-IMAGE_SHIFT.
-    pixels = np.stack([rng.choice(ds.features, IMAGE_PIXELS_PER_CLASS, replace=False)
+    # Class k shifts its own p["shifted"] pixels by +-IMAGE_SHIFT.
+    pixels = np.stack([rng.choice(ds.features, p["shifted"], replace=False)
                        for _ in range(ds.classes)])
     shifts = (IMAGE_SHIFT * rng.choice([-1.0, 1.0], size=pixels.shape)).astype(np.float32)
 
@@ -236,7 +238,8 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--scale", type=float, default=1.0, help="factor on the default row counts")
     ap.add_argument("--datasets", default="sparse-binary,sparse-multi,dense,imagenet",
-                    help="comma-separated NAME[:PRESET] (presets: sparse-binary:issue)")
+                    help="comma-separated NAME[:PRESET] (presets: sparse-binary:issue, "
+                         "sparse-multi:small, imagenet:small)")
     args = ap.parse_args()
     for spec in args.datasets.split(","):
         ds = datasets.Dataset(spec, args.scale, args.out_dir)

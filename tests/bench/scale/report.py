@@ -36,7 +36,7 @@ def fmt(v, kind="s"):
     if kind == "gap":
         return f"{v:.1e}"
     if kind == "pct":
-        return f"{100 * v:.1f}%"
+        return f"{100 * v:.2g}%"
     if kind == "x":
         return f"{v:.2f}x" if v < 100 else f"{v:.0f}x"
     if kind == "int":
@@ -99,7 +99,7 @@ def table(ds, runs, roof):
                                               get(r, "adam_epoch_seconds", b)), "pct")))
     rows += [
         ("peak RSS (MB)", None, lambda r: fmt(get(r, "peak_rss_mb"))),
-        (f"peak RSS / data ({data_mb:,.0f} MB)", None,
+        (f"peak RSS / data ({fmt(data_mb)} MB)", None,
          lambda r: fmt(ratio(get(r, "peak_rss_mb"), data_mb), "x")),
     ]
     w0 = max(len(name) for name, _, _ in rows) + 2
@@ -131,7 +131,7 @@ def table(ds, runs, roof):
         if any((r.get("adam_extrapolated") or {}).values()):
             steps = ", ".join(f"{b}: {n}" for b, n in r["adam_steps_measured"].items())
             notes.append(f"* extrapolated from the first steps ({steps})")
-        if r.get("threads") is not None:
+        if r.get("status") == "ok" and r.get("threads") is not None:
             notes.append(f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}")
         lines.append(f"  {r['peer']}: " + "; ".join(notes))
     return "\n".join(lines)
@@ -163,11 +163,11 @@ def main():
     a = ap.parse_args()
     with open(a.roofline) as f:
         roof = json.load(f)
+    bw, fma = roof["read_gb_per_s"], roof["fma_gflops"]
     print(f"roofline ({roof['isa']}, {roof['threads']} threads): read "
-          f"{roof['read_gb_per_s']['all_threads']:.1f} GB/s ({roof['read_gb_per_s']['one_thread']:.1f} "
-          f"one thread); FMA float64 {roof['fma_gflops']['f64']['all_cores']:.0f} GFLOP/s "
-          f"({roof['fma_gflops']['f64']['one_core']:.0f} one core), float32 "
-          f"{roof['fma_gflops']['f32']['all_cores']:.0f} ({roof['fma_gflops']['f32']['one_core']:.0f})")
+          f"{bw['all_threads']:.1f} GB/s ({bw['one_thread']:.1f} one thread); FMA float64 "
+          f"{fma['f64']['all_cores']:.0f} GFLOP/s ({fma['f64']['one_core']:.0f} one core), "
+          f"float32 {fma['f32']['all_cores']:.0f} ({fma['f32']['one_core']:.0f})")
     for path in a.results:
         with open(path) as f:
             runs = [json.loads(line) for line in f if line.strip()]

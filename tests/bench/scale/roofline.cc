@@ -73,20 +73,20 @@ double SumBase(const double* p, size_t n) {
 // FLOPs done (2 per lane per FMA; the baseline's separate multiply and add count 2 as well).
 constexpr int kAcc = 12;  // >= FMA latency (4-5 cycles) x FMA ports (2), with slack
 
-#define FMA_KERNEL(NAME, TARGET, VEC, SET1, FMA, ADD, LANES, SCALAR)                   \
+#define FMA_KERNEL(NAME, TARGET, VEC, SET1, FMA, ADD, LANES, SCALAR)                 \
   TARGET double NAME(int64_t iters, SCALAR* sink) {                                  \
-    VEC acc[kAcc];                                                                    \
+    VEC acc[kAcc];                                                                   \
     for (int k = 0; k < kAcc; ++k) acc[k] = SET1(static_cast<SCALAR>(1 + 0.01 * k)); \
-    const VEC m = SET1(static_cast<SCALAR>(0.999999));                                \
-    const VEC c = SET1(static_cast<SCALAR>(1e-6));                                    \
-    for (int64_t i = 0; i < iters; ++i) {                                             \
-      for (int k = 0; k < kAcc; ++k) acc[k] = FMA(acc[k], m, c);                      \
-    }                                                                                 \
-    VEC s = acc[0];                                                                   \
-    for (int k = 1; k < kAcc; ++k) s = ADD(s, acc[k]);                                \
-    SCALAR out[LANES];                                                                \
-    std::memcpy(out, &s, sizeof(out));                                                \
-    *sink = out[0];                                                                   \
+    const VEC m = SET1(static_cast<SCALAR>(0.999999));                               \
+    const VEC c = SET1(static_cast<SCALAR>(1e-6));                                   \
+    for (int64_t i = 0; i < iters; ++i) {                                            \
+      for (int k = 0; k < kAcc; ++k) acc[k] = FMA(acc[k], m, c);                     \
+    }                                                                                \
+    VEC s = acc[0];                                                                  \
+    for (int k = 1; k < kAcc; ++k) s = ADD(s, acc[k]);                               \
+    SCALAR out[LANES];                                                               \
+    std::memcpy(out, &s, sizeof(out));                                               \
+    *sink = out[0];                                                                  \
     return 2.0 * LANES * kAcc * static_cast<double>(iters);                          \
   }
 
@@ -96,8 +96,10 @@ constexpr int kAcc = 12;  // >= FMA latency (4-5 cycles) x FMA ports (2), with s
 #define MULADD_PS(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
 #define MULADD_PD(a, b, c) _mm_add_pd(_mm_mul_pd(a, b), c)
 
-FMA_KERNEL(FmaF32Avx512, ATTR_512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16, float)
-FMA_KERNEL(FmaF64Avx512, ATTR_512, __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, 8, double)
+FMA_KERNEL(FmaF32Avx512, ATTR_512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16,
+           float)
+FMA_KERNEL(FmaF64Avx512, ATTR_512, __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, 8,
+           double)
 FMA_KERNEL(FmaF32Avx2, ATTR_256, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8, float)
 FMA_KERNEL(FmaF64Avx2, ATTR_256, __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd, 4, double)
 FMA_KERNEL(FmaF32Base, ATTR_BASE, __m128, _mm_set1_ps, MULADD_PS, _mm_add_ps, 4, float)

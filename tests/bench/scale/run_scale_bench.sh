@@ -6,13 +6,16 @@
 # Steps: generate (or reuse) the data under --data-dir (gen_data.py); measure the roofline
 # (roofline_bench: BUILD_DIR/tests/roofline_bench, else compiled here with g++ -O3); for each
 # dataset find its reference optimum (references.json, else DATA_DIR/references.json, else
-# compute it there with reference.py); run logit (run_logit.py: `logit train --local
-# --optimizer lbfgs`) and each peer (peers.py) in fresh processes; print one table per dataset
-# (report.py). Every run is capped by --timeout seconds; a run that fails or times out shows
-# "-" and the reason, and the suite goes on. The raw JSON lines stay in DATA_DIR/results-*/.
-#   --quick     everything at scale 0.005 with short caps (a few minutes), for smoke tests.
+# compute it there with reference.py, capped at 6 x --timeout); run logit (run_logit.py:
+# `logit train --local --optimizer lbfgs`) and each peer (peers.py) in fresh processes; print
+# one table per dataset (report.py). Every run is capped by --timeout seconds; a run that
+# fails or times out shows "-" and the reason, and the suite goes on. The raw JSON lines stay
+# in DATA_DIR/results-*/.
+#   --quick     a smoke test of every step in a few minutes: scale 0.002, 10 s caps, and the
+#               "small" presets of sparse-multi and imagenet (fewer parameters).
 #   --datasets  sparse-binary, sparse-binary:issue (issue 16's 200,000 x 2^18, 30 nnz/row),
-#               sparse-multi, dense, imagenet, fashion-mnist (real data, fixed size).
+#               sparse-multi[:small], dense, imagenet[:small], fashion-mnist (real data, fixed
+#               size).
 #   --peers     sklearn-lbfgs, sklearn-saga, liblinear, torch-adam, torch-lbfgs.
 # Environment: BUILD_DIR (default <repo>/build) holds client/logit; Debian's /usr/bin/python3
 # with numpy, scikit-learn and torch; /usr/bin/liblinear-train; /usr/bin/time.
@@ -42,15 +45,15 @@ while [[ $# -gt 0 ]]; do
     --threads) threads="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
     --C) C="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_scale_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 if [[ $quick == 1 ]]; then
   # Small data and short caps; fashion-mnist (fixed at 60,000 rows) is left out unless asked.
-  scale=0.005 timeout=20 adam_steps=100 roofline_bytes=$((256 << 20))
+  scale=0.002 timeout=10 adam_steps=100 roofline_bytes=$((256 << 20))
   [[ "$datasets" == "sparse-binary,sparse-multi,dense,imagenet,fashion-mnist" ]] &&
-    datasets="sparse-binary,sparse-binary:issue,sparse-multi,dense,imagenet"
+    datasets="sparse-binary,sparse-binary:issue,sparse-multi:small,dense,imagenet:small"
 fi
 # The peers' BLAS and OpenMP pools get the same threads as logit and torch.
 export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
@@ -77,9 +80,11 @@ fi
 # One JSON line from a run capped at $timeout (plus a grace for the runs that stop themselves at
 # their budget); a run that dies without one gets a line saying how it ended.
 run_capped() {  # NAME OUT_FILE COMMAND...
-  local name="$1" out="$2" line rc=0
+  local name="$1" out="$2" line rc=0 start=$SECONDS
   shift 2
+  echo -n "   $name"
   line="$(timeout -k 10 $((timeout + 120)) "$@" 2>"$results/last.err")" || rc=$?
+  echo " ($((SECONDS - start)) s)"
   if [[ $rc == 0 && "$line" == \{* ]]; then
     echo "$line" >> "$out"
   else
@@ -102,10 +107,9 @@ for ds in "${dataset_list[@]}"; do
   files+=("$out")
   echo "-- $ds"
   echo -n "   reference: "
-  timeout "$timeout" "$PY" "$HERE/reference.py" "$ds" "${common[@]}" --if-missing \
+  timeout $((6 * timeout)) "$PY" "$HERE/reference.py" "$ds" "${common[@]}" --if-missing \
     --out "$data_dir/references.json" || echo "none (reference.py failed or timed out)"
   if [[ -x "$logit" ]]; then
-    echo "   logit"
     run_capped logit "$out" "$PY" "$HERE/run_logit.py" "$ds" "${common[@]}" --logit "$logit" \
       --threads "$threads" --timeout "$timeout"
   else
@@ -113,7 +117,6 @@ for ds in "${dataset_list[@]}"; do
       "$ds" "$C" "no $logit (set BUILD_DIR)" >> "$out"
   fi
   for peer in "${peer_list[@]}"; do
-    echo "   $peer"
     run_capped "$peer" "$out" "$PY" "$HERE/peers.py" "$peer" "$ds" "${common[@]}" \
       --threads "$threads" --budget "$timeout" --adam-steps "$adam_steps"
   done

@@ -5,7 +5,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <fstream>
 #include <ostream>
 #include <thread>
@@ -29,6 +34,119 @@
 namespace logit {
 
 namespace {
+
+// A rank's progress reports, sent in order from a thread of their own so that training never
+// waits on the coordinator: a synchronous report per L-BFGS iteration (the coordinator stores
+// each epoch event) cost a Fashion-MNIST job ~20% of its training time.
+class ReportQueue {
+ public:
+  explicit ReportQueue(std::function<void(v1::ReportProgressRequest)> send)
+      : send_(std::move(send)), thread_([this] { Loop(); }) {}
+  ~ReportQueue() { Close(); }
+
+  void Post(v1::ReportProgressRequest req) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(req));
+    }
+    cv_.notify_one();
+  }
+
+  // Sends everything posted, then stops the thread. Idempotent.
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      v1::ReportProgressRequest req;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // closed and drained
+        req = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      send_(std::move(req));
+    }
+  }
+
+  std::function<void(v1::ReportProgressRequest)> send_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::ReportProgressRequest> queue_;  // guarded by mu_
+  bool closed_ = false;                          // guarded by mu_
+  std::thread thread_;
+};
+
+// Rank 0's checkpoints, written and uploaded from a thread of their own so that training does
+// not wait for them, and no more often than keeps their cost within ~5% of the wall time: after
+// an upload that took u seconds, checkpoints offered in the next 19 u are skipped. (Every 10
+// L-BFGS iterations, a Fashion-MNIST job's 12.7 MB state cost 30% of its training time: on two
+// cores even a background upload takes the trainer's CPU.) While one uploads, the newest offered
+// waits; an older waiting one is dropped (a resume needs only the newest).
+class CheckpointUploader {
+ public:
+  explicit CheckpointUploader(std::function<void(const TrainingCheckpoint&)> upload)
+      : upload_(std::move(upload)), thread_([this] { Loop(); }) {}
+  ~CheckpointUploader() { Close(/*upload_waiting=*/false); }
+
+  void Offer(const TrainingCheckpoint& checkpoint) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (std::chrono::steady_clock::now() < next_allowed_) return;
+      waiting_ = checkpoint;
+    }
+    cv_.notify_one();
+  }
+
+  // Waits for the upload in progress (and the waiting checkpoint when `upload_waiting`), then
+  // stops the thread. Idempotent.
+  void Close(bool upload_waiting) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!upload_waiting) waiting_.reset();
+      closed_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      TrainingCheckpoint next;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return closed_ || waiting_.has_value(); });
+        if (!waiting_) return;  // closed, nothing left
+        next = std::move(*waiting_);
+        waiting_.reset();
+      }
+      const auto start = std::chrono::steady_clock::now();
+      upload_(next);
+      const auto end = std::chrono::steady_clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      next_allowed_ = end + kCostRatio * (end - start);
+    }
+  }
+
+  static constexpr int kCostRatio = 19;  // idle time per upload time: uploads ~5% of the time
+
+  std::function<void(const TrainingCheckpoint&)> upload_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<TrainingCheckpoint> waiting_;  // guarded by mu_
+  std::chrono::steady_clock::time_point next_allowed_;  // guarded by mu_
+  bool closed_ = false;                        // guarded by mu_
+  std::thread thread_;
+};
 
 constexpr size_t kChunkBytes = 1 << 20;
 
@@ -417,6 +535,7 @@ class Agent {
       opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
     }
     const int64_t total = EffectiveEpochs(opts);
+    ReportQueue reports([&](v1::ReportProgressRequest req) { Report(a, std::move(req)); });
     auto on_epoch = [&](const EpochRecord& e) {
       const double sps = e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0.0;
       metrics_->Epoch(a.job_id(), a.rank(), e.epoch, e.seconds, e.local_samples, sps);
@@ -434,7 +553,7 @@ class Agent {
       }
       m->set_seconds(e.seconds);
       m->set_samples_per_second(sps);
-      Report(a, std::move(req));
+      reports.Post(std::move(req));
     };
     // Rank 0 reports progress inside epochs about twice a second.
     auto last_report = std::chrono::steady_clock::now();
@@ -465,7 +584,7 @@ class Agent {
       p->set_steps_per_epoch(steps);
       const double secs = std::chrono::duration<double>(now - epoch_start).count();
       if (secs > 0) p->set_samples_per_second(static_cast<double>(step * rows_per_step) / secs);
-      Report(a, std::move(req));
+      reports.Post(std::move(req));
     };
     JobHooks hooks;
     hooks.on_epoch = on_epoch;
@@ -473,7 +592,7 @@ class Agent {
     hooks.stop = &cancel_;
     hooks.resume = resume ? &*resume : nullptr;
     hooks.checkpoint_every = plan->checkpoint_every.value_or(0);
-    hooks.on_checkpoint = [&](const TrainingCheckpoint& c) {
+    CheckpointUploader checkpoints([&](const TrainingCheckpoint& c) {
       // Best effort: a checkpoint that cannot be stored costs only progress on a retry.
       const auto start = std::chrono::steady_clock::now();
       const std::string path = TempPath(a, "checkpoint.safetensors");
@@ -494,8 +613,13 @@ class Agent {
                                                 {"epoch", c.epoch},
                                                 logging::Field::Error(st)});
       }
-    };
+    });
+    hooks.on_checkpoint = [&](const TrainingCheckpoint& c) { checkpoints.Offer(c); };
     auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
+    reports.Close();  // every epoch event reaches the coordinator before the outcome
+    // A failed attempt's retry resumes from the newest checkpoint: upload it; a finished job
+    // needs none.
+    checkpoints.Close(/*upload_waiting=*/!outcome.ok());
     // Leave the process group before reporting: the coordinator drops the attempt's store once
     // it has the outcome.
     conn->collective.reset();

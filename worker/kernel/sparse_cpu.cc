@@ -174,6 +174,14 @@ int ThreadNum() {
 #endif
 }
 
+int TeamSize() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 // Fewer stored values than this per thread: one thread (the fork and the extra sums cost more).
 constexpr int64_t kValuesPerThread = 1 << 16;
 
@@ -231,7 +239,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
   std::vector<Totals> totals(threads);
   std::vector<std::vector<double>> scratch(threads, std::vector<double>(c_));
   auto run = [&](int t) {
-    double* own = sums;  // thread 0 adds into the caller's sums
+    double* own = sums;  // slice 0 adds into the caller's sums
     if (t > 0) {
       std::vector<double>& part = parts_[t - 1];
       part.assign(nw + c_, 0.0);
@@ -246,11 +254,13 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
   } else {
 #pragma omp parallel num_threads(threads)
     {
-      run(ThreadNum());
+      // The runtime may grant fewer threads than asked (nested regions): each takes every
+      // nt-th slice, so all slices run whatever the team's size.
+      const int nt = TeamSize(), t = ThreadNum();
+      for (int slice = t; slice < threads; slice += nt) run(slice);
 #pragma omp barrier
-      // Every thread adds its share of the other threads' gradient sums.
-      const int t = ThreadNum();
-      const int64_t lo = (nw + c_) * t / threads, hi = (nw + c_) * (t + 1) / threads;
+      // Every thread adds its share of the other slices' gradient sums.
+      const int64_t lo = (nw + c_) * t / nt, hi = (nw + c_) * (t + 1) / nt;
       for (int o = 1; o < threads; ++o) {
         const double* part = parts_[o - 1].data();
         for (int64_t i = lo; i < hi; ++i) sums[i] += part[i];

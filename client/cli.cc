@@ -190,12 +190,13 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     if (k < class_names.size()) return class_names.Get(static_cast<int>(k));
     return k;
   };
-  // The same as a CSV field (a name with a comma or a quote is quoted, RFC 4180).
-  auto csv_label = [&](int64_t k) -> std::string {
-    if (k >= class_names.size()) return std::to_string(k);
-    const std::string& name = class_names.Get(static_cast<int>(k));
-    if (name.find_first_of(",\"\n\r") == std::string::npos) return name;
-    return absl::StrCat("\"", absl::StrReplaceAll(name, {{"\"", "\"\""}}), "\"");
+  // A CSV field (one with a comma, a quote or a line break is quoted whole, RFC 4180).
+  auto csv_field = [](const std::string& text) -> std::string {
+    if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+    return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
+  };
+  auto label_text = [&](int64_t k) -> std::string {
+    return k < class_names.size() ? class_names.Get(static_cast<int>(k)) : std::to_string(k);
   };
   std::ofstream file;
   if (!f.out.empty()) {
@@ -282,13 +283,13 @@ int RunPredict(const PredictFlags& f, const Globals& g, std::ostream& out, std::
     }
     if (!header) {
       dst << "label";
-      for (int64_t j = 0; j < k; ++j) dst << ",p_" << csv_label(j);
+      for (int64_t j = 0; j < k; ++j) dst << "," << csv_field("p_" + label_text(j));
       dst << "\n" << std::setprecision(9);
       header = true;
     }
     for (int64_t i = 0; i < data->num_rows; ++i) {
       const float* p = proba->data() + i * k;
-      dst << csv_label(std::max_element(p, p + k) - p);
+      dst << csv_field(label_text(std::max_element(p, p + k) - p));
       for (int64_t j = 0; j < k; ++j) dst << "," << p[j];
       dst << "\n";
     }

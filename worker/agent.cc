@@ -36,23 +36,26 @@ namespace logit {
 namespace {
 
 // A rank's progress reports, sent in order from a thread of their own so that training never
-// waits on the coordinator: a synchronous report per L-BFGS iteration (the coordinator stores
-// each epoch event) cost a Fashion-MNIST job ~20% of its training time.
+// waits on the coordinator. Best effort and bounded: a report that fails (a coordinator that is
+// down or slow) drops those queued behind it, and at most kMaxQueued wait; the rank's outcome is
+// sent apart, after Close.
 class ReportQueue {
  public:
-  explicit ReportQueue(std::function<void(v1::ReportProgressRequest)> send)
+  // `send` returns whether the report went through.
+  explicit ReportQueue(std::function<bool(v1::ReportProgressRequest)> send)
       : send_(std::move(send)), thread_([this] { Loop(); }) {}
   ~ReportQueue() { Close(); }
 
   void Post(v1::ReportProgressRequest req) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.size() >= kMaxQueued) return;
       queue_.push_back(std::move(req));
     }
     cv_.notify_one();
   }
 
-  // Sends everything posted, then stops the thread. Idempotent.
+  // Sends what is queued (until a send fails), then stops the thread. Idempotent.
   void Close() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -63,6 +66,8 @@ class ReportQueue {
   }
 
  private:
+  static constexpr size_t kMaxQueued = 1000;
+
   void Loop() {
     while (true) {
       v1::ReportProgressRequest req;
@@ -73,11 +78,14 @@ class ReportQueue {
         req = std::move(queue_.front());
         queue_.pop_front();
       }
-      send_(std::move(req));
+      if (!send_(std::move(req))) {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.clear();
+      }
     }
   }
 
-  std::function<void(v1::ReportProgressRequest)> send_;
+  std::function<bool(v1::ReportProgressRequest)> send_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<v1::ReportProgressRequest> queue_;  // guarded by mu_
@@ -87,10 +95,10 @@ class ReportQueue {
 
 // Rank 0's checkpoints, written and uploaded from a thread of their own so that training does
 // not wait for them, and no more often than keeps their cost within ~5% of the wall time: after
-// an upload that took u seconds, checkpoints offered in the next 19 u are skipped. (Every 10
-// L-BFGS iterations, a Fashion-MNIST job's 12.7 MB state cost 30% of its training time: on two
-// cores even a background upload takes the trainer's CPU.) While one uploads, the newest offered
-// waits; an older waiting one is dropped (a resume needs only the newest).
+// an upload that took u seconds the next starts 19 u later at the earliest. (Every 10 L-BFGS
+// iterations, a Fashion-MNIST job's 12.7 MB state cost 30% of its training time: on two cores
+// even a background upload takes the trainer's CPU.) Meanwhile the newest offered waits; an
+// older waiting one is dropped (a resume needs only the newest).
 class CheckpointUploader {
  public:
   explicit CheckpointUploader(std::function<void(const TrainingCheckpoint&)> upload)
@@ -100,7 +108,6 @@ class CheckpointUploader {
   void Offer(const TrainingCheckpoint& checkpoint) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (std::chrono::steady_clock::now() < next_allowed_) return;
       waiting_ = checkpoint;
     }
     cv_.notify_one();
@@ -126,6 +133,10 @@ class CheckpointUploader {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [this] { return closed_ || waiting_.has_value(); });
         if (!waiting_) return;  // closed, nothing left
+        // Not before the throttle allows (Close uploads the waiting one at once).
+        if (!closed_ && cv_.wait_until(lock, next_allowed_, [this] { return closed_; })) {
+          if (!waiting_) return;
+        }
         next = std::move(*waiting_);
         waiting_.reset();
       }
@@ -329,7 +340,8 @@ class Agent {
     return true;
   }
 
-  void Report(const v1::Assignment& a, v1::ReportProgressRequest req) {
+  // Sends one report; false when it did not go through or the rank was told to stop.
+  bool Report(const v1::Assignment& a, v1::ReportProgressRequest req) {
     const auto [id, secret] = Identity();
     req.set_worker_id(id);
     req.set_worker_secret(secret);
@@ -345,6 +357,7 @@ class Agent {
         st.error_code() == grpc::StatusCode::NOT_FOUND) {
       cancel_ = true;
     }
+    return st.ok() && !cancel_;
   }
 
   void ReportOutcome(const v1::Assignment& a, const absl::Status& st,
@@ -535,7 +548,7 @@ class Agent {
       opts.threads = options_.threads > 0 ? options_.threads : ThreadsPerRank(conn->local_ranks);
     }
     const int64_t total = EffectiveEpochs(opts);
-    ReportQueue reports([&](v1::ReportProgressRequest req) { Report(a, std::move(req)); });
+    ReportQueue reports([&](v1::ReportProgressRequest req) { return Report(a, std::move(req)); });
     auto on_epoch = [&](const EpochRecord& e) {
       const double sps = e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0.0;
       metrics_->Epoch(a.job_id(), a.rank(), e.epoch, e.seconds, e.local_samples, sps);
@@ -619,7 +632,7 @@ class Agent {
     reports.Close();  // every epoch event reaches the coordinator before the outcome
     // A failed attempt's retry resumes from the newest checkpoint: upload it; a finished job
     // needs none.
-    checkpoints.Close(/*upload_waiting=*/!outcome.ok());
+    checkpoints.Close(/*upload_waiting=*/!outcome.ok() && !cancel_);
     // Leave the process group before reporting: the coordinator drops the attempt's store once
     // it has the outcome.
     conn->collective.reset();

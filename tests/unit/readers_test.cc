@@ -609,7 +609,10 @@ TEST(HostileFiles, LibSvmIndicesAndLabelsPastTheLimitsAreInvalid) {
   EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument, "is below 1"));
   o.path = dir.Write("c.svm", "1e30 1:1\n");
   EXPECT_THAT(ReadDataset(o),
-              StatusIs(absl::StatusCode::kInvalidArgument, "past the largest supported class"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "past the largest supported class"));  // An index past int64 is refused, never read as 0 (a 0-based file would take it as feature 0).
+  o.path = dir.Write("d.svm", "1 0:1\n1 99999999999999999999:2\n");
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "d.svm:2: expected index:value, got '99999999999999999999:2'"));
 }
 
 TEST(CheckedArithmetic, ProductsOverflowIntoAnErrorNeverAWrap) {

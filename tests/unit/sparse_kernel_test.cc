@@ -91,7 +91,8 @@ class SparseKernelTest : public ::testing::TestWithParam<int64_t> {
 
 TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) {
   const int64_t classes = GetParam(), c = classes == 2 ? 1 : classes, d = 300;
-  const Dataset x = RandomCsr(20000, d, classes, /*weights=*/true, 7);
+  // ~390,000 stored values: enough for the kernel to split them over 2 threads.
+  const Dataset x = RandomCsr(60000, d, classes, /*weights=*/true, 7);
   sparse::CsrRows rows{x.csr_indptr.data(), x.csr_indices.data(), x.csr_values.data(),
                        x.labels.data(), x.sample_weights.data()};
   std::mt19937 rng(3);
@@ -109,11 +110,12 @@ TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) 
       sparse::SparseKernel kernel(d, c);
       std::vector<double> got(want.size(), 0.0);
       kernel.Accumulate(rows, nullptr, x.num_rows, w.data(), b.data(), got.data());
+      EXPECT_EQ(kernel.threads_used(), threads);
       for (size_t i = 0; i < want.size(); ++i) {
         ASSERT_NEAR(got[i], want[i], 1e-9 * (1 + std::abs(want[i]))) << "entry " << i;
       }
       // Gathered rows (a minibatch): the same sums as those rows' own reference.
-      const std::vector<int64_t> picked = {5, 17, 17, 4000, 19999};
+      const std::vector<int64_t> picked = {5, 17, 17, 4000, 59999};
       std::vector<double> batch(want.size(), 0.0);
       kernel.Accumulate(rows, picked.data(), 5, w.data(), b.data(), batch.data());
       Dataset only = TakeRows(x, picked);

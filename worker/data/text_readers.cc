@@ -122,7 +122,7 @@ std::string NameList(const std::vector<std::string>& names) {
 // order of scikit-learn's classes_ for strings: NumPy sorts by code point, which UTF-8 bytes
 // keep). Errors for an empty label and for more than kMaxClasses distinct values.
 absl::StatusOr<std::vector<std::string>> DistinctLabels(absl::string_view text, bool header,
-                                                        int64_t label_col,
+                                                        int64_t label_col, int64_t columns,
                                                         const std::string& path) {
   absl::flat_hash_set<absl::string_view> seen;
   std::u32string code_points;
@@ -135,7 +135,17 @@ absl::StatusOr<std::vector<std::string>> DistinctLabels(absl::string_view text, 
       skip = false;
       continue;
     }
+    const int64_t fields = static_cast<int64_t>(std::count(line.begin(), line.end(), ',')) + 1;
+    if (fields != columns) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, scan.line_no()), ": expected ",
+                                                     columns, " fields, found ", fields,
+                                                     " (ragged row)"));
+    }
     const absl::string_view label = Unquote(FieldAt(line, label_col));
+    if (label.find('\0') != absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, scan.line_no()), ": column ",
+                                                     label_col + 1, ": the label holds a NUL byte"));
+    }
     if (label.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(Where(path, scan.line_no()), ": column ",
                                                      label_col + 1, ": empty label"));
@@ -304,7 +314,7 @@ absl::StatusOr<Dataset> ReadCsv(const ReadOptions& opt) {
   const absl::string_view first_row = header ? second_line : first_line;
   if (names.empty() && label_col >= 0 && total > 0 &&
       !LooksNumeric(FieldAt(first_row, label_col))) {
-    ASSIGN_OR_RETURN(names, DistinctLabels(text, header, label_col, opt.path));
+    ASSIGN_OR_RETURN(names, DistinctLabels(text, header, label_col, columns, opt.path));
   }
   const bool string_labels = !names.empty();
   if (string_labels && opt.class_names.empty() && opt.classes > 0 &&
@@ -455,8 +465,11 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
   out.labels.reserve(out.num_rows);
   out.csr_indptr.reserve(out.num_rows + 1);
   out.csr_indptr.push_back(0);
-  out.csr_indices.reserve(colons);
-  out.csr_values.reserve(colons);
+  // A stored value takes at least 4 bytes of text (" j:v"); colons in comments do not count.
+  const int64_t values_bound =
+      std::min<int64_t>(colons, static_cast<int64_t>(shard_end - shard_begin) / 4 + 1);
+  out.csr_indices.reserve(values_bound);
+  out.csr_values.reserve(values_bound);
   int64_t max_index = -1;
 
   // Parse the shard's rows from its first line (already read by `parse`).
@@ -505,8 +518,10 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
       float v;
       bool non_finite = false;
       const char* idx_end = colon == absl::string_view::npos ? nullptr : tok.data() + colon;
-      if (idx_end == nullptr || std::from_chars(tok.data(), idx_end, idx).ptr != idx_end ||
-          colon == 0 || !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
+      const std::from_chars_result parsed =
+          idx_end == nullptr ? std::from_chars_result{} : std::from_chars(tok.data(), idx_end, idx);
+      if (idx_end == nullptr || parsed.ec != std::errc() || parsed.ptr != idx_end || colon == 0 ||
+          !ParseFinite(tok.substr(colon + 1), &v, &non_finite)) {
         return absl::InvalidArgumentError(absl::StrCat(
             where(), ": ", non_finite ? "non-finite value in '" : "expected index:value, got '",
             tok, "'"));

@@ -101,6 +101,7 @@ at::Tensor LbfgsMinimizer::SearchDirection(const at::Tensor& pg, double* step) {
   if (d.dot(pg).item<double>() >= 0) {  // not a descent direction: restart
     Reset();
     d = pg.neg();
+    if (opt_.preconditioner.defined()) d.mul_(opt_.preconditioner);
   }
   *step = opt_.initial_step;
   if (s_.empty()) {

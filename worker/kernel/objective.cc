@@ -544,7 +544,8 @@ absl::StatusOr<at::Tensor> LogisticObjective::DiagonalPreconditioner() const {
   curvature.clamp_min_(floor);
   at::Tensor p = at::cat({curvature.reciprocal().unsqueeze(1).expand({d_, c_}).reshape({d_ * c_}),
                           at::full({c_}, 1.0 / (0.25 + config_.l2), at::kDouble)});
-  p.div_(p.mean());
+  // Normalised by the median: a mean would be dominated by columns no row holds (1 / l2).
+  p.div_(p.median());
   return p.to(options());
 }
 

@@ -234,6 +234,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
       cut[t] = m * t / threads;
     }
   }
+  threads_used_ = threads;
   const int64_t nw = d_ * c_;
   if (parts_.size() + 1 < static_cast<size_t>(threads)) parts_.resize(threads - 1);
   std::vector<Totals> totals(threads);

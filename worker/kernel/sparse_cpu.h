@@ -45,9 +45,13 @@ class SparseKernel {
   void Logits(const CsrRows& data, const int64_t* rows, int64_t m, const double* w,
               const double* b, double* z) const;
 
+  // Threads the last Accumulate split its rows over.
+  int threads_used() const { return threads_used_; }
+
  private:
   int64_t d_, c_;
   std::vector<std::vector<double>> parts_;  // threads 1..T-1: their gradient sums
+  int threads_used_ = 0;
 };
 
 }  // namespace logit::sparse

@@ -489,6 +489,7 @@ absl::Status Coordinator::ScheduleLocked() {
       *a.mutable_spec() = *resolved;
       a.set_timeout_ms(config_.collective_timeout.count());
       if (job.has_latest_checkpoint()) a.set_resume_checkpoint(job.latest_checkpoint().number());
+      a.set_throttle_checkpoints(!job.spec().has_checkpoint_every());
       assignments.push_back(std::move(a));
       job.add_workers(gang[r]);
     }

@@ -605,7 +605,7 @@ class Agent {
     hooks.stop = &cancel_;
     hooks.resume = resume ? &*resume : nullptr;
     hooks.checkpoint_every = plan->checkpoint_every.value_or(0);
-    CheckpointUploader checkpoints([&](const TrainingCheckpoint& c) {
+    auto upload = [&](const TrainingCheckpoint& c) {
       // Best effort: a checkpoint that cannot be stored costs only progress on a retry.
       const auto start = std::chrono::steady_clock::now();
       const std::string path = TempPath(a, "checkpoint.safetensors");
@@ -626,8 +626,15 @@ class Agent {
                                                 {"epoch", c.epoch},
                                                 logging::Field::Error(st)});
       }
-    });
-    hooks.on_checkpoint = [&](const TrainingCheckpoint& c) { checkpoints.Offer(c); };
+    };
+    // The server's default period: in the background, throttled; the job's own: every one,
+    // stored before training goes on.
+    CheckpointUploader checkpoints(upload);
+    if (a.throttle_checkpoints()) {
+      hooks.on_checkpoint = [&](const TrainingCheckpoint& c) { checkpoints.Offer(c); };
+    } else {
+      hooks.on_checkpoint = upload;
+    }
     auto outcome = RunTrainingJob(dc, opts, conn->collective.get(), hooks);
     reports.Close();  // every epoch event reaches the coordinator before the outcome
     // A failed attempt's retry resumes from the newest checkpoint: upload it; a finished job

@@ -90,6 +90,8 @@ run_capped() {  # NAME OUT_FILE COMMAND...
   else
     local why="exit $rc"
     [[ $rc == 124 || $rc == 137 ]] && why="timed out"
+    # The last line of its stderr, without the quotes and backslashes JSON would need escaped.
+    # shellcheck disable=SC1003
     why="$why: $(tail -n 1 "$results/last.err" | tr -d '"\\' | cut -c1-200)"
     printf '{"peer": "%s", "dataset": "%s", "C": %s, "status": "failed", "reason": "%s"}\n' \
       "$name" "$ds" "$C" "$why" >> "$out"

@@ -11,6 +11,7 @@
 
 #include "nlohmann/json.hpp"
 #include "worker/data/readers.h"
+#include "worker/kernel/cpu_isa.h"
 #include "worker/kernel/sparse_cpu.h"
 
 int main(int argc, char** argv) {
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
   nlohmann::json out = {{"rows", n}, {"features", d}, {"nnz", nnz}, {"load_seconds", load},
                         {"pass_bytes", nnz * 8 + (n + 1) * 8 + n * 8}};
   for (const char* isa : {"portable", "avx2", "avx512"}) {
-    if (!logit::sparse::UseKernelIsa(isa)) continue;
+    if (!logit::cpu::UseKernelIsa(isa)) continue;
     logit::sparse::SparseKernel kernel(d, c);
     double best = 1e9;
     for (int r = 0; r < reps; ++r) {

@@ -1,6 +1,7 @@
 // The CSR kernel (worker/kernel/sparse_cpu.h) on every instruction set the CPU has against a
 // direct float64 evaluation of the closed form, and the diagonally preconditioned L-BFGS on
 // sparse rows against the plain one: the same optimum in fewer iterations.
+#include "worker/kernel/cpu_isa.h"
 #include "worker/kernel/sparse_cpu.h"
 
 #include <ATen/ATen.h>
@@ -86,7 +87,7 @@ std::vector<double> Reference(const Dataset& x, int64_t c, const std::vector<dou
 
 class SparseKernelTest : public ::testing::TestWithParam<int64_t> {
  protected:
-  void TearDown() override { sparse::UseKernelIsa("best"); }
+  void TearDown() override { cpu::UseKernelIsa("best"); }
 };
 
 TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) {
@@ -103,7 +104,7 @@ TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) 
   const std::vector<double> want = Reference(x, c, w, b);
   int checked = 0;
   for (const char* isa : {"portable", "avx2", "avx512"}) {
-    if (!sparse::UseKernelIsa(isa)) continue;
+    if (!cpu::UseKernelIsa(isa)) continue;
     for (int threads : {1, 2}) {
       SCOPED_TRACE(std::string(isa) + " on " + std::to_string(threads) + " threads");
       at::set_num_threads(threads);

@@ -25,8 +25,22 @@ struct DenseRows {
 // optimizer update of this one).
 void PrefetchRows(const DenseRows& data, const int64_t* rows, int64_t count);
 
+// One thread's sums and scratch rows in a FusedKernel (an implementation detail).
+template <typename T>
+struct ThreadSums {
+  std::vector<T> gw, gb;           // gradient sums (c x d, c) since the last fold
+  std::vector<double> gw64, gb64;  // folded sums (float with double_sums only)
+  std::vector<T> x;                // converted rows of a chunk (32 x d)
+  std::vector<T> z;                // logits / residuals of a chunk (32 x c)
+  std::vector<T> acc;              // logits' partial sums between feature blocks (c x 4 vectors)
+  double loss = 0, weight = 0;
+  int64_t unfolded = 0;  // rows in gw / gb since the last fold
+  bool used = false;     // holds sums since the last Flush
+};
+
 // Loss and gradient sums of a binary (c = 1, sigmoid) or softmax (c = K) model over gathered
-// rows, in arithmetic T (float: 8 lanes; double: 4 lanes). Parameters are class-major: W^T (c x
+// rows, in arithmetic T, with the best vector instructions the CPU has (cpu_isa.h: 8 floats or
+// 4 doubles a vector with AVX2, 16 or 8 with AVX-512). Parameters are class-major: W^T (c x
 // d, one row of d weights per class), then b (c), so that the products run along the features
 // (no padding of the K columns).
 template <typename T>
@@ -51,28 +65,14 @@ class FusedKernel {
   void FlushDouble(double* out);
 
  private:
-  // One thread's sums and scratch rows.
-  struct Part {
-    std::vector<T> gw, gb;           // gradient sums (c x d, c) since the last fold
-    std::vector<double> gw64, gb64;  // folded sums (float with double_sums only)
-    std::vector<T> x;                // converted rows of a chunk (32 x d)
-    std::vector<T> z;                // logits / residuals of a chunk (32 x c)
-    double loss = 0, weight = 0;
-    int64_t unfolded = 0;  // rows in gw / gb since the last fold
-    bool used = false;     // holds sums since the last Flush
-  };
-  Part& PartFor(int thread);
-  void AccumulateSoftmax(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
-  void AccumulateBinary(Part& part, const DenseRows& data, const int64_t* rows, int64_t m) const;
-  // double_sums: moves the float32 sums into the float64 ones.
-  void Fold(Part& part) const;
+  ThreadSums<T>& PartFor(int thread);
 
   int64_t d_, c_;
   bool double_sums_;
   const T* w_ = nullptr;     // W_eff^T in use: the caller's, or weff_ when standardising
   std::vector<T> weff_;      // W^T / sigma (standardised training only)
   std::vector<T> b_;         // b_eff
-  std::vector<Part> parts_;  // one per thread that took part
+  std::vector<ThreadSums<T>> parts_;  // one per thread that took part
 };
 
 // The minibatch kernel (float32) and the float64 full-pass kernel.

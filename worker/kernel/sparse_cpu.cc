@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "worker/kernel/cpu_isa.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -12,30 +14,6 @@
 namespace logit::sparse {
 
 namespace {
-
-enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
-
-// The best instruction set the CPU has, lowered by LOGIT_CPU_KERNEL; decided once, at load time.
-Isa DetectIsa() {
-  Isa best = Isa::kPortable;
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) best = Isa::kAvx512;
-#endif
-  const char* force = std::getenv("LOGIT_CPU_KERNEL");
-  if (force != nullptr) {
-    const Isa asked = std::strcmp(force, "portable") == 0 ? Isa::kPortable
-                      : std::strcmp(force, "avx2") == 0   ? Isa::kAvx2
-                                                          : Isa::kAvx512;
-    best = std::min(best, asked);
-  }
-  return best;
-}
-
-// The best the CPU has (load time), and the one in use (UseKernelIsa may lower it).
-const Isa kBestIsa = DetectIsa();
-Isa g_isa = kBestIsa;
 
 #define LOGIT_INLINE __attribute__((always_inline)) inline
 
@@ -152,62 +130,17 @@ __attribute__((target("avx512f,avx512vl"))) void SliceAvx512(const Slice& s) { R
 
 void RunSliceForIsa(const Slice& s) {
 #if defined(__x86_64__)
-  if (g_isa == Isa::kAvx512) return SliceAvx512(s);
-  if (g_isa == Isa::kAvx2) return SliceAvx2(s);
+  const cpu::Isa isa = cpu::CurrentIsa();
+  if (isa == cpu::Isa::kAvx512) return SliceAvx512(s);
+  if (isa == cpu::Isa::kAvx2) return SliceAvx2(s);
 #endif
   SlicePortable(s);
-}
-
-int MaxThreads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-int ThreadNum() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-int TeamSize() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
 }
 
 // Fewer stored values than this per thread: one thread (the fork and the extra sums cost more).
 constexpr int64_t kValuesPerThread = 1 << 16;
 
 }  // namespace
-
-const char* KernelIsa() {
-  switch (g_isa) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kPortable:
-      break;
-  }
-  return "portable";
-}
-
-bool UseKernelIsa(const char* isa) {
-  const Isa asked = std::strcmp(isa, "portable") == 0 ? Isa::kPortable
-                    : std::strcmp(isa, "avx2") == 0   ? Isa::kAvx2
-                    : std::strcmp(isa, "avx512") == 0 ? Isa::kAvx512
-                                                      : kBestIsa;
-  if (asked > kBestIsa) return false;
-  g_isa = asked;
-  return true;
-}
 
 SparseKernel::SparseKernel(int64_t d, int64_t c) : d_(d), c_(c) {}
 
@@ -223,7 +156,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
   // Each extra thread zeroes and adds up its own d x c sums: worth it only when the rows hold
   // more values than that.
   const int threads = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(MaxThreads(), values / std::max(kValuesPerThread, d_ * c_ + c_))));
+      1, std::min<int64_t>(cpu::MaxThreads(), values / std::max(kValuesPerThread, d_ * c_ + c_))));
   std::vector<int64_t> cut(threads + 1, m);
   cut[0] = 0;
   for (int t = 1; t < threads; ++t) {
@@ -257,7 +190,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
     {
       // The runtime may grant fewer threads than asked (nested regions): each takes every
       // nt-th slice, so all slices run whatever the team's size.
-      const int nt = TeamSize(), t = ThreadNum();
+      const int nt = cpu::TeamSize(), t = cpu::ThreadNum();
       for (int slice = t; slice < threads; slice += nt) run(slice);
 #pragma omp barrier
       // Every thread adds its share of the other slices' gradient sums.

@@ -4,7 +4,8 @@
 // reads one contiguous run of c weights and adds into one contiguous run of c gradient sums.
 // Arithmetic and sums in float64; values and column indices as the reader stores them (float32,
 // int32). Threads take contiguous slices of the rows, balanced by stored values, each with its
-// own gradient sums (no atomics), added up at the end. No LibTorch in this file.
+// own gradient sums (no atomics), added up at the end. Entry points for each instruction set,
+// picked per pass by cpu::CurrentIsa() (cpu_isa.h). No LibTorch in this file.
 #ifndef LOGIT_WORKER_KERNEL_SPARSE_CPU_H_
 #define LOGIT_WORKER_KERNEL_SPARSE_CPU_H_
 
@@ -21,14 +22,6 @@ struct CsrRows {
   const int64_t* labels = nullptr;   // class per row in [0, K)
   const float* weights = nullptr;    // per-row weight, or null for 1
 };
-
-// The instruction set a kernel entry point was compiled for, chosen once at load time from what
-// the CPU supports ("avx512", "avx2", "portable"); LOGIT_CPU_KERNEL=portable|avx2|avx512 forces a
-// lower one (tests compare every path against the portable one).
-const char* KernelIsa();
-// Switches to `isa` ("portable", "avx2", "avx512"; "best": the best the CPU has) for the kernels
-// that run from now on; false (nothing changed) when the CPU lacks it. For tests and benchmarks.
-bool UseKernelIsa(const char* isa);
 
 class SparseKernel {
  public:

@@ -43,7 +43,7 @@ at::Tensor BlockLogits(const Dataset& data, int64_t r, int64_t m, const at::Tens
               .mul_(data.u8_scale),
           w);
     case FeatureStorage::kSparseCsr:
-      break;  // KernelProba predicts sparse rows without ATen
+      break;  // not reached: KernelProba predicts sparse rows without ATen
   }
   return at::Tensor();
 }

@@ -214,6 +214,17 @@ LOGIT_INLINE void GradTile(const T* x, int64_t m, int64_t d, const T* res, int64
       StoreV<VB>(gw + (k0 + t) * d + j + L, e[t]);
     }
   }
+  if (j + L <= d) {  // one vector left (784 floats with 16 lanes: 24 pairs, then this)
+    V a[KT];
+    for (int t = 0; t < KT; ++t) a[t] = LoadV<VB>(gw + (k0 + t) * d + j);
+    for (int64_t r = 0; r < m; ++r) {
+      const V u = LoadV<VB>(x + r * d + j);
+      const T* rr = res + r * c + k0;
+      for (int t = 0; t < KT; ++t) a[t] += rr[t] * u;
+    }
+    for (int t = 0; t < KT; ++t) StoreV<VB>(gw + (k0 + t) * d + j, a[t]);
+    j += L;
+  }
   for (; j < d; ++j) {
     T a[KT];
     for (int t = 0; t < KT; ++t) a[t] = gw[(k0 + t) * d + j];

@@ -484,9 +484,12 @@ absl::StatusOr<EvalStats> LogisticObjective::Evaluate(const at::Tensor& theta) {
       if (yf_.defined()) blk.yf = yf_.narrow(0, b, rows);
       if (sw_.defined()) blk.sw = sw_.narrow(0, b, rows);
       z = at::empty({rows, c_}, at::kDouble);
-      std::vector<int64_t> ids(rows);
-      std::iota(ids.begin(), ids.end(), b);
-      sparse_->Logits(csr_, ids.data(), rows, w_eff.data_ptr<double>(), b_eff.data_ptr<double>(),
+      // Rows [b, b + rows): the row offsets from b on (they index the whole values array).
+      sparse::CsrRows from_b = csr_;
+      from_b.indptr += b;
+      from_b.labels += b;
+      if (from_b.weights != nullptr) from_b.weights += b;
+      sparse_->Logits(from_b, nullptr, rows, w_eff.data_ptr<double>(), b_eff.data_ptr<double>(),
                       z.data_ptr<double>());
       z = z.to(config_.dtype);
     } else {

@@ -43,10 +43,7 @@ LOGIT_INLINE double RowDot(const int32_t* j, const float* v, int64_t n, const do
   return s0 + s1;
 }
 
-// A thread's loss and weight sums.
-struct Totals {
-  double loss = 0, weight = 0;
-};
+using Totals = SliceTotals;
 
 LOGIT_INLINE void BinaryRows(const CsrRows& x, const int64_t* rows, int64_t begin, int64_t end,
                              const double* w, double b, double* gw, double* gb, Totals* t) {
@@ -170,8 +167,8 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
   threads_used_ = threads;
   const int64_t nw = d_ * c_;
   if (parts_.size() + 1 < static_cast<size_t>(threads)) parts_.resize(threads - 1);
-  std::vector<Totals> totals(threads);
-  std::vector<std::vector<double>> scratch(threads, std::vector<double>(c_));
+  totals_.assign(threads, Totals());
+  scratch_.resize(threads * c_);
   auto run = [&](int t) {
     double* own = sums;  // slice 0 adds into the caller's sums
     if (t > 0) {
@@ -179,8 +176,8 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
       part.assign(nw + c_, 0.0);
       own = part.data();
     }
-    const Slice s{&x, rows, cut[t], cut[t + 1], c_, w, b, own, own + nw, scratch[t].data(),
-                  &totals[t]};
+    const Slice s{&x, rows, cut[t], cut[t + 1], c_, w, b, own, own + nw, &scratch_[t * c_],
+                  &totals_[t]};
     RunSliceForIsa(s);
   };
   if (threads == 1) {
@@ -201,7 +198,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
       }
     }
   }
-  for (const Totals& t : totals) {
+  for (const Totals& t : totals_) {
     sums[nw + c_] += t.loss;
     sums[nw + c_ + 1] += t.weight;
   }

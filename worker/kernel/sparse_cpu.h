@@ -23,6 +23,11 @@ struct CsrRows {
   const float* weights = nullptr;    // per-row weight, or null for 1
 };
 
+// One thread's loss and weight sums in a pass (an implementation detail of SparseKernel).
+struct SliceTotals {
+  double loss = 0, weight = 0;
+};
+
 class SparseKernel {
  public:
   // d features, c = 1 (binary, sigmoid) or c = K >= 3 (softmax) output columns.
@@ -44,6 +49,8 @@ class SparseKernel {
  private:
   int64_t d_, c_;
   std::vector<std::vector<double>> parts_;  // threads 1..T-1: their gradient sums
+  std::vector<SliceTotals> totals_;         // per thread, this pass
+  std::vector<double> scratch_;             // per thread: c logits
   int threads_used_ = 0;
 };
 

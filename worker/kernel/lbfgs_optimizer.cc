@@ -61,6 +61,7 @@ class LbfgsOptimizer : public Optimizer {
   bool started_ = false;
   bool polishing_ = false;
   int64_t iterations_ = 0;           // over both phases
+  int64_t polish_start_ = 0;         // iterations_ when the float64 polish began
   int64_t earlier_evaluations_ = 0;  // of the mixed phase, once polishing
   std::optional<StopReason> stop_;
 };
@@ -94,7 +95,12 @@ absl::StatusOr<std::optional<EpochValue>> LbfgsOptimizer::RunEpoch(const EpochHo
 }
 
 absl::Status LbfgsOptimizer::EndEpoch(double) {
-  if (!minimizer_->converged()) {
+  // The polish starts with an empty history, and its first steps (steepest descent, then a few
+  // pairs) can decrease the objective by less than the tolerance far from the optimum (digits:
+  // stopped 1.4e-8 above it); it stops on the tolerance only once it has some history again.
+  constexpr int64_t kMinPolishIterations = 10;
+  const bool polish_young = polishing_ && iterations_ - polish_start_ < kMinPolishIterations;
+  if (!minimizer_->converged() || (polish_young && iterations_ < epochs_)) {
     if (iterations_ >= epochs_) stop_ = StopReason::kMaxEpochs;
     return absl::OkStatus();
   }
@@ -109,6 +115,7 @@ absl::Status LbfgsOptimizer::StartPolish() {
   const at::Tensor from = minimizer_->current().x;
   minimizer_ = std::make_unique<LbfgsMinimizer>(obj_, lbfgs_);
   polishing_ = true;
+  polish_start_ = iterations_;
   return minimizer_->Start(from);
 }
 
@@ -128,14 +135,15 @@ OptimizerState LbfgsOptimizer::SaveState() const {
   state.optimizer = OptimizerName(options_.optimizer);
   if (started_) minimizer_->Save("", state);
   state.integers["lbfgs"] = {iterations_, earlier_evaluations_, started_ ? 1 : 0,
-                             polishing_ ? 1 : 0, stop_ ? static_cast<int64_t>(*stop_) : -1};
+                             polishing_ ? 1 : 0, stop_ ? static_cast<int64_t>(*stop_) : -1,
+                             polish_start_};
   return state;
 }
 
 absl::Status LbfgsOptimizer::RestoreState(const OptimizerState& state) {
   auto counters = state.integers.find("lbfgs");
   if (state.optimizer != OptimizerName(options_.optimizer) || counters == state.integers.end() ||
-      counters->second.size() != 5) {
+      (counters->second.size() != 5 && counters->second.size() != 6)) {
     return absl::InvalidArgumentError("optimizer state: not an L-BFGS state");
   }
   const std::vector<int64_t>& c = counters->second;
@@ -150,6 +158,8 @@ absl::Status LbfgsOptimizer::RestoreState(const OptimizerState& state) {
   if (started_) RETURN_IF_ERROR(minimizer_->Restore("", state));
   iterations_ = c[0];
   earlier_evaluations_ = c[1];
+  // States written before the polish's start was saved: a resumed polish counts as mature.
+  polish_start_ = c.size() > 5 ? std::min(c[5], c[0]) : c[0] - 1000;
   stop_.reset();
   if (c[4] >= 0) stop_ = static_cast<StopReason>(c[4]);
   return absl::OkStatus();

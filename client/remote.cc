@@ -901,7 +901,7 @@ absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,
           break;
         case FeatureStorage::kSparseCsr:
           for (int64_t p = data.csr_indptr[row]; p < data.csr_indptr[row + 1]; ++p) {
-            dst[data.csr_indices[p]] = data.csr_values[p];
+            dst[data.csr_indices[p]] = data.CsrValue(p);
           }
           break;
       }

@@ -108,12 +108,12 @@ v1::Job WithAges(v1::Job job) {
 
 Coordinator::Coordinator(const CoordinatorConfig& config, std::unique_ptr<JobStore> store)
     : config_(config),
+      metrics_(config.metrics ? config.metrics : std::make_shared<ServerMetrics>()),
       store_(std::move(store)),
       registry_(config.heartbeat_interval),
       log_(config.max_watchers_per_job),
       catalog_(CatalogOptionsFrom(config), store_.get()),
-      checkpoint_files_((fs::path(config.data_dir) / "checkpoints").string()),
-      metrics_(config.metrics ? config.metrics : std::make_shared<ServerMetrics>()) {
+      checkpoint_files_((fs::path(config.data_dir) / "checkpoints").string()) {
   store_->set_write_observer([m = metrics_.get()](double seconds) { m->StoreWrite(seconds); });
 }
 

@@ -135,7 +135,7 @@ inline void CheckDataset(const logit::Dataset& d, const logit::ReadOptions& opt)
                  "csr_indptr has %zu entries for %lld rows", d.csr_indptr.size(),
                  (long long)d.num_rows);
       FUZZ_CHECK(d.csr_indptr.front() == 0, "csr_indptr[0] != 0");
-      FUZZ_CHECK(d.csr_indices.size() == d.csr_values.size() &&
+      FUZZ_CHECK((d.csr_values.empty() || d.csr_indices.size() == d.csr_values.size()) &&
                      d.csr_indptr.back() == static_cast<int64_t>(d.csr_indices.size()),
                  "csr sizes disagree");
       for (int64_t r = 0; r < d.num_rows; ++r) {
@@ -147,7 +147,7 @@ inline void CheckDataset(const logit::Dataset& d, const logit::ReadOptions& opt)
                      (long long)d.num_features);
           FUZZ_CHECK(k == d.csr_indptr[r] || d.csr_indices[k - 1] < d.csr_indices[k],
                      "csr indices do not increase in row %lld", (long long)r);
-          FUZZ_CHECK(std::isfinite(d.csr_values[k]), "non-finite csr value");
+          FUZZ_CHECK(std::isfinite(d.CsrValue(k)), "non-finite csr value");
         }
       }
       break;

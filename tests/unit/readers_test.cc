@@ -198,6 +198,25 @@ TEST(LibSvmReader, ReadsOneBasedSparseRowsAndMapsMinusOne) {
   EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0}));
 }
 
+TEST(LibSvmReader, KeepsNoValuesWhenEveryValueIsOneAndFillsThemInOnceOneIsNot) {
+  TempDir dir;
+  // Binary features (click logs, bags of words): no values array, every CsrValue is 1.
+  auto ones = Read(dir.Write("ones.svm", "1 1:1 3:1\n0 2:1.0\n1 1:1 2:1 3:1\n"));
+  ASSERT_TRUE(ones.ok()) << ones.status();
+  EXPECT_TRUE(ones->csr_values.empty());
+  EXPECT_EQ(ones->csr_indices.size(), 6u);
+  for (int64_t p = 0; p < 6; ++p) EXPECT_EQ(ones->CsrValue(p), 1.0f);
+  EXPECT_EQ(ones->CsrValuesOrNull(), nullptr);
+  // A value other than 1 after some ones: the ones before it are filled in.
+  auto mixed = Read(dir.Write("mixed.svm", "1 1:1 3:1\n0 2:1 3:0.25\n1 1:1\n"));
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->csr_values, (std::vector<float>{1, 1, 1, 0.25f, 1}));
+  // Rows taken from a file of ones keep implicit values.
+  const Dataset some = TakeRows(*ones, {2, 0});
+  EXPECT_TRUE(some.csr_values.empty());
+  EXPECT_EQ(some.csr_indptr, (std::vector<int64_t>{0, 3, 5}));
+}
+
 TEST(LibSvmReader, DetectsZeroBasedIndices) {
   TempDir dir;
   auto d = Read(dir.Write("a.svm", "0 0:1 4:2\n1 1:1\n"));

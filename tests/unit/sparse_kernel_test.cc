@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "worker/data/dataset.h"
@@ -60,7 +61,7 @@ std::vector<double> Reference(const Dataset& x, int64_t c, const std::vector<dou
   for (int64_t i = 0; i < x.num_rows; ++i) {
     for (int64_t k = 0; k < c; ++k) z[k] = b[k];
     for (int64_t p = x.csr_indptr[i]; p < x.csr_indptr[i + 1]; ++p) {
-      for (int64_t k = 0; k < c; ++k) z[k] += x.csr_values[p] * w[x.csr_indices[p] * c + k];
+      for (int64_t k = 0; k < c; ++k) z[k] += x.CsrValue(p) * w[x.csr_indices[p] * c + k];
     }
     const double sw = x.sample_weights.empty() ? 1.0 : x.sample_weights[i];
     const int64_t y = x.labels[i];
@@ -79,22 +80,25 @@ std::vector<double> Reference(const Dataset& x, int64_t c, const std::vector<dou
     sums[d * c + c + 1] += sw;
     for (int64_t k = 0; k < c; ++k) sums[d * c + k] += g[k];
     for (int64_t p = x.csr_indptr[i]; p < x.csr_indptr[i + 1]; ++p) {
-      for (int64_t k = 0; k < c; ++k) sums[x.csr_indices[p] * c + k] += x.csr_values[p] * g[k];
+      for (int64_t k = 0; k < c; ++k) sums[x.csr_indices[p] * c + k] += x.CsrValue(p) * g[k];
     }
   }
   return sums;
 }
 
-class SparseKernelTest : public ::testing::TestWithParam<int64_t> {
+// (classes, implicit ones: the values array left empty, as the reader keeps binary features).
+class SparseKernelTest : public ::testing::TestWithParam<std::tuple<int64_t, bool>> {
  protected:
   void TearDown() override { cpu::UseKernelIsa("best"); }
 };
 
 TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) {
-  const int64_t classes = GetParam(), c = classes == 2 ? 1 : classes, d = 300;
+  const auto [classes, unit_values] = GetParam();
+  const int64_t c = classes == 2 ? 1 : classes, d = 300;
   // ~390,000 stored values: enough for the kernel to split them over 2 threads.
-  const Dataset x = RandomCsr(60000, d, classes, /*weights=*/true, 7);
-  sparse::CsrRows rows{x.csr_indptr.data(), x.csr_indices.data(), x.csr_values.data(),
+  Dataset x = RandomCsr(60000, d, classes, /*weights=*/true, 7);
+  if (unit_values) x.csr_values.clear();
+  sparse::CsrRows rows{x.csr_indptr.data(), x.csr_indices.data(), x.CsrValuesOrNull(),
                        x.labels.data(), x.sample_weights.data()};
   std::mt19937 rng(3);
   std::normal_distribution<double> normal(0, 0.3);
@@ -124,6 +128,18 @@ TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) 
       for (size_t i = 0; i < want.size(); ++i) {
         ASSERT_NEAR(batch[i], batch_want[i], 1e-12 * (1 + std::abs(batch_want[i])));
       }
+      // Logits of the same rows: b + sum_p v_p w[j_p].
+      std::vector<double> z(5 * c);
+      kernel.Logits(rows, picked.data(), 5, w.data(), b.data(), z.data());
+      for (int64_t i = 0; i < 5; ++i) {
+        for (int64_t k = 0; k < c; ++k) {
+          double want_z = b[k];
+          for (int64_t p = x.csr_indptr[picked[i]]; p < x.csr_indptr[picked[i] + 1]; ++p) {
+            want_z += x.CsrValue(p) * w[x.csr_indices[p] * c + k];
+          }
+          ASSERT_NEAR(z[i * c + k], want_z, 1e-12 * (1 + std::abs(want_z)));
+        }
+      }
       ++checked;
     }
   }
@@ -131,7 +147,8 @@ TEST_P(SparseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) 
   EXPECT_GE(checked, 2);  // the portable path at least, on 1 and 2 threads
 }
 
-INSTANTIATE_TEST_SUITE_P(BinaryAndSoftmax, SparseKernelTest, ::testing::Values(2, 5));
+INSTANTIATE_TEST_SUITE_P(BinaryAndSoftmax, SparseKernelTest,
+                         ::testing::Combine(::testing::Values(2, 5), ::testing::Bool()));
 
 // Runs L-BFGS from zero to convergence; returns (objective, iterations).
 std::pair<double, int> Minimize(LogisticObjective& obj, bool precondition) {

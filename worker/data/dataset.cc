@@ -40,8 +40,10 @@ Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows) {
         const int64_t b = data.csr_indptr[r], e = data.csr_indptr[r + 1];
         out.csr_indices.insert(out.csr_indices.end(), data.csr_indices.begin() + b,
                                data.csr_indices.begin() + e);
-        out.csr_values.insert(out.csr_values.end(), data.csr_values.begin() + b,
-                              data.csr_values.begin() + e);
+        if (!data.csr_values.empty()) {  // else implicit ones stay implicit
+          out.csr_values.insert(out.csr_values.end(), data.csr_values.begin() + b,
+                                data.csr_values.begin() + e);
+        }
         out.csr_indptr.push_back(static_cast<int64_t>(out.csr_indices.size()));
       }
       break;

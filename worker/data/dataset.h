@@ -34,6 +34,9 @@ struct Dataset {
 
   std::vector<int64_t> csr_indptr;   // num_rows + 1 offsets into csr_indices / csr_values
   std::vector<int32_t> csr_indices;  // 0-based column of each stored value (< kMaxFeatures = 2^31)
+  // The stored values, or empty when every one of them is 1 (binary features such as click logs
+  // and bags of words: the reader keeps no values then, 4 bytes a stored value); read them with
+  // CsrValue.
   std::vector<float> csr_values;
 
   std::vector<int64_t> labels;  // class index in [0, classes) per row
@@ -47,6 +50,10 @@ struct Dataset {
   std::vector<int64_t> global_row;    // global row index per row; empty means first_row + i
 
   int64_t GlobalRow(int64_t i) const { return global_row.empty() ? first_row + i : global_row[i]; }
+  // Stored value p of a CSR matrix (1 when the values are implicit).
+  float CsrValue(int64_t p) const { return csr_values.empty() ? 1.0f : csr_values[p]; }
+  // The stored values, or null when they are all 1.
+  const float* CsrValuesOrNull() const { return csr_values.empty() ? nullptr : csr_values.data(); }
   int64_t MaxLabel() const;  // -1 when empty
 };
 

@@ -469,7 +469,9 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
   const int64_t values_bound =
       std::min<int64_t>(colons, static_cast<int64_t>(shard_end - shard_begin) / 4 + 1);
   out.csr_indices.reserve(values_bound);
-  out.csr_values.reserve(values_bound);
+  // Values are kept only once one is not 1 (then the earlier ones are filled in): a file of
+  // binary features holds no values array at all.
+  bool unit_values = true;
   int64_t max_index = -1;
 
   // Parse the shard's rows from its first line (already read by `parse`).
@@ -546,8 +548,13 @@ absl::StatusOr<Dataset> ReadLibSvm(const ReadOptions& opt) {
       }
       prev = idx;
       max_index = std::max(max_index, idx);
+      if (unit_values && v != 1.0f) {
+        unit_values = false;
+        out.csr_values.reserve(values_bound);
+        out.csr_values.assign(out.csr_indices.size(), 1.0f);
+      }
       out.csr_indices.push_back(static_cast<int32_t>(idx));  // < kMaxFeatures = 2^31
-      out.csr_values.push_back(v);
+      if (!unit_values) out.csr_values.push_back(v);
     }
     out.csr_indptr.push_back(static_cast<int64_t>(out.csr_indices.size()));
   }

@@ -45,10 +45,18 @@ struct LbfgsMinimizer::Trial : LbfgsPoint {
 LbfgsMinimizer::LbfgsMinimizer(LogisticObjective& obj, const LbfgsOptions& opt)
     : obj_(obj), opt_(opt), nw_(obj.num_weights()) {}
 
+at::Tensor LbfgsMinimizer::Take() const {
+  for (const at::Tensor& t : pool_) {
+    if (t.use_count() == 1 && t.storage().use_count() == 1) return t;
+  }
+  pool_.push_back(at::empty({obj_.num_params()}, obj_.options()));
+  return pool_.back();
+}
+
 absl::StatusOr<LbfgsMinimizer::Trial> LbfgsMinimizer::Eval(const at::Tensor& x) {
   Trial tr;
   tr.x = x;
-  tr.g = at::empty_like(x);
+  tr.g = Take();
   ASSIGN_OR_RETURN(tr.value, obj_.ValueAndGradient(x, tr.g));
   ++evals_;
   tr.f = tr.value.objective + L1(x);
@@ -76,7 +84,8 @@ at::Tensor LbfgsMinimizer::PseudoGradient(const at::Tensor& x, const at::Tensor&
 
 // d = -H pg by the two-loop recursion.
 at::Tensor LbfgsMinimizer::Direction(const at::Tensor& pg) const {
-  at::Tensor q = pg.neg();
+  at::Tensor q = Take();
+  at::neg_out(q, pg);
   const size_t m = s_.size();
   std::vector<double> alpha(m);
   for (size_t k = m; k-- > 0;) {
@@ -105,7 +114,7 @@ at::Tensor LbfgsMinimizer::SearchDirection(const at::Tensor& pg, double* step) {
   }
   *step = opt_.initial_step;
   if (s_.empty()) {
-    *step = std::min(1.0, 1.0 / pg.abs().sum().item<double>()) * opt_.initial_step;
+    *step = std::min(1.0, 1.0 / at::linalg_vector_norm(pg, 1).item<double>()) * opt_.initial_step;
   }
   return d;
 }
@@ -113,10 +122,14 @@ at::Tensor LbfgsMinimizer::SearchDirection(const at::Tensor& pg, double* step) {
 void LbfgsMinimizer::Remember(const at::Tensor& s, const at::Tensor& y) {
   const double sy = s.dot(y).item<double>();
   const double yy = y.dot(y).item<double>();
-  if (!(sy > 1e-10 * yy) || yy == 0) return;
+  if (!(sy > 1e-10 * yy) || yy == 0) return;  // skip pairs that break positive definiteness
   // gamma scales H0 = gamma P to the curvature along y: s'y / y'Py (P = I: s'y / y'y).
-  const double yhy =
-      opt_.preconditioner.defined() ? (y * opt_.preconditioner).dot(y).item<double>() : yy;  // skip pairs that break positive definiteness
+  double yhy = yy;
+  if (opt_.preconditioner.defined()) {
+    at::Tensor py = Take();
+    at::mul_out(py, y, opt_.preconditioner);
+    yhy = py.dot(y).item<double>();
+  }
   if (static_cast<int64_t>(s_.size()) == opt_.history) {
     s_.pop_front();
     y_.pop_front();
@@ -153,7 +166,9 @@ double LbfgsMinimizer::Cubic(const Trial& a, const Trial& b, double lo, double h
 
 absl::StatusOr<LbfgsMinimizer::Trial> LbfgsMinimizer::Probe(const Trial& at, const at::Tensor& d,
                                                             double t) {
-  ASSIGN_OR_RETURN(Trial tr, Eval(at.x + t * d));
+  at::Tensor x = Take();
+  at::add_out(x, at.x, d, t);  // at.x + t d
+  ASSIGN_OR_RETURN(Trial tr, Eval(x));
   tr.t = t;
   tr.dg = tr.g.dot(d).item<double>();
   return tr;
@@ -167,7 +182,7 @@ absl::StatusOr<LbfgsMinimizer::Trial> LbfgsMinimizer::StrongWolfe(const Trial& x
   start.t = 0;
   start.dg = x0.g.dot(d).item<double>();
   const double f0 = start.f, dg0 = start.dg;
-  const double dmax = d.abs().max().item<double>();
+  const double dmax = at::linalg_vector_norm(d, INFINITY).item<double>();
   Trial prev = start;
   Trial lo, hi;
   bool bracketed = false;
@@ -215,7 +230,8 @@ absl::StatusOr<LbfgsMinimizer::Trial> LbfgsMinimizer::Backtrack(const Trial& x0,
   const at::Tensor w0 = x0.x.narrow(0, 0, nw_);
   const at::Tensor orthant = at::where(w0 != 0, w0.sign(), pg.narrow(0, 0, nw_).neg().sign());
   for (int i = 0; i < 40; ++i) {
-    at::Tensor x = x0.x + t * d;
+    at::Tensor x = Take();
+    at::add_out(x, x0.x, d, t);  // x0 + t d, then projected on the orthant
     at::Tensor w = x.narrow(0, 0, nw_);
     w.copy_(at::where(w * orthant > 0, w, at::zeros_like(w)));
     ASSIGN_OR_RETURN(Trial tr, Eval(x));
@@ -248,7 +264,9 @@ absl::StatusOr<LbfgsOutcome> LbfgsMinimizer::Iterate() {
   converged_ = false;
   while (true) {
     const at::Tensor pg = PseudoGradient(cur_.x, cur_.g);
-    if (pg.abs().max().item<double>() <= opt_.tol) return LbfgsOutcome::kGradientTol;
+    if (at::linalg_vector_norm(pg, INFINITY).item<double>() <= opt_.tol) {
+      return LbfgsOutcome::kGradientTol;
+    }
     double t = 0;
     const at::Tensor d = SearchDirection(pg, &t);
     const Trial from = CurrentTrial();
@@ -258,7 +276,11 @@ absl::StatusOr<LbfgsOutcome> LbfgsMinimizer::Iterate() {
       Reset();  // retry once along steepest descent before giving up
       continue;
     }
-    Remember(next.x - cur_.x, next.g - cur_.g);
+    at::Tensor s = Take();
+    at::sub_out(s, next.x, cur_.x);
+    at::Tensor y = Take();
+    at::sub_out(y, next.g, cur_.g);
+    Remember(s, y);
     const double f_old = cur_.f;
     cur_ = next;
     const double rel = (f_old - cur_.f) / std::max({std::abs(f_old), std::abs(cur_.f), 1.0});

@@ -38,7 +38,7 @@ at::Tensor SparseRowsToCoo(const Dataset& data, const int64_t* rows, int64_t cou
     for (int64_t p = data.csr_indptr[r]; p < data.csr_indptr[r + 1]; ++p, ++k) {
       ri[k] = i;
       ci[k] = data.csr_indices[p];
-      v[k] = data.csr_values[p];
+      v[k] = data.CsrValue(p);
     }
   }
   return at::sparse_coo_tensor(idx.to(opts.device()), val.to(opts), {count, num_features})
@@ -62,7 +62,7 @@ void LogisticObjective::LoadRows(const Dataset& data) {
         sparse_ = std::make_unique<sparse::SparseKernel>(d_, c_);
         csr_.indptr = data.csr_indptr.data();
         csr_.indices = data.csr_indices.data();
-        csr_.values = data.csr_values.data();
+        csr_.values = data.CsrValuesOrNull();
         csr_.labels = data.labels.data();
         break;
       }
@@ -312,7 +312,11 @@ absl::StatusOr<PassValue> LogisticObjective::Finish(const at::Tensor& theta, at:
   v.objective = v.loss;
   if (config_.l2 > 0) {
     gw.add_(w, config_.l2);
-    v.objective += 0.5 * config_.l2 * w.to(at::kDouble).square().sum().item<double>();
+    // |w|^2 without a d x c temporary when w is float64 already.
+    const double sq = w.scalar_type() == at::kDouble && w.is_contiguous()
+                          ? w.reshape({-1}).dot(w.reshape({-1})).item<double>()
+                          : w.to(at::kDouble).square().sum().item<double>();
+    v.objective += 0.5 * config_.l2 * sq;
   }
   return v;
 }
@@ -535,8 +539,8 @@ absl::StatusOr<at::Tensor> LogisticObjective::DiagonalPreconditioner() const {
   // Column sums of squares and the row count, over all ranks.
   at::Tensor sums = at::zeros({d_ + 1}, at::kDouble);
   double* s = sums.data_ptr<double>();
-  for (size_t k = 0; k < data_->csr_values.size(); ++k) {
-    const double v = data_->csr_values[k];
+  for (size_t k = 0; k < data_->csr_indices.size(); ++k) {
+    const double v = data_->CsrValue(static_cast<int64_t>(k));
     s[data_->csr_indices[k]] += v * v;
   }
   s[d_] = static_cast<double>(n_);

@@ -72,8 +72,8 @@ absl::Status Standardization(const Dataset& d, int64_t num_features, Collective*
   if (d.storage == FeatureStorage::kSparseCsr) {
     double* a = s1.data_ptr<double>();
     double* b = s2.data_ptr<double>();
-    for (size_t k = 0; k < d.csr_values.size(); ++k) {
-      const double v = d.csr_values[k];
+    for (size_t k = 0; k < d.csr_indices.size(); ++k) {
+      const double v = d.CsrValue(static_cast<int64_t>(k));
       a[d.csr_indices[k]] += v;
       b[d.csr_indices[k]] += v * v;
     }

@@ -28,50 +28,64 @@ LOGIT_INLINE double Sigmoid(double z) {
   return e / (1.0 + e);
 }
 
-// One sparse row against a weight vector (binary models): the dot product sum_p v_p w[j_p] and
-// the update w[j_p] += g v_p. Scalar in every entry point: AVX2 / AVX-512 gathers and AVX-512
+// The stored values: an array (ArrayValues), or all 1 (UnitValues: the Dataset keeps none, and
+// the products become plain sums).
+struct ArrayValues {
+  const float* v;
+  LOGIT_INLINE double operator[](int64_t p) const { return static_cast<double>(v[p]); }
+};
+struct UnitValues {
+  LOGIT_INLINE double operator[](int64_t) const { return 1.0; }
+};
+
+// One sparse row against a weight vector (binary models): the dot product sum_p v_p w[j_p] over
+// stored values [p0, p0 + n). Scalar in every entry point: AVX2 / AVX-512 gathers and AVX-512
 // scatters of the 30-40 values of a row were measured slower (issue 16's sparse set, 2 threads:
 // 12.7 ms a pass scalar, 13.7 ms AVX2 gathers, 14.7 ms AVX-512 gathers and scatters).
-LOGIT_INLINE double RowDot(const int32_t* j, const float* v, int64_t n, const double* w) {
+template <typename Values>
+LOGIT_INLINE double RowDot(const int32_t* j, Values v, int64_t p0, int64_t n, const double* w) {
   double s0 = 0, s1 = 0;
   int64_t p = 0;
   for (; p + 1 < n; p += 2) {
-    s0 += static_cast<double>(v[p]) * w[j[p]];
-    s1 += static_cast<double>(v[p + 1]) * w[j[p + 1]];
+    s0 += v[p0 + p] * w[j[p0 + p]];
+    s1 += v[p0 + p + 1] * w[j[p0 + p + 1]];
   }
-  if (p < n) s0 += static_cast<double>(v[p]) * w[j[p]];
+  if (p < n) s0 += v[p0 + p] * w[j[p0 + p]];
   return s0 + s1;
 }
 
 using Totals = SliceTotals;
 
-LOGIT_INLINE void BinaryRows(const CsrRows& x, const int64_t* rows, int64_t begin, int64_t end,
-                             const double* w, double b, double* gw, double* gb, Totals* t) {
+template <typename Values>
+LOGIT_INLINE void BinaryRows(const CsrRows& x, Values vals, const int64_t* rows, int64_t begin,
+                             int64_t end, const double* w, double b, double* gw, double* gb,
+                             Totals* t) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = rows != nullptr ? rows[i] : i;
     const int64_t p0 = x.indptr[r], n = x.indptr[r + 1] - p0;
-    const double z = b + RowDot(x.indices + p0, x.values + p0, n, w);
+    const double z = b + RowDot(x.indices, vals, p0, n, w);
     const double y = static_cast<double>(x.labels[r]);
     const double sw = x.weights != nullptr ? x.weights[r] : 1.0;
     t->loss += sw * (Softplus(z) - y * z);
     t->weight += sw;
     const double g = sw * (Sigmoid(z) - y);
     *gb += g;
-    for (int64_t p = p0; p < p0 + n; ++p) gw[x.indices[p]] += g * static_cast<double>(x.values[p]);
+    for (int64_t p = p0; p < p0 + n; ++p) gw[x.indices[p]] += g * vals[p];
   }
 }
 
 // Softmax rows: each stored value reads and updates c contiguous entries (vectorised by the
 // compiler for the target of the calling entry point). `z` holds c scratch values.
-LOGIT_INLINE void SoftmaxRows(const CsrRows& x, const int64_t* rows, int64_t begin, int64_t end,
-                              const double* w, const double* b, int64_t c, double* gw, double* gb,
-                              double* z, Totals* t) {
+template <typename Values>
+LOGIT_INLINE void SoftmaxRows(const CsrRows& x, Values vals, const int64_t* rows, int64_t begin,
+                              int64_t end, const double* w, const double* b, int64_t c, double* gw,
+                              double* gb, double* z, Totals* t) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = rows != nullptr ? rows[i] : i;
     const int64_t p0 = x.indptr[r], p1 = x.indptr[r + 1];
     for (int64_t k = 0; k < c; ++k) z[k] = b[k];
     for (int64_t p = p0; p < p1; ++p) {
-      const double v = x.values[p];
+      const double v = vals[p];
       const double* __restrict wr = w + static_cast<int64_t>(x.indices[p]) * c;
       for (int64_t k = 0; k < c; ++k) z[k] += v * wr[k];
     }
@@ -92,7 +106,7 @@ LOGIT_INLINE void SoftmaxRows(const CsrRows& x, const int64_t* rows, int64_t beg
     z[y] -= sw;
     for (int64_t k = 0; k < c; ++k) gb[k] += z[k];
     for (int64_t p = p0; p < p1; ++p) {
-      const double v = x.values[p];
+      const double v = vals[p];
       double* __restrict gr = gw + static_cast<int64_t>(x.indices[p]) * c;
       for (int64_t k = 0; k < c; ++k) gr[k] += v * z[k];
     }
@@ -109,11 +123,20 @@ struct Slice {
   Totals* t;
 };
 
-LOGIT_INLINE void RunSlice(const Slice& s) {
+template <typename Values>
+LOGIT_INLINE void RunSliceWith(const Slice& s, Values vals) {
   if (s.c == 1) {
-    BinaryRows(*s.x, s.rows, s.begin, s.end, s.w, s.b[0], s.gw, s.gb, s.t);
+    BinaryRows(*s.x, vals, s.rows, s.begin, s.end, s.w, s.b[0], s.gw, s.gb, s.t);
   } else {
-    SoftmaxRows(*s.x, s.rows, s.begin, s.end, s.w, s.b, s.c, s.gw, s.gb, s.z, s.t);
+    SoftmaxRows(*s.x, vals, s.rows, s.begin, s.end, s.w, s.b, s.c, s.gw, s.gb, s.z, s.t);
+  }
+}
+
+LOGIT_INLINE void RunSlice(const Slice& s) {
+  if (s.x->values == nullptr) {
+    RunSliceWith(s, UnitValues());
+  } else {
+    RunSliceWith(s, ArrayValues{s.x->values});
   }
 }
 
@@ -212,7 +235,7 @@ void SparseKernel::Logits(const CsrRows& x, const int64_t* rows, int64_t m, cons
     double* zi = z + i * c_;
     for (int64_t k = 0; k < c_; ++k) zi[k] = b[k];
     for (int64_t p = x.indptr[r]; p < x.indptr[r + 1]; ++p) {
-      const double v = x.values[p];
+      const double v = x.values != nullptr ? static_cast<double>(x.values[p]) : 1.0;
       const double* wr = w + static_cast<int64_t>(x.indices[p]) * c_;
       for (int64_t k = 0; k < c_; ++k) zi[k] += v * wr[k];
     }

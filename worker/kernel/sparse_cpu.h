@@ -18,7 +18,7 @@ namespace logit::sparse {
 struct CsrRows {
   const int64_t* indptr = nullptr;   // num_rows + 1 offsets
   const int32_t* indices = nullptr;  // column of each stored value, < d
-  const float* values = nullptr;
+  const float* values = nullptr;     // null: every stored value is 1
   const int64_t* labels = nullptr;   // class per row in [0, K)
   const float* weights = nullptr;    // per-row weight, or null for 1
 };

@@ -33,7 +33,7 @@ void SparseLogits(const Dataset& data, int64_t row, const LinearModel& m, float*
   const int64_t c = m.OutputColumns();
   std::copy(m.bias.begin(), m.bias.end(), z);
   for (int64_t p = data.csr_indptr[row]; p < data.csr_indptr[row + 1]; ++p) {
-    const float v = data.csr_values[p];
+    const float v = data.CsrValue(p);
     const float* wj = m.weights.data() + data.csr_indices[p] * c;
     for (int64_t k = 0; k < c; ++k) z[k] += v * wj[k];
   }

@@ -44,7 +44,8 @@ double BestPass(const logit::fused::DenseRows& rows, const std::vector<int64_t>&
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: dense_bench FEATURES LABELS [--classes K] [--reps N]\n";
+    std::cerr << "usage: dense_bench FEATURES LABELS [--classes K] [--reps N] "
+                 "[--isa portable|avx2|avx512]\n";
     return 2;
   }
   int64_t classes = 0;

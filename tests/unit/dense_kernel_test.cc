@@ -173,11 +173,12 @@ TEST_P(DenseKernelTest, EveryInstructionSetAndThreadCountMatchesTheClosedForm) {
 
 // Binary; softmax with 3 (one tile), 7 (4 + 3) and 10 (5 + 5) classes; feature counts that are
 // multiples of every vector width and ones that leave a single vector (49 floats with 16
-// lanes, 77 doubles with 8) and scalar tails.
+// lanes, 77 doubles with 8) and scalar tails, fewer features than a vector holds (5), and more
+// than one 4 KB block of the logits (2,100).
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DenseKernelTest,
-    ::testing::Values(Case{2, 64}, Case{2, 77}, Case{3, 49}, Case{7, 64}, Case{10, 77},
-                      Case{10, 784 / 8}),
+    ::testing::Values(Case{2, 64}, Case{2, 77}, Case{3, 49}, Case{3, 5}, Case{7, 64},
+                      Case{10, 77}, Case{10, 784 / 8}, Case{10, 2100}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return "classes" + std::to_string(info.param.classes) + "_d" + std::to_string(info.param.d);
     });

@@ -1,5 +1,6 @@
 // Every optimizer's saved state continues training bit for bit: N epochs in one go equal k
 // epochs, SaveState, RestoreState into a fresh optimizer (over a fresh objective) and N - k more.
+#include <cstdint>
 #include <memory>
 
 #include "tests/unit/job_test_util.h"
@@ -140,9 +141,33 @@ TEST(OptimizerState, MixedPrecisionLbfgsResumesBitForBitAcrossThePolish) {
   o.tol = 1e-10;
   o.precision = Precision::kMixed;
   o.epochs = 200;
-  // Here the float32-products phase ends after iteration 28 and the polish stops at 35: splits
-  // in the first phase, at the switch and inside the polish.
+  // Here the float32-products phase ends after iteration 28 and the polish runs at least 10
+  // iterations: splits in the first phase, at the switch and inside the polish.
   ExpectResumeIsExact(o, cancer, 200, {3, 28, 29, 32});
+}
+
+TEST(OptimizerState, LbfgsCountersOutOfRangeAreRejected) {
+  const Dataset iris = ReadCsv("iris.csv");
+  TrainOptions o;
+  o.epochs = 5;
+  auto a = Make(o, iris);
+  ASSERT_NE(a, nullptr);
+  RunUntil(*a->optimizer, 3);
+  OptimizerState state = a->optimizer->SaveState();
+  ASSERT_EQ(state.integers["lbfgs"].size(), 6u);
+  auto b = Make(o, iris);
+  ASSERT_NE(b, nullptr);
+  // The polish's start past the iterations run, or negative (it would overflow a difference).
+  for (int64_t bad : {int64_t{-1}, state.integers["lbfgs"][0] + 1, INT64_MIN}) {
+    OptimizerState corrupt = state;
+    corrupt.integers["lbfgs"][5] = bad;
+    EXPECT_THAT(b->optimizer->RestoreState(corrupt),
+                StatusIs(absl::StatusCode::kInvalidArgument, "counters out of range"));
+  }
+  // A state written before the polish's start was saved (5 counters) still loads.
+  OptimizerState old = state;
+  old.integers["lbfgs"].pop_back();
+  EXPECT_TRUE(b->optimizer->RestoreState(old).ok());
 }
 
 TEST(OptimizerState, StateOfAnotherOptimizerIsRejected) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -33,19 +34,33 @@ Isa DetectIsa() {
   }
 #endif
   const char* force = std::getenv("LOGIT_CPU_KERNEL");
-  if (force != nullptr) best = std::min(best, ParseIsa(force, best));
+  if (force != nullptr && *force != '\0') {
+    if (std::strcmp(force, "portable") != 0 && std::strcmp(force, "avx2") != 0 &&
+        std::strcmp(force, "avx512") != 0) {
+      std::fprintf(stderr,
+                   "logit: LOGIT_CPU_KERNEL=%s is not portable, avx2 or avx512; ignored\n", force);
+    }
+    best = std::min(best, ParseIsa(force, best));
+  }
   return best;
 }
 
-const Isa kBestIsa = DetectIsa();
-// Relaxed: switched only by tests and benchmarks between passes, read at the start of each.
-std::atomic<Isa> g_isa{kBestIsa};
+// What UseKernelIsa chose; -1: nothing, BestIsa(). Relaxed: switched only by tests and
+// benchmarks between passes, read at the start of each. A constant initialiser, so that it is
+// valid whatever the order of other files' static initialisers.
+std::atomic<int> g_isa{-1};
 
 }  // namespace
 
-Isa BestIsa() { return kBestIsa; }
+Isa BestIsa() {
+  static const Isa best = DetectIsa();  // once, on first use (load time in practice)
+  return best;
+}
 
-Isa CurrentIsa() { return g_isa.load(std::memory_order_relaxed); }
+Isa CurrentIsa() {
+  const int chosen = g_isa.load(std::memory_order_relaxed);
+  return chosen < 0 ? BestIsa() : static_cast<Isa>(chosen);
+}
 
 const char* IsaName(Isa isa) {
   switch (isa) {
@@ -62,9 +77,9 @@ const char* IsaName(Isa isa) {
 const char* KernelIsa() { return IsaName(CurrentIsa()); }
 
 bool UseKernelIsa(const char* isa) {
-  const Isa asked = ParseIsa(isa, kBestIsa);
-  if (asked > kBestIsa) return false;
-  g_isa.store(asked, std::memory_order_relaxed);
+  const Isa asked = ParseIsa(isa, BestIsa());
+  if (asked > BestIsa()) return false;
+  g_isa.store(static_cast<int>(asked), std::memory_order_relaxed);
   return true;
 }
 

@@ -255,7 +255,7 @@ LbfgsMinimizer::Trial LbfgsMinimizer::CurrentTrial() const {
 
 absl::Status LbfgsMinimizer::Start(const at::Tensor& theta) {
   Reset();
-  ASSIGN_OR_RETURN(Trial start, Eval(theta.clone()));
+  ASSIGN_OR_RETURN(Trial start, Eval(theta.to(obj_.options()).clone()));
   cur_ = start;
   return absl::OkStatus();
 }

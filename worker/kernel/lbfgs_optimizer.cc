@@ -148,7 +148,8 @@ absl::Status LbfgsOptimizer::RestoreState(const OptimizerState& state) {
   }
   const std::vector<int64_t>& c = counters->second;
   if (c[0] < 0 || c[1] < 0 || c[4] < -1 ||
-      c[4] > static_cast<int64_t>(StopReason::kEarlyStopping)) {
+      c[4] > static_cast<int64_t>(StopReason::kEarlyStopping) ||
+      (c.size() > 5 && (c[5] < 0 || c[5] > c[0]))) {
     return absl::InvalidArgumentError("optimizer state: L-BFGS counters out of range");
   }
   started_ = c[2] != 0;
@@ -159,7 +160,7 @@ absl::Status LbfgsOptimizer::RestoreState(const OptimizerState& state) {
   iterations_ = c[0];
   earlier_evaluations_ = c[1];
   // States written before the polish's start was saved: a resumed polish counts as mature.
-  polish_start_ = c.size() > 5 ? std::min(c[5], c[0]) : c[0] - 1000;
+  polish_start_ = c.size() > 5 ? c[5] : c[0] - 1000;
   stop_.reset();
   if (c[4] >= 0) stop_ = static_cast<StopReason>(c[4]);
   return absl::OkStatus();

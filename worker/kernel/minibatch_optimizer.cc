@@ -363,8 +363,7 @@ class AdamOptimizer : public MinibatchOptimizer {
   AdamOptimizer(const TrainOptions& options, LogisticObjective& objective, GlobalRowIndex index)
       : MinibatchOptimizer(options, objective, std::move(index)),
         m1_(at::zeros_like(params_)),
-        m2_(at::zeros_like(params_)),
-        denom_(at::empty_like(params_)) {}
+        m2_(at::zeros_like(params_)) {}
 
  protected:
   void Update() override;
@@ -373,7 +372,8 @@ class AdamOptimizer : public MinibatchOptimizer {
   }
 
  private:
-  at::Tensor m1_, m2_, denom_;
+  at::Tensor m1_, m2_;
+  at::Tensor denom_;  // the non-fused update's scratch (GPU, float64), made on first use
 };
 
 void AdamOptimizer::Update() {
@@ -388,6 +388,7 @@ void AdamOptimizer::Update() {
   m2_.mul_(o.beta2).addcmul_(grad_, grad_, 1 - o.beta2);
   const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(step_count_));
   const double bc2 = 1 - std::pow(o.beta2, static_cast<double>(step_count_));
+  if (!denom_.defined()) denom_ = at::empty_like(params_);
   at::sqrt_out(denom_, m2_).div_(std::sqrt(bc2)).add_(o.adam_eps);
   params_.addcdiv_(m1_, denom_, -lr_ / bc1);
   if (o.l1 > 0) {  // proximal step with Adam's per-coordinate step size

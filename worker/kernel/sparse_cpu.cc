@@ -113,6 +113,23 @@ LOGIT_INLINE void SoftmaxRows(const CsrRows& x, Values vals, const int64_t* rows
   }
 }
 
+// z (m x c) = b + the rows' values times W, rows split over the threads when there are many.
+template <typename Values>
+void RowLogits(const CsrRows& x, Values vals, const int64_t* rows, int64_t m, const double* w,
+               const double* b, int64_t c, double* z) {
+#pragma omp parallel for schedule(static) if (m > 4096)
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t r = rows != nullptr ? rows[i] : i;
+    double* zi = z + i * c;
+    for (int64_t k = 0; k < c; ++k) zi[k] = b[k];
+    for (int64_t p = x.indptr[r]; p < x.indptr[r + 1]; ++p) {
+      const double v = vals[p];
+      const double* wr = w + static_cast<int64_t>(x.indices[p]) * c;
+      for (int64_t k = 0; k < c; ++k) zi[k] += v * wr[k];
+    }
+  }
+}
+
 // One thread's share of a pass.
 struct Slice {
   const CsrRows* x;
@@ -191,7 +208,9 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
   const int64_t nw = d_ * c_;
   if (parts_.size() + 1 < static_cast<size_t>(threads)) parts_.resize(threads - 1);
   totals_.assign(threads, Totals());
-  scratch_.resize(threads * c_);
+  // Each thread's c logits on cache lines of their own (they are stored for every value).
+  const int64_t stride = (c_ + 7) / 8 * 8 + 8;
+  scratch_.resize(threads * stride);
   auto run = [&](int t) {
     double* own = sums;  // slice 0 adds into the caller's sums
     if (t > 0) {
@@ -199,7 +218,7 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
       part.assign(nw + c_, 0.0);
       own = part.data();
     }
-    const Slice s{&x, rows, cut[t], cut[t + 1], c_, w, b, own, own + nw, &scratch_[t * c_],
+    const Slice s{&x, rows, cut[t], cut[t + 1], c_, w, b, own, own + nw, &scratch_[t * stride],
                   &totals_[t]};
     RunSliceForIsa(s);
   };
@@ -229,16 +248,10 @@ void SparseKernel::Accumulate(const CsrRows& x, const int64_t* rows, int64_t m, 
 
 void SparseKernel::Logits(const CsrRows& x, const int64_t* rows, int64_t m, const double* w,
                           const double* b, double* z) const {
-#pragma omp parallel for schedule(static) if (m > 4096)
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t r = rows != nullptr ? rows[i] : i;
-    double* zi = z + i * c_;
-    for (int64_t k = 0; k < c_; ++k) zi[k] = b[k];
-    for (int64_t p = x.indptr[r]; p < x.indptr[r + 1]; ++p) {
-      const double v = x.values != nullptr ? static_cast<double>(x.values[p]) : 1.0;
-      const double* wr = w + static_cast<int64_t>(x.indices[p]) * c_;
-      for (int64_t k = 0; k < c_; ++k) zi[k] += v * wr[k];
-    }
+  if (x.values == nullptr) {
+    RowLogits(x, UnitValues(), rows, m, w, b, c_, z);
+  } else {
+    RowLogits(x, ArrayValues{x.values}, rows, m, w, b, c_, z);
   }
 }
 

@@ -24,7 +24,7 @@ struct CsrRows {
 };
 
 // One thread's loss and weight sums in a pass (an implementation detail of SparseKernel).
-struct SliceTotals {
+struct alignas(64) SliceTotals {  // a cache line each: written for every row
   double loss = 0, weight = 0;
 };
 

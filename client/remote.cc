@@ -892,11 +892,11 @@ absl::StatusOr<std::vector<float>> RemotePredict(const ConnectOptions& server,
       float* dst = x->mutable_data() + i * d;
       switch (data.storage) {
         case FeatureStorage::kDenseFloat32:
-          std::copy_n(data.dense_f32.data() + row * d, d, dst);
+          std::copy_n(data.F32Rows() + row * d, d, dst);
           break;
         case FeatureStorage::kDenseUint8:
           for (int64_t j = 0; j < d; ++j) {
-            dst[j] = static_cast<float>(data.dense_u8[row * d + j] * data.u8_scale);
+            dst[j] = static_cast<float>(data.U8Rows()[row * d + j] * data.u8_scale);
           }
           break;
         case FeatureStorage::kSparseCsr:

@@ -16,6 +16,7 @@ absl::StatusOr<JobOutcome> RunTrainingJob(const DataConfig& data, const TrainOpt
                                           Collective* collective, const JobHooks& hooks) {
   TrainOptions options = spec_options;  // string labels set the class count
   ReadOptions ro = data.train;
+  ro.map_rows = true;  // .npy rows stay in the page cache: data larger than memory trains
   if (options.classes > 0) ro.classes = options.classes;
   if (collective != nullptr) {  // each rank reads only its shard of every file
     ro.rank = collective->rank();

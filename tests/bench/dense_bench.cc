@@ -71,10 +71,10 @@ int main(int argc, char** argv) {
   logit::fused::DenseRows rows;
   const bool u8 = data->storage == logit::FeatureStorage::kDenseUint8;
   if (u8) {
-    rows.u8 = data->dense_u8.data();
+    rows.u8 = data->U8Rows();
     rows.scale = static_cast<float>(data->u8_scale);
   } else {
-    rows.f32 = data->dense_f32.data();
+    rows.f32 = data->F32Rows();
   }
   rows.d = d;
   rows.labels = data->labels.data();

@@ -119,14 +119,16 @@ inline void CheckDataset(const logit::Dataset& d, const logit::ReadOptions& opt)
   switch (d.storage) {
     case FeatureStorage::kDenseFloat32:
       FUZZ_CHECK(d.num_features >= 1, "dense rows with %lld features", (long long)d.num_features);
-      FUZZ_CHECK(static_cast<int64_t>(d.dense_f32.size()) == d.num_rows * d.num_features,
+      FUZZ_CHECK(d.mapped_f32 != nullptr ||
+                     static_cast<int64_t>(d.dense_f32.size()) == d.num_rows * d.num_features,
                  "dense_f32 holds %zu values for %lld x %lld", d.dense_f32.size(),
                  (long long)d.num_rows, (long long)d.num_features);
       for (float v : d.dense_f32) FUZZ_CHECK(std::isfinite(v), "non-finite feature value");
       break;
     case FeatureStorage::kDenseUint8:
       FUZZ_CHECK(d.num_features >= 1, "dense rows with %lld features", (long long)d.num_features);
-      FUZZ_CHECK(static_cast<int64_t>(d.dense_u8.size()) == d.num_rows * d.num_features,
+      FUZZ_CHECK(d.mapped_u8 != nullptr ||
+                     static_cast<int64_t>(d.dense_u8.size()) == d.num_rows * d.num_features,
                  "dense_u8 holds %zu values for %lld x %lld", d.dense_u8.size(),
                  (long long)d.num_rows, (long long)d.num_features);
       break;

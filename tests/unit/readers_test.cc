@@ -2,8 +2,10 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -295,6 +297,52 @@ TEST(NpyReader, KeepsUint8AsUint8WithPixelScale) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->storage, FeatureStorage::kDenseUint8);
   EXPECT_FLOAT_EQ(d->u8_scale, 1.0f / 255);
+}
+
+TEST(NpyReader, MapsUint8AndFloat32RowsInPlaceWithTheSameValues) {
+  TempDir dir;
+  const uint8_t x8[] = {0, 255, 51, 102, 7, 9};
+  const float x32[] = {1.5f, -2, 3, 0.25f, 5, 6};
+  const uint8_t y[] = {1, 0, 1};
+  const std::string labels = dir.Write("y.npy", Npy("|u1", {3}, y, 3));
+  for (const auto& [name, descr, bytes] :
+       {std::make_tuple("u8.npy", "|u1", static_cast<const void*>(x8)),
+        std::make_tuple("f32.npy", "<f4", static_cast<const void*>(x32))}) {
+    SCOPED_TRACE(name);
+    const std::string path = dir.Write(name, Npy(descr, {3, 2}, bytes, descr[1] == 'u' ? 6 : 24));
+    ReadOptions copy;
+    copy.path = path;
+    copy.labels_path = labels;
+    ReadOptions mapped = copy;
+    mapped.map_rows = true;
+    auto a = ReadDataset(copy);
+    auto b = ReadDataset(mapped);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    EXPECT_EQ(b->mapping != nullptr, true);
+    EXPECT_TRUE(b->dense_u8.empty() && b->dense_f32.empty());  // nothing copied
+    ASSERT_EQ(a->storage, b->storage);
+    if (a->storage == FeatureStorage::kDenseUint8) {
+      EXPECT_EQ(std::vector<uint8_t>(b->U8Rows(), b->U8Rows() + 6), a->dense_u8);
+    } else {
+      EXPECT_EQ(std::vector<float>(b->F32Rows(), b->F32Rows() + 6), a->dense_f32);
+    }
+    EXPECT_EQ(a->labels, b->labels);
+    // Rows taken from mapped rows are copies of them (and outlive nothing).
+    const Dataset some = TakeRows(*b, {2, 0});
+    if (some.storage == FeatureStorage::kDenseUint8) {
+      EXPECT_EQ(some.dense_u8, (std::vector<uint8_t>{7, 9, 0, 255}));
+    } else {
+      EXPECT_EQ(some.dense_f32, (std::vector<float>{5, 6, 1.5f, -2}));
+    }
+  }
+  // A non-finite float32 in a mapped file is refused like a copied one, naming row and column.
+  const float bad[] = {1, 2, 3, std::numeric_limits<float>::infinity()};
+  ReadOptions o;
+  o.path = dir.Write("bad.npy", Npy("<f4", {2, 2}, bad, sizeof(bad)));
+  o.labels_path = dir.Write("y2.npy", Npy("|u1", {2}, y, 2));
+  o.map_rows = true;
+  EXPECT_THAT(ReadDataset(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "non-finite value at row 1, column 1"));
 }
 
 TEST(NpyReader, RejectsWrongDtypeShapeAndCounts) {

@@ -156,11 +156,28 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
   out.num_rows = end - begin;
   const char* src = file->data().data() + h->data_offset + begin * d * h->item_size;
   const int64_t count = out.num_rows * d;
+  // float32 rows can be used in place when stored as this CPU stores floats, 4-byte aligned.
+  const bool f4_in_place = f4 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ &&
+                           reinterpret_cast<uintptr_t>(src) % alignof(float) == 0;
   if (u1) {
     out.storage = FeatureStorage::kDenseUint8;
     out.u8_scale = opt.pixel_scale ? 1.0f / 255.0f : 1.0f;
-    out.dense_u8.assign(reinterpret_cast<const uint8_t*>(src),
-                        reinterpret_cast<const uint8_t*>(src) + count);
+    if (opt.map_rows) {
+      out.mapped_u8 = reinterpret_cast<const uint8_t*>(src);
+    } else {
+      out.dense_u8.assign(reinterpret_cast<const uint8_t*>(src),
+                          reinterpret_cast<const uint8_t*>(src) + count);
+    }
+  } else if (opt.map_rows && f4_in_place) {
+    out.storage = FeatureStorage::kDenseFloat32;
+    const float* rows = reinterpret_cast<const float*>(src);
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(rows[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(opt.path, ": non-finite value at row ",
+                                                       begin + i / d, ", column ", i % d));
+      }
+    }
+    out.mapped_f32 = rows;
   } else {
     out.storage = FeatureStorage::kDenseFloat32;
     out.dense_f32.resize(count);
@@ -178,6 +195,9 @@ absl::StatusOr<Dataset> ReadNpy(const ReadOptions& opt) {
       }
       out.dense_f32[i] = static_cast<float>(v);
     }
+  }
+  if (out.mapped_u8 != nullptr || out.mapped_f32 != nullptr) {
+    out.mapping = std::make_shared<const MappedFile>(std::move(*file));  // keeps the rows mapped
   }
   if (opt.labels_path.empty()) {
     out.labels.assign(out.num_rows, 0);

@@ -26,12 +26,12 @@ Dataset TakeRows(const Dataset& data, const std::vector<int64_t>& rows) {
     case FeatureStorage::kDenseFloat32:
       out.dense_f32.resize(rows.size() * d);
       for (size_t i = 0; i < rows.size(); ++i)
-        std::copy_n(data.dense_f32.data() + rows[i] * d, d, out.dense_f32.data() + i * d);
+        std::copy_n(data.F32Rows() + rows[i] * d, d, out.dense_f32.data() + i * d);
       break;
     case FeatureStorage::kDenseUint8:
       out.dense_u8.resize(rows.size() * d);
       for (size_t i = 0; i < rows.size(); ++i)
-        std::copy_n(data.dense_u8.data() + rows[i] * d, d, out.dense_u8.data() + i * d);
+        std::copy_n(data.U8Rows() + rows[i] * d, d, out.dense_u8.data() + i * d);
       break;
     case FeatureStorage::kSparseCsr:
       out.csr_indptr.reserve(rows.size() + 1);

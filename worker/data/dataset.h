@@ -5,12 +5,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace logit {
+
+class MappedFile;
 
 // How the feature matrix of a Dataset is held in memory.
 enum class FeatureStorage {
@@ -31,6 +34,14 @@ struct Dataset {
   std::vector<float> dense_f32;
   std::vector<uint8_t> dense_u8;
   float u8_scale = 1.0f;  // multiplier applied to dense_u8 values when they are used
+  // Dense rows read in place from a read-only mapping of the file (ReadOptions::map_rows: a
+  // .npy of uint8 or float32 rows) instead of dense_u8 / dense_f32, which stay empty: the page
+  // cache holds them and the OS may drop and re-read pages, so a dataset larger than the
+  // process's memory limit still trains (at the disk's speed). Read rows with U8Rows() /
+  // F32Rows(), which serve either.
+  std::shared_ptr<const MappedFile> mapping;
+  const uint8_t* mapped_u8 = nullptr;
+  const float* mapped_f32 = nullptr;
 
   std::vector<int64_t> csr_indptr;   // num_rows + 1 offsets into csr_indices / csr_values
   std::vector<int32_t> csr_indices;  // 0-based column of each stored value (< kMaxFeatures = 2^31)
@@ -50,6 +61,8 @@ struct Dataset {
   std::vector<int64_t> global_row;    // global row index per row; empty means first_row + i
 
   int64_t GlobalRow(int64_t i) const { return global_row.empty() ? first_row + i : global_row[i]; }
+  const uint8_t* U8Rows() const { return mapped_u8 != nullptr ? mapped_u8 : dense_u8.data(); }
+  const float* F32Rows() const { return mapped_f32 != nullptr ? mapped_f32 : dense_f32.data(); }
   // Stored value p of a CSR matrix (1 when the values are implicit).
   float CsrValue(int64_t p) const { return csr_values.empty() ? 1.0f : csr_values[p]; }
   // The stored values, or null when they are all 1.

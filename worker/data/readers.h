@@ -50,6 +50,10 @@ struct ReadOptions {
   // When false (prediction input), rows may come without labels: a CSV with exactly
   // num_features columns, a .npy / IDX file without a label file. Such rows get label 0.
   bool require_labels = true;
+  // .npy rows of uint8 or float32 (little-endian, aligned) are read in place from a mapping of
+  // the file (Dataset::mapping) instead of copied: training reads them so, and a file larger
+  // than memory trains from the page cache. float32 rows are still checked to be finite.
+  bool map_rows = false;
 };
 
 // Reads the shard described by `options`. Labels are returned as class indices: numeric labels

@@ -33,12 +33,12 @@ at::Tensor BlockLogits(const Dataset& data, int64_t r, int64_t m, const at::Tens
   switch (data.storage) {
     case FeatureStorage::kDenseFloat32:
       return at::addmm(
-          b, at::from_blob(const_cast<float*>(data.dense_f32.data()) + r * d, {m, d}, at::kFloat),
+          b, at::from_blob(const_cast<float*>(data.F32Rows()) + r * d, {m, d}, at::kFloat),
           w);
     case FeatureStorage::kDenseUint8:
       return at::addmm(
           b,
-          at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()) + r * d, {m, d}, at::kByte)
+          at::from_blob(const_cast<uint8_t*>(data.U8Rows()) + r * d, {m, d}, at::kByte)
               .to(at::kFloat)
               .mul_(data.u8_scale),
           w);

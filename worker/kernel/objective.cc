@@ -85,11 +85,11 @@ void LogisticObjective::LoadRows(const Dataset& data) {
   const int64_t n = n_, d = d_;
   switch (data.storage) {
     case FeatureStorage::kDenseFloat32:
-      x_ = at::from_blob(const_cast<float*>(data.dense_f32.data()), {n, d}, at::kFloat)
+      x_ = at::from_blob(const_cast<float*>(data.F32Rows()), {n, d}, at::kFloat)
                .to(config_.device);
       break;
     case FeatureStorage::kDenseUint8:
-      x_ = at::from_blob(const_cast<uint8_t*>(data.dense_u8.data()), {n, d}, at::kByte)
+      x_ = at::from_blob(const_cast<uint8_t*>(data.U8Rows()), {n, d}, at::kByte)
                .to(config_.device);
       break;
     case FeatureStorage::kSparseCsr:
@@ -116,10 +116,10 @@ void LogisticObjective::SetUpFusedKernels(const Dataset& data) {
   const int64_t n = n_;
   fused::DenseRows& v = fused_rows_;
   if (data.storage == FeatureStorage::kDenseUint8) {
-    v.u8 = data.dense_u8.data();
+    v.u8 = data.U8Rows();
     v.scale = static_cast<float>(data.u8_scale);
   } else {
-    v.f32 = data.dense_f32.data();
+    v.f32 = data.F32Rows();
   }
   v.d = d_;
   v.labels = data.labels.data();

@@ -83,10 +83,10 @@ absl::Status Standardization(const Dataset& d, int64_t num_features, Collective*
       const int64_t m = std::min(block, d.num_rows - r);
       at::Tensor x =
           d.storage == FeatureStorage::kDenseUint8
-              ? at::from_blob(const_cast<uint8_t*>(d.dense_u8.data()) + r * nf, {m, nf}, at::kByte)
+              ? at::from_blob(const_cast<uint8_t*>(d.U8Rows()) + r * nf, {m, nf}, at::kByte)
                     .to(at::kDouble)
                     .mul_(d.u8_scale)
-              : at::from_blob(const_cast<float*>(d.dense_f32.data()) + r * nf, {m, nf}, at::kFloat)
+              : at::from_blob(const_cast<float*>(d.F32Rows()) + r * nf, {m, nf}, at::kFloat)
                     .to(at::kDouble);
       s1.add_(x.sum(0));
       s2.add_(x.square().sum(0));

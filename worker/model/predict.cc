@@ -71,10 +71,10 @@ absl::StatusOr<std::vector<float>> PredictProba(const LinearModel& model, const 
   for (int64_t i = 0; i < data.num_rows; ++i) {
     switch (data.storage) {
       case FeatureStorage::kDenseFloat32:
-        DenseLogits(data.dense_f32.data() + i * d, 1.0f, model, z.data());
+        DenseLogits(data.F32Rows() + i * d, 1.0f, model, z.data());
         break;
       case FeatureStorage::kDenseUint8:
-        DenseLogits(data.dense_u8.data() + i * d, data.u8_scale, model, z.data());
+        DenseLogits(data.U8Rows() + i * d, data.u8_scale, model, z.data());
         break;
       case FeatureStorage::kSparseCsr:
         SparseLogits(data, i, model, z.data());

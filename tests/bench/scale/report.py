@@ -99,6 +99,7 @@ def table(ds, runs, roof):
                                               get(r, "adam_epoch_seconds", b)), "pct")))
     rows += [
         ("peak RSS (MB)", None, lambda r: fmt(get(r, "peak_rss_mb"))),
+        ("peak RSS of the Adam runs (MB)", None, lambda r: fmt(get(r, "peak_rss_adam_mb"))),
         (f"peak RSS / data ({fmt(data_mb)} MB)", None,
          lambda r: fmt(ratio(get(r, "peak_rss_mb"), data_mb), "x")),
     ]
@@ -115,6 +116,9 @@ def table(ds, runs, roof):
         for name, path in (("time to gap 1e-4", ("seconds_to_gap", "1e-4")),
                            ("time to gap 1e-6", ("seconds_to_gap", "1e-6")),
                            ("seconds per pass", ("seconds_per_pass",)),
+                           ("Adam epoch, batch 16", ("adam_epoch_seconds", "16")),
+                           ("Adam epoch, batch 256", ("adam_epoch_seconds", "256")),
+                           ("Adam epoch, batch 4096", ("adam_epoch_seconds", "4096")),
                            ("load", ("load_seconds",)), ("peak RSS", ("peak_rss_mb",))):
             lines.append(f"{name:<{w0}}{'':>10}" + "".join(
                 f"{fmt(ratio(get(logit, *path), get(r, *path)), 'x'):>{w}}"
@@ -128,6 +132,9 @@ def table(ds, runs, roof):
         if r.get("stop"):
             notes.append(f"stopped: {r['stop']}")
         notes += r.get("notes", [])
+        for key in ("lbfgs_note", "adam_note"):
+            if r.get(key):
+                notes.append(r[key])
         if any((r.get("adam_extrapolated") or {}).values()):
             steps = ", ".join(f"{b}: {n}" for b, n in r["adam_steps_measured"].items())
             notes.append(f"* extrapolated from the first steps ({steps})")

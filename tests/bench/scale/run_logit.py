@@ -17,6 +17,12 @@ result.summary with the per-iteration history):
   seconds/pass    wall_seconds / function_evaluations.
 A run that would not fit in memory (the data plus L-BFGS's history: logit keeps at most ~1.6 GB
 of pairs but at least 10) is not started; one that fails or times out reports why.
+
+Adam epochs (as peers.py's torch-adam, batches 16, 256 and 4,096): `logit train --local <data
+flags> --optimizer adam --batch-size B --epochs 2 --threads N -o json`; the figure is the second
+epoch's seconds from the history (the steps and the epoch's penalty; no validation), and
+peak_rss_adam_mb the largest peak RSS of those runs. A batch larger than the dataset, or an epoch
+that would not end within a third of --timeout (judged from the first run's), is skipped.
 """
 import argparse
 import json
@@ -55,13 +61,68 @@ def time_to_gaps(summary, ref):
     return out
 
 
+def adam_memory(ds):
+    """Bytes logit's Adam needs at least: the data plus parameters, gradient, the two moments
+    and the gradient sums (float32)."""
+    params = ds.features * (1 if ds.classes == 2 else ds.classes)
+    return ds.memory_bytes(ds.expected_nnz()) + 5 * params * 4
+
+
+def run_adam(ds, a):
+    """{"adam_epoch_seconds": {batch: s}, "peak_rss_adam_mb": MB} (see the module's note)."""
+    peers.need(adam_memory(ds), "the data + Adam's parameters, gradient and moments (float32)")
+    epochs, rss, notes = {}, 0.0, []
+    budget = a.timeout / 3
+    for batch in peers.ADAM_BATCHES:
+        if batch > ds.rows:
+            notes.append(f"batch {batch}: more than the {ds.rows} rows")
+            continue
+        cmd = [a.logit, "train", "--local", *ds.logit_args(), "--optimizer", "adam",
+               "--batch-size", str(batch), "--epochs", "2", "--threads", str(a.threads),
+               "-o", "json"]
+        p = subprocess.run(["/usr/bin/time", "-v", "timeout", "-k", "10", str(budget)] + cmd,
+                           capture_output=True, text=True)
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+        if m:
+            rss = max(rss, int(m.group(1)) / 1024)
+        if p.returncode != 0:
+            notes.append(f"batch {batch}: exit {p.returncode}")
+            continue
+        history = json.loads(p.stdout)["result"]["summary"]["history"]
+        epochs[str(batch)] = history[-1]["seconds"]
+    out = {"adam_epoch_seconds": epochs, "peak_rss_adam_mb": rss or None}
+    if notes:
+        out["adam_note"] = "; ".join(notes)
+    return out
+
+
 def run(ds, a, ref):
+    out = {}
+    if a.adam:
+        try:
+            out.update(run_adam(ds, a))
+        except peers.Skip as e:
+            out["adam_note"] = str(e)
+    try:
+        out.update(run_lbfgs(ds, a, ref))
+    except peers.Skip as e:
+        if not out.get("adam_epoch_seconds"):
+            raise
+        out.update(status="ok", lbfgs_note=f"L-BFGS skipped: {e}")
+    return out
+
+
+def run_lbfgs(ds, a, ref):
     peers.need(lbfgs_memory(ds), "the data + L-BFGS's parameters and history (float64)")
     cmd = [a.logit, "train", "--local", *ds.logit_args(), "--optimizer", "lbfgs",
            "--C", repr(a.C), "--tol", repr(TOL), "--threads", str(a.threads), "-o", "json"]
     p = subprocess.run(["/usr/bin/time", "-v", "timeout", "-k", "10", str(a.timeout)] + cmd,
                        capture_output=True, text=True)
     out = {"command": " ".join(cmd)}
+    if a.adam:
+        out["adam_command"] = (" ".join(cmd[:cmd.index("--optimizer")]) +
+                               " --optimizer adam --batch-size B --epochs 2 --threads " +
+                               str(a.threads) + " -o json")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
     out["peak_rss_mb"] = int(rss.group(1)) / 1024 if rss else None
     if p.returncode in (124, 137):
@@ -96,6 +157,8 @@ def main():
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--adam", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time Adam epochs (default on)")
     a = ap.parse_args()
     ds = datasets.Dataset(a.dataset, a.scale, a.data_dir)
     ref, ref_source = datasets.find_reference(ds, a.C, a.data_dir)

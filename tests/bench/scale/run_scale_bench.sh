@@ -17,6 +17,9 @@
 #               sparse-multi[:small], dense, imagenet[:small], fashion-mnist (real data, fixed
 #               size).
 #   --peers     sklearn-lbfgs, sklearn-saga, liblinear, torch-adam, torch-lbfgs.
+#   --no-reference  use a stored reference optimum only, never compute one (the Adam figures
+#               need none; computing one for imagenet's 150M parameters takes hours).
+#   --no-adam   logit's L-BFGS only (by default run_logit.py also times Adam epochs).
 # Environment: BUILD_DIR (default <repo>/build) holds client/logit; Debian's /usr/bin/python3
 # with numpy, scikit-learn and torch; /usr/bin/liblinear-train; /usr/bin/time.
 set -euo pipefail
@@ -35,6 +38,8 @@ C=1
 quick=0
 adam_steps=2000
 roofline_bytes=$((1 << 30))
+compute_reference=1
+logit_adam=--adam
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1; shift ;;
@@ -45,7 +50,9 @@ while [[ $# -gt 0 ]]; do
     --threads) threads="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
     --C) C="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-reference) compute_reference=0; shift ;;
+    --no-adam) logit_adam=--no-adam; shift ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_scale_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -109,11 +116,15 @@ for ds in "${dataset_list[@]}"; do
   files+=("$out")
   echo "-- $ds"
   echo -n "   reference: "
-  timeout $((6 * timeout)) "$PY" "$HERE/reference.py" "$ds" "${common[@]}" --if-missing \
-    --out "$data_dir/references.json" || echo "none (reference.py failed or timed out)"
+  if [[ $compute_reference == 1 ]]; then
+    timeout $((6 * timeout)) "$PY" "$HERE/reference.py" "$ds" "${common[@]}" --if-missing \
+      --out "$data_dir/references.json" || echo "none (reference.py failed or timed out)"
+  else
+    echo "stored only (--no-reference)"
+  fi
   if [[ -x "$logit" ]]; then
     run_capped logit "$out" "$PY" "$HERE/run_logit.py" "$ds" "${common[@]}" --logit "$logit" \
-      --threads "$threads" --timeout "$timeout"
+      --threads "$threads" --timeout "$timeout" "$logit_adam"
   else
     printf '{"peer": "logit", "dataset": "%s", "C": %s, "status": "skipped", "reason": "%s"}\n' \
       "$ds" "$C" "no $logit (set BUILD_DIR)" >> "$out"

@@ -6,16 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD="${BUILD_DIR:-$ROOT/build}"
 cmake --build "$BUILD" --target predict_bench logit logit-server logit-worker -j2 >/dev/null
-TMP="$(mktemp -d)"
-"$BUILD/server/logit-server" --listen 127.0.0.1:0 --local-workers 1 \
-  --data-root /usr/share/datasets --data-dir "$TMP/data" > "$TMP/server.log" 2>&1 &
-PID=$!
-trap 'kill -TERM $PID; wait $PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
-for _ in $(seq 100); do
-  ADDR="$(sed -n 's/^logit-server listening on \([^ ]*\).*/\1/p' "$TMP/server.log")"
-  [[ -n "$ADDR" ]] && break
-  sleep 0.1
-done
+source "$ROOT/tests/bench/server_helper.sh"  # sets ADDR, TMP, PID; stops it on exit
 L="$BUILD/client/logit"
 iris=$("$L" --server "$ADDR" -o json train --data "$ROOT/tests/data/iris.csv" \
   --label-column target | tail -1 | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["model_id"])')

@@ -11,16 +11,7 @@ BUILD="${BUILD_DIR:-$ROOT/build}"
 reps=3
 if [[ "${1:-}" == --reps ]]; then reps="$2"; shift 2; fi
 cmake --build "$BUILD" --target logit logit-server logit-worker logit_local -j2 >/dev/null
-TMP="$(mktemp -d)"
-"$BUILD/server/logit-server" --listen 127.0.0.1:0 --local-workers 1 \
-  --data-root /usr/share/datasets --data-dir "$TMP/data" > "$TMP/server.log" 2>&1 &
-PID=$!
-trap 'kill -TERM $PID; wait $PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
-for _ in $(seq 100); do
-  ADDR="$(sed -n 's/^logit-server listening on \([^ ]*\).*/\1/p' "$TMP/server.log")"
-  [[ -n "$ADDR" ]] && break
-  sleep 0.1
-done
+source "$ROOT/tests/bench/server_helper.sh"  # sets ADDR, TMP, PID; stops it on exit
 L="$BUILD/client/logit"
 D=/usr/share/datasets/fashion-mnist
 run() {  # $1: local|service; prints "wall train_seconds"
